@@ -1,0 +1,36 @@
+"""Loading a Z-Image pipeline from a local directory and running it on prompt embeddings.
+
+The bundled tiny model and Z-Image Turbo go through exactly this code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import ZImagePipeline
+
+BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-world"
+
+
+def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> ZImagePipeline:
+    """Load with no network access (local files only) and freeze every component."""
+    path = Path(model_dir) if model_dir else BUNDLED_MODEL_DIR
+    if not (path / "model_index.json").exists():
+        raise FileNotFoundError(f"no diffusers pipeline at {path} (model_index.json missing)")
+    pipe = ZImagePipeline.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
+        part.requires_grad_(False).eval()
+    return pipe.to(device)
+
+
+@torch.no_grad()
+def encode_prompts(pipe: ZImagePipeline, prompts: list[str], max_sequence_length: int = 512) -> list[torch.Tensor]:
+    """Caption features as the pipeline computes them: one (L_i, D) tensor per prompt.
+
+    `_encode_prompt` writes the chat-templated strings back into the list it is given, so it gets a copy.
+    """
+    return pipe.encode_prompt(list(prompts), device=pipe.transformer.device, do_classifier_free_guidance=False,
+                              max_sequence_length=max_sequence_length)[0]
