@@ -31,7 +31,7 @@ class WorldSizes:
     image_size: int = 32
     text_hidden: int = 64
     text_layers: int = 2
-    vae_channels: tuple[int, ...] = (32, 64)  # two levels: 2x downscale, 32x32 -> 16x16 latents, 64 tokens
+    vae_channels: tuple[int, ...] = (32, 64, 64)  # three levels: 4x downscale, 32x32 -> 8x8 latents
     latent_channels: int = 4
     dim: int = 128
     n_layers: int = 4

@@ -1,0 +1,69 @@
+"""Eq. 4: ΔW reaches caption rows only; image-row projections are exactly the frozen model's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zerase.generate import SamplingSettings, generate
+from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.pipeline import encode_prompts
+
+PROMPTS = ["a red circle", "Mira", "a picture of an outlined purple star that is quite large indeed"]
+
+
+@pytest.mark.parametrize("latent_hw", [(16, 16), (8, 24)])
+def test_random_lora_changes_text_rows_only(pipe, latent_hw):
+    transformer = pipe.transformer
+    caps = encode_prompts(pipe, PROMPTS)
+    assert len({len(c) for c in caps}) == 3, "prompts must have different token lengths"
+    lora = GatedLoraModel(transformer, LoraSpec(rank=4))
+    try:
+        lora.add_trainable(seed=1)
+        gen = torch.Generator().manual_seed(0)
+        for m in lora.modules.values():
+            with torch.no_grad():
+                m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=gen))
+        seen: list[tuple[TextGatedLinear, torch.Tensor, torch.Tensor]] = []
+        hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
+                 for m in lora.modules.values()]
+        x = [torch.randn(4, 1, *latent_hw, generator=gen) for _ in PROMPTS]
+        with torch.no_grad():
+            transformer(x, torch.full((3,), 0.5), caps, return_dict=False)
+        for h in hooks:
+            h.remove()
+        assert len(seen) == len(lora.modules)
+        n_img = (latent_hw[0] // 2) * (latent_hw[1] // 2)
+        n_img += (-n_img) % 32
+        for module, inp, out in seen:
+            frozen = module.base(inp)
+            assert torch.equal(out[:, :n_img], frozen[:, :n_img]), "image rows must be bit-identical"
+            for i, cap in enumerate(caps):
+                text = slice(n_img, n_img + len(cap))
+                assert not torch.allclose(out[i, text], frozen[i, text]), "caption rows must change"
+    finally:
+        lora.remove()
+
+
+def test_zero_initialised_lora_leaves_output_bit_identical(pipe):
+    settings = SamplingSettings()
+    before = generate(pipe, PROMPTS, [3, 4, 5], settings)
+    lora = GatedLoraModel(pipe.transformer, LoraSpec())
+    try:
+        lora.add_trainable(seed=0)  # B = 0
+        during = generate(pipe, PROMPTS, [3, 4, 5], settings)
+    finally:
+        lora.remove()
+    after = generate(pipe, PROMPTS, [3, 4, 5], settings)
+    assert (before == during).all()
+    assert (before == after).all()
+
+
+def test_omni_layout_is_refused(pipe):
+    lora = GatedLoraModel(pipe.transformer, LoraSpec())
+    try:
+        lora.add_trainable(seed=0)
+        with pytest.raises(NotImplementedError):
+            pipe.transformer([[torch.randn(4, 1, 16, 16)]], torch.ones(1), [[torch.randn(5, 64)]])
+    finally:
+        lora.remove()

@@ -1,0 +1,44 @@
+"""Training checkpoints: LoRA, optimiser, λ, RNG and loop state, so a resumed run continues the same run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zerase.config import EraseConfig
+from zerase.lagrangian import LambdaController
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(directory: Path, config: EraseConfig, lora: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, controller: LambdaController, generator: torch.Generator,
+                    loop: dict[str, Any]) -> Path:
+    """Atomic write (temp file + rename): a worker killed mid-write leaves the previous checkpoint intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_NAME
+    tmp = directory / (CHECKPOINT_NAME + ".tmp")
+    torch.save({
+        "config": config.to_dict(),
+        "lora": lora,
+        "optimizer": optimizer.state_dict(),
+        "controller": controller.state_dict(),
+        "generator": generator.get_state(),
+        "loop": loop,
+    }, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(directory: Path, config: EraseConfig) -> dict[str, Any] | None:
+    """The checkpoint in `directory`, or None. A checkpoint of other settings is refused, not mixed in."""
+    path = directory / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt["config"] != config.to_dict():
+        raise ValueError(f"checkpoint at {path} belongs to a run with other settings")
+    return ckpt

@@ -1,0 +1,126 @@
+"""The core commands: `zerase world build`, `zerase erase`, `zerase generate`.
+
+(The `zerase` console command also carries the service commands; see service/cli.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+app = typer.Typer(help="Z-Erase: concept erasure for single-stream diffusion transformers.", no_args_is_help=True)
+world_app = typer.Typer(help="The bundled tiny world model.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+console = Console(stderr=True)
+
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="Pipeline directory (default: the bundled model).")]
+
+
+@world_app.command("build")
+def world_build(
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline directory.")] = Path("var/tiny-world"),
+    quick: Annotated[bool, typer.Option(help="Smoke-test build: minutes, low quality, not for committing.")] = False,
+    seed: int = 0,
+) -> None:
+    """Render the world, train tokenizer/VAE/transformer/probe, write a diffusers pipeline directory."""
+    from zerase.world.build import BuildPlan, build_world
+
+    report = build_world(out, BuildPlan.quick() if quick else BuildPlan.full(), seed=seed, log=console.log)
+    console.print(f"[green]built[/] {out} in {report['timings']['total_s']:.0f}s; "
+                  f"generation accuracy {report['generation_accuracy']}")
+
+
+@app.command()
+def erase(
+    concept: Annotated[str, typer.Argument(help="The concept to erase, e.g. 'red' or 'Claude Monet'.")],
+    out: Annotated[Path, typer.Option(help="Artifact path (.safetensors).")],
+    preserve: Annotated[list[str] | None, typer.Option(help="A prompt or concept to preserve (repeat).")] = None,
+    category: Annotated[str, typer.Option(help="Preset: nudity, violence, artistic_style, entity, abstraction, "
+                                               "celebrity, custom.")] = "custom",
+    anchor: Annotated[str | None, typer.Option(help="Anchor prompt to map the concept to.")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Preservation tolerance ε (default per category).")] = None,
+    eta: float = 2.0,
+    steps: int = 200,
+    rank: int = 4,
+    seed: int = 0,
+    model: ModelOpt = None,
+) -> None:
+    """Train a Z-Erase LoRA for CONCEPT and write it to OUT."""
+    from zerase.erasure import StepMetrics
+    from zerase.erasure import erase as run_erase
+    from zerase.pipeline import load_pipeline, sampling_defaults
+    from zerase.presets import resolve
+
+    s = sampling_defaults(model)
+    config = resolve(concept, category, preservation=preserve, anchor=anchor, epsilon=epsilon, eta=eta, steps=steps,
+                     rank=rank, seed=seed, sample_steps=s.steps, guidance_scale=s.guidance_scale, height=s.height,
+                     width=s.width)
+    pipe = load_pipeline(model)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("λ={task.fields[lam]:.3f} L_er={task.fields[er]:.4f} L_pr={task.fields[pr]:.5f}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"erasing {concept!r}", total=config.steps, lam=0.0, er=0.0, pr=0.0)
+
+        def on_step(m: StepMetrics) -> None:
+            progress.update(task, completed=m.step, lam=m.lam, er=m.loss_erase, pr=m.loss_preserve)
+
+        result = run_erase(pipe, config, on_step=on_step)
+    result.save(out)
+    console.print(f"[green]wrote[/] {out} ({out.stat().st_size} bytes, final λ {result.final_lambda:.4f}, "
+                  f"{result.timings['total_s']:.1f}s)")
+
+
+def _parse_lora(spec: str) -> tuple[Path, float | None]:
+    path, sep, weight = spec.rpartition(":")
+    if sep and path and weight.replace(".", "", 1).isdigit():
+        return Path(path), float(weight)
+    return Path(spec), None
+
+
+@app.command()
+def generate(
+    prompt: str,
+    out: Annotated[Path, typer.Option(help="A .png file, or a folder when --num-images > 1.")],
+    lora: Annotated[list[str] | None, typer.Option(help="FILE[:WEIGHT] of an erasure artifact (repeat).")] = None,
+    seed: int = 0,
+    num_images: int = 1,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
+    size: Annotated[int | None, typer.Option(help="Image height and width (default: the model's).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale (default: the model's).")] = None,
+    model: ModelOpt = None,
+) -> None:
+    """Generate images for PROMPT at seeds SEED..SEED+N-1, optionally with erasures applied."""
+    from zerase.artifact import load_artifact
+    from zerase.generate import generate as run_generate
+    from zerase.patching import PatchedPipeline
+    from zerase.pipeline import load_pipeline, sampling_defaults
+
+    settings = sampling_defaults(model)
+    settings = dataclasses.replace(
+        settings, steps=steps or settings.steps, height=size or settings.height, width=size or settings.width,
+        guidance_scale=settings.guidance_scale if guidance is None else guidance)
+    pipe = load_pipeline(model)
+    specs = [_parse_lora(s) for s in lora or []]
+    if specs:
+        artifacts = [load_artifact(p, pipe) for p, _ in specs]
+        weights = None if all(w is None for _, w in specs) else [w if w is not None else 1.0 for _, w in specs]
+        PatchedPipeline(pipe).apply(artifacts, weights)
+    seeds = list(range(seed, seed + num_images))
+    images = run_generate(pipe, [prompt] * num_images, seeds, settings)
+    if num_images == 1:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[0]).save(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for s, image in zip(seeds, images):
+            Image.fromarray(image).save(out / f"seed-{s}.png")
+    console.print(f"[green]wrote[/] {out}")
+    typer.echo(json.dumps({"out": str(out), "seeds": seeds, "loras": [str(p) for p, _ in specs]}))

@@ -1,0 +1,215 @@
+"""Z-Erase training (Algorithm 1): one forward and one backward pass per step.
+
+Per step, one transformer call holds the erase samples (concept prompts at trajectory states)
+and the preservation samples (preservation prompts and the empty prompt at theirs):
+
+    L_er    = L_erase (Eq. 5) + w_attn * L_attn (Eq. 6)            (Eq. 7)
+    L_pr    = ||v_θ+Δθ(x_t, ∅) - v_θ(x_t, ∅)||² + ||v_θ+Δθ(x_t, c_pr) - v_θ(x_t, c_pr)||²   (Eq. 8)
+    L_total = L_er + λ L_pr, λ from the Lagrangian controller (Eq. 13-15)
+
+Measuring ΔL_pr honestly without a second pass: each step's preservation batch is half *fresh*
+states and half the previous step's fresh states (*carried*). The carried half was scored at θ_t
+in the last step and is scored at θ_{t+1} now: the same samples before and after one update,
+which is exactly the L_pr(θ_t) - L_pr(θ_{t+1}) of Eq. 14, at no extra cost.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import ZImagePipeline
+
+from zerase.artifact import artifact_metadata, base_fingerprint, save_artifact
+from zerase.attention import AttentionMassRecorder
+from zerase.checkpoint import load_checkpoint, save_checkpoint
+from zerase.config import EraseConfig
+from zerase.lagrangian import LambdaController
+from zerase.lora import GatedLoraModel, LoraSpec
+from zerase.pipeline import encode_prompts
+from zerase.prompts import concept_token_positions, erase_prompts, shuffle_words, strip_concept
+from zerase.trajectories import TrajectoryBank, build_bank
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    step: int  # steps done so far (1-based after the first update)
+    total: int
+    lam: float
+    loss_erase: float  # L_er
+    loss_preserve: float  # L_pr
+    loss_attn: float
+    elapsed_s: float
+
+
+@dataclass
+class ErasureResult:
+    config: EraseConfig
+    lora_state: dict[str, torch.Tensor]
+    spec: LoraSpec
+    base_fingerprint: dict[str, str]
+    cancelled: bool
+    steps_done: int
+    final_lambda: float
+    history: list[StepMetrics] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return artifact_metadata(self)
+
+    def save(self, path: Path) -> None:
+        save_artifact(self, path)
+
+
+@dataclass
+class _Prompts:
+    embeds: list[torch.Tensor]  # erase prompt variants
+    positions: torch.Tensor  # (V, N) concept token indices, padded with 0
+    valid: torch.Tensor  # (V, N)
+    anchors: list[torch.Tensor] | None
+    preserve: list[torch.Tensor]
+    empty: torch.Tensor
+
+
+def _prepare_prompts(pipe: ZImagePipeline, config: EraseConfig, rng: random.Random) -> _Prompts:
+    base = erase_prompts(config.concept, config.erase_prompts)
+    variants = base + [shuffle_words(p, config.concept, rng) for p in base for _ in range(config.shuffle_variants)]
+    variants = list(dict.fromkeys(variants))
+    pos = [concept_token_positions(pipe.tokenizer, p, config.concept) for p in variants]
+    width = max(1, max(len(p) for p in pos))
+    positions = torch.tensor([p + [0] * (width - len(p)) for p in pos])
+    valid = torch.tensor([[1.0] * len(p) + [0.0] * (width - len(p)) for p in pos])
+    anchor_texts = None
+    if config.target == "anchor":
+        anchor_texts = [config.anchor or ""] * len(variants)
+    elif config.target == "strip":
+        anchor_texts = [strip_concept(p, config.concept) for p in variants]
+    # Every prompt is encoded once, up front: the text encoder is not needed while training.
+    texts = variants + list(config.preservation) + [""] + (anchor_texts or [])
+    encoded = encode_prompts(pipe, texts)
+    nv, npr = len(variants), len(config.preservation)
+    return _Prompts(
+        embeds=encoded[:nv], positions=positions, valid=valid,
+        anchors=encoded[nv + npr + 1:] if anchor_texts else None,
+        preserve=encoded[nv:nv + npr], empty=encoded[nv + npr],
+    )
+
+
+def _erase_target(bank: TrajectoryBank, idx: torch.Tensor, config: EraseConfig) -> torch.Tensor:
+    if config.target == "esd":
+        uncond = bank.uncond[idx]
+        return uncond - config.eta * (bank.cond[idx] - uncond)  # Eq. 5
+    assert bank.anchor is not None
+    return bank.anchor[idx]
+
+
+def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepMetrics], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None,
+          checkpoint_every: int = 25) -> ErasureResult:
+    """Train a Z-Erase LoRA on `pipe` (left unpatched on return). Resumes from `checkpoint_dir` if it holds one."""
+    t0 = time.monotonic()
+    transformer = pipe.transformer
+    device = transformer.device
+    rng = random.Random(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    prompts = _prepare_prompts(pipe, config, rng)
+    text_encoder_device = pipe.text_encoder.device
+    if device.type != "cpu":
+        pipe.text_encoder.to("cpu")  # 4B parameters on the real model: off the accelerator while training
+    if config.preservation:
+        pres_embeds, pres_n = prompts.preserve, config.trajectories
+    else:  # the empty prompt alone still anchors the unconditional branch (Eq. 8, first term)
+        pres_embeds, pres_n = [prompts.empty], max(4, config.trajectories // 4)
+    erase_bank = build_bank(pipe, prompts.embeds, prompts.empty, prompts.anchors, config.trajectories,
+                            config.sampling, gen)
+    pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen)
+    t_setup = time.monotonic() - t0
+
+    spec = LoraSpec(tuple(config.targets), tuple(config.layers) if config.layers is not None else None,
+                    config.rank, config.lora_alpha)
+    fingerprint = base_fingerprint(transformer, spec)
+    lora = GatedLoraModel(transformer, spec, text_only=config.gating == "text")
+    recorder = AttentionMassRecorder(transformer, lora.layers, lora.tracker) if config.attn_weight > 0 else None
+    try:
+        params = lora.add_trainable(config.seed)
+        opt = torch.optim.AdamW(params, lr=config.lr)
+        controller = LambdaController(lr=config.lr, beta=config.beta, epsilon=config.epsilon)
+        state: dict[str, Any] = {"step": 0, "carry": torch.zeros(0, dtype=torch.long), "carry_loss": 0.0}
+        if checkpoint_dir is not None and (ckpt := load_checkpoint(checkpoint_dir, config)) is not None:
+            lora.load_lora_state(ckpt["lora"])
+            opt.load_state_dict(ckpt["optimizer"])
+            controller.load_state_dict(ckpt["controller"])
+            gen.set_state(ckpt["generator"])
+            state = ckpt["loop"]
+        history: list[StepMetrics] = []
+        cancelled = False
+        half = config.preserve_batch
+        while state["step"] < config.steps:
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            e_idx = torch.randint(0, len(erase_bank), (config.erase_batch,), generator=gen)
+            fresh = torch.randint(0, len(pres_bank), (half,), generator=gen)
+            p_idx = torch.cat([state["carry"], fresh])
+            n_e, n_p = len(e_idx), len(p_idx)
+            x = torch.cat([erase_bank.states[e_idx], pres_bank.states[p_idx], pres_bank.states[p_idx]])
+            t = torch.cat([erase_bank.t[e_idx], pres_bank.t[p_idx], pres_bank.t[p_idx]])
+            caps = ([prompts.embeds[int(i)] for i in erase_bank.prompt[e_idx]]
+                    + [pres_embeds[int(i)] for i in pres_bank.prompt[p_idx]] + [prompts.empty] * n_p)
+            targets = torch.cat([_erase_target(erase_bank, e_idx, config), pres_bank.cond[p_idx],
+                                 pres_bank.uncond[p_idx]])
+
+            if recorder is not None:
+                v = erase_bank.prompt[e_idx]
+                recorder.arm(prompts.positions[v], prompts.valid[v])
+            out = transformer(list(x.to(device, transformer.dtype).unsqueeze(2).unbind(0)), t.to(device), caps,
+                              return_dict=False)[0]
+            loss_attn = recorder.disarm() if recorder is not None else torch.zeros((), device=device)
+            pred = torch.stack(out).squeeze(2).float()
+            per_item = F.mse_loss(pred, targets.to(device), reduction="none").flatten(1).mean(1)
+            loss_erase = per_item[:n_e].mean() + config.attn_weight * loss_attn  # Eq. 7
+            pr_items = per_item[n_e:n_e + n_p] + per_item[n_e + n_p:]  # Eq. 8: c_pr term + ∅ term per state
+            loss_pr = pr_items.mean()
+
+            n_carry = len(state["carry"])
+            if config.modulation == "lagrangian":
+                if n_carry:  # same samples, before (last step) and after (now) one update
+                    controller.update(state["carry_loss"], pr_items[:n_carry].mean().item())
+                lam = controller.lam
+            else:
+                lam = config.fixed_lambda if config.modulation == "fixed" else 0.0
+            total = loss_erase + lam * loss_pr
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+
+            state = {"step": state["step"] + 1, "carry": fresh, "carry_loss": pr_items[n_carry:].mean().item()}
+            metrics = StepMetrics(state["step"], config.steps, lam, loss_erase.item(), loss_pr.item(),
+                                  loss_attn.item(), time.monotonic() - t0)
+            history.append(metrics)
+            if on_step is not None:
+                on_step(metrics)
+            if checkpoint_dir is not None and (state["step"] % checkpoint_every == 0 or state["step"] == config.steps):
+                save_checkpoint(checkpoint_dir, config, lora.lora_state(), opt, controller, gen, state)
+        if cancelled and checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, config, lora.lora_state(), opt, controller, gen, state)
+        return ErasureResult(
+            config=config, lora_state=lora.lora_state(), spec=spec, base_fingerprint=fingerprint,
+            cancelled=cancelled, steps_done=state["step"], final_lambda=controller.lam if
+            config.modulation == "lagrangian" else (config.fixed_lambda if config.modulation == "fixed" else 0.0),
+            history=history,
+            timings={"setup_s": round(t_setup, 3), "total_s": round(time.monotonic() - t0, 3)},
+        )
+    finally:
+        if recorder is not None:
+            recorder.remove()
+        lora.remove()
+        pipe.text_encoder.to(text_encoder_device)

@@ -1,0 +1,152 @@
+"""The stream-disentangled LoRA (§4.1, Eq. 4): H' = H·W + S_T·H·ΔW.
+
+`TextGatedLinear` wraps a frozen projection of a main single-stream block. Image rows are
+computed by the frozen weight alone (so they are bit-identical to the base model); caption rows
+get W + ΔW. PEFT's LoRA cannot gate by token position, hence this small wrapper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import ZImageTransformer2DModel
+
+from zerase.gating import TextSpanTracker
+
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """Which projections get a LoRA, and its size."""
+
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    layers: tuple[int, ...] | None = None  # None: every main layer (never the refiners)
+    rank: int = 4
+    alpha: float = 4.0
+
+    def resolve_layers(self, transformer: ZImageTransformer2DModel) -> tuple[int, ...]:
+        n = len(transformer.layers)
+        layers = tuple(range(n)) if self.layers is None else tuple(self.layers)
+        bad = [i for i in layers if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"layers {bad} out of range: the model has {n} main layers")
+        return layers
+
+
+class TextGatedLinear(nn.Module):
+    """A frozen Linear plus low-rank updates that act on caption rows only."""
+
+    def __init__(self, base: nn.Linear, tracker: TextSpanTracker, text_only: bool = True) -> None:
+        super().__init__()
+        self.base = base
+        self.tracker = tracker
+        self.text_only = text_only  # False: the naive LoRA of Fig. 3 (right), every row gets ΔW
+        self.lora_A: nn.Parameter | None = None  # (r, in)
+        self.lora_B: nn.Parameter | None = None  # (out, r)
+        self.scale = 0.0
+        self.text_weight: torch.Tensor | None = None  # (out, in): W + merged inference patches, for caption rows
+
+    def add_trainable(self, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
+        """B = 0 so training starts exactly at the frozen model (standard LoRA init)."""
+        w = self.base.weight
+        a = torch.empty(rank, w.shape[1], dtype=torch.float32)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+        self.lora_A = nn.Parameter(a.to(w.device))
+        self.lora_B = nn.Parameter(torch.zeros(w.shape[0], rank, device=w.device, dtype=torch.float32))
+        self.scale = alpha / rank
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = scale · B·A, shape (out, in)."""
+        assert self.lora_A is not None and self.lora_B is not None
+        return self.scale * (self.lora_B @ self.lora_A)
+
+    def _text_projection(self, h_txt: torch.Tensor) -> torch.Tensor:
+        # Patches folded into one text-row weight cost no more than the frozen projection.
+        out = self.base(h_txt) if self.text_weight is None else F.linear(h_txt, self.text_weight)
+        if self.lora_A is not None and self.lora_B is not None:
+            low = F.linear(h_txt.to(self.lora_A.dtype), self.lora_A)
+            out = out + (self.scale * F.linear(low, self.lora_B)).to(out.dtype)
+        return out
+
+    @property
+    def active(self) -> bool:
+        return self.text_weight is not None or self.lora_A is not None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, L, in)
+        span = self.tracker.span
+        if not self.active:
+            return self.base(h)
+        if not self.text_only:
+            return self._text_projection(h)
+        if span is None:
+            raise RuntimeError("text-gated projection called outside a transformer forward pass")
+        n_img = span.uniform_image_len
+        if n_img is not None:
+            # Split rows: image rows never see ΔW, and no row is projected twice.
+            return torch.cat([self.base(h[:, :n_img]), self._text_projection(h[:, n_img:])], dim=1)
+        mask = span.text_mask(h.shape[1], h.device)
+        return torch.where(mask, self._text_projection(h), self.base(h))
+
+
+class GatedLoraModel:
+    """Installs TextGatedLinear wrappers on a transformer's main-layer projections, and removes them."""
+
+    def __init__(self, transformer: ZImageTransformer2DModel, spec: LoraSpec, text_only: bool = True) -> None:
+        self.transformer = transformer
+        self.spec = spec
+        self.layers = spec.resolve_layers(transformer)
+        self.tracker = TextSpanTracker(transformer)
+        self.modules: dict[str, TextGatedLinear] = {}
+        for i in self.layers:
+            attn = transformer.layers[i].attention
+            for name in spec.targets:
+                base = getattr(attn, name, None)
+                if not isinstance(base, nn.Linear):
+                    raise ValueError(f"layers.{i}.attention.{name} is not a Linear projection")
+                wrapper = TextGatedLinear(base, self.tracker, text_only)
+                setattr(attn, name, wrapper)
+                self.modules[f"layers.{i}.attention.{name}"] = wrapper
+
+    def add_trainable(self, seed: int) -> list[nn.Parameter]:
+        gen = torch.Generator().manual_seed(seed)
+        params: list[nn.Parameter] = []
+        for module in self.modules.values():
+            module.add_trainable(self.spec.rank, self.spec.alpha, gen)
+            params += [module.lora_A, module.lora_B]  # type: ignore[list-item]
+        return params
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        """LoRA factors by module path, in the artifact's naming (`<path>.lora_A.weight`)."""
+        state = {}
+        for path, m in self.modules.items():
+            assert m.lora_A is not None and m.lora_B is not None
+            state[f"{path}.lora_A.weight"] = m.lora_A.detach().cpu().contiguous()
+            state[f"{path}.lora_B.weight"] = m.lora_B.detach().cpu().contiguous()
+        return state
+
+    def load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
+        for path, m in self.modules.items():
+            assert m.lora_A is not None and m.lora_B is not None
+            with torch.no_grad():
+                m.lora_A.copy_(state[f"{path}.lora_A.weight"])
+                m.lora_B.copy_(state[f"{path}.lora_B.weight"])
+
+    def set_merged(self, deltas: dict[str, torch.Tensor]) -> None:
+        """Inference: caption rows use W + ΔW, one folded ΔW per projection (missing paths: none)."""
+        for path, m in self.modules.items():
+            d = deltas.get(path)
+            w = m.base.weight
+            m.text_weight = None if d is None else (w.float() + d.to(w.device).float()).to(w.dtype)
+
+    def remove(self) -> None:
+        """Put the original Linear modules back: the transformer is the frozen model again."""
+        for path, m in self.modules.items():
+            i = int(path.split(".")[1])
+            setattr(self.transformer.layers[i].attention, path.rsplit(".", 1)[1], m.base)
+        self.tracker.remove()
+        self.modules.clear()
