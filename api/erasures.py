@@ -1,0 +1,114 @@
+"""/erasures: submit, inspect, list, cancel and retry erasure jobs, read their events and artifact."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+
+from api.deps import DispatcherDep, RequesterDep, SessionDep, SessionsDep, SettingsDep, StoreDep
+from api.errors import problem
+from api.schemas import Category, ErasureCreate, Event, EventList, Job, JobList, Status
+from service import jobs
+from service.queue import hand_over
+
+router = APIRouter(prefix="/erasures", tags=["erasures"])
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+IdempotencyKey = Annotated[str | None, Header(
+    min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    description="Repeat a request safely: the same key and body replay the first response")]
+
+
+@router.post("", status_code=202, response_model=Job, responses={422: {"description": "Invalid request"}})
+def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
+                   settings: SettingsDep, requested_by: RequesterDep,
+                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
+                        anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
+                        reason=body.reason, requested_by=requested_by)
+    submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key)
+    headers = {"Location": f"/erasures/{submitted.job_id}"}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        hand_over(dispatcher, sessions, submitted.job_id)
+    return JSONResponse(submitted.response, status_code=202, headers=headers)
+
+
+@router.get("", response_model=JobList)
+def list_erasures(db: SessionDep, limit: Limit = 20,
+                  cursor: str | None = Query(None, pattern=r"^er_[0-9a-f]{32}$"),
+                  status: Status | None = None, concept: str | None = Query(None, max_length=200),
+                  category: Category | None = None) -> JobList:
+    page, has_more = jobs.list_jobs(db, limit=limit, cursor=cursor, status=status, concept=concept,
+                                    category=category)
+    return JobList(data=[Job.of(j) for j in page], has_more=has_more,
+                   next_cursor=page[-1].id if has_more else None)
+
+
+@router.get("/{job_id}", response_model=Job)
+def get_erasure(job_id: str, db: SessionDep) -> Job:
+    return Job.of(jobs.get_job(db, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=Job, responses={
+    200: {"description": "Cancelled (it was queued)"},
+    202: {"description": "Cancel requested: the running job stops at its next step"},
+    409: {"description": "The job has already finished"}})
+def cancel_erasure(job_id: str, db: SessionDep) -> JSONResponse:
+    job = jobs.cancel(db, job_id)
+    return JSONResponse(Job.of(job).body(), status_code=200 if job.status == "cancelled" else 202)
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=Job,
+             responses={409: {"description": "Only failed jobs can be retried"}})
+def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep) -> Job:
+    job = jobs.retry(db, job_id)
+    hand_over(dispatcher, sessions, job_id)
+    return Job.of(job)
+
+
+@router.get("/{job_id}/events", response_model=EventList)
+def list_events(job_id: str, db: SessionDep, limit: Limit = 50,
+                cursor: str | None = Query(None, pattern=r"^[0-9]{1,18}$")) -> EventList:
+    page, has_more = jobs.list_events(db, job_id, limit=limit, cursor=int(cursor) if cursor else None)
+    return EventList(data=[Event.of(e) for e in page], has_more=has_more,
+                     next_cursor=str(page[-1].id) if has_more else None)
+
+
+@router.get("/{job_id}/artifact", response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {}}, "description": "The LoRA (.safetensors)"},
+    307: {"description": "Redirect to a presigned URL (S3 store with ZERASE_ARTIFACT_REDIRECT)"},
+    409: {"description": "The job has no artifact (yet)"}})
+def get_artifact(job_id: str, db: SessionDep, store: StoreDep, settings: SettingsDep) -> Response:
+    job = jobs.get_job(db, job_id)
+    if not (job.artifact_uri and job.artifact_sha256):
+        return problem(409, f"job {job_id} is {job.status}; its artifact exists once it has succeeded",
+                       code="artifact_not_ready")
+    # RFC 9530: the client can check what it receives, also when it downloads from S3 directly.
+    digest = base64.b64encode(bytes.fromhex(job.artifact_sha256)).decode()
+    headers = {"Repr-Digest": f"sha-256=:{digest}:", "ETag": f'"{job.artifact_sha256}"'}
+    if settings.artifact_redirect and (url := store.presigned_url(job.artifact_uri)):
+        return RedirectResponse(url, status_code=307, headers=headers)
+    # The whole object is hashed before the first byte goes out: a corrupt artifact is never served.
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _stream)
+    try:
+        store.fetch(job.artifact_uri, job.artifact_sha256, spool)
+    except BaseException:
+        spool.close()
+        raise
+    headers["Content-Length"] = str(spool.tell())
+    headers["Content-Disposition"] = f'attachment; filename="{job_id}.safetensors"'
+    spool.seek(0)
+    return StreamingResponse(_stream(spool), media_type="application/octet-stream", headers=headers)
+
+
+def _stream(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(1 << 20):
+            yield chunk

@@ -1,0 +1,108 @@
+"""Every error as RFC 9457 `application/problem+json`, naming the offending field where there is one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.jobs import IdempotencyConflict, InvalidJobRequest, JobNotFound, JobStateConflict
+from service.store import ArtifactIntegrityError
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, detail: str, *, code: str, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+                            "detail": detail, "code": code, **extra}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def field_name(loc: Sequence[str | int]) -> tuple[str, str]:
+    """('body', 'preservation', 2) -> ('preservation[2]', '#/preservation/2'); query/header: named as sent."""
+    where, *path = loc if loc and loc[0] in ("body", "query", "path", "header") else ("body", *loc)
+    name = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path))
+    if where == "body":
+        return name or "body", "#/" + "/".join(str(p) for p in path)
+    if where == "header":  # FastAPI reports "idempotency-key"; clients know it as "Idempotency-Key"
+        name = "-".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+    return name, f"{where}:{name}"
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        if err.get("type") == "json_invalid":  # loc is ("body", <character offset>)
+            message = f"not valid JSON (at character {loc[-1]})"
+            loc = ["body"]
+        elif err.get("type") == "extra_forbidden":
+            message = "unknown field"
+        else:
+            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        field, pointer = field_name(loc)
+        out.append({"field": field, "pointer": pointer, "detail": message, "type": err.get("type")})
+    return out
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    detail = "; ".join(f"{e['field']}: {e['detail']}" for e in errors)
+    return problem(422, detail, code="invalid_request", errors=errors)
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return problem(exc.status_code, str(exc.detail), code=HTTPStatus(exc.status_code).name.lower(),
+                   headers=getattr(exc, "headers", None))
+
+
+async def _on_not_found(request: Request, exc: Exception) -> JSONResponse:
+    return problem(404, f"no erasure job with id {exc}", code="job_not_found", errors=[
+        {"field": "id", "pointer": "path:id", "detail": "not found"}])
+
+
+async def _on_state(_: Request, exc: Exception) -> JSONResponse:
+    return problem(409, str(exc), code="job_state_conflict")
+
+
+async def _on_idempotency(_: Request, exc: Exception) -> JSONResponse:
+    error = {"field": "Idempotency-Key", "pointer": "header:Idempotency-Key", "detail": "key reused"}
+    return problem(422, str(exc), code="idempotency_key_reused", errors=[error])
+
+
+async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
+    return problem(422, str(exc), code="invalid_request")
+
+
+async def _on_integrity(_: Request, exc: Exception) -> JSONResponse:
+    log.error("artifact integrity check failed: %s", exc)
+    return problem(500, f"the stored artifact failed its sha256 check and was not served: {exc}",
+                   code="artifact_corrupt")
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal error; see the server log", code="internal_error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(JobNotFound, _on_not_found)
+    app.add_exception_handler(JobStateConflict, _on_state)
+    app.add_exception_handler(IdempotencyConflict, _on_idempotency)
+    app.add_exception_handler(InvalidJobRequest, _on_invalid)
+    app.add_exception_handler(ArtifactIntegrityError, _on_integrity)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,40 @@
+"""Liveness (/healthz: the process answers) and readiness (/readyz: database, broker and store answer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import DispatcherDep, SettingsDep, StoreDep
+from api.errors import problem
+from service.db import check_database
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+def readyz(settings: SettingsDep, dispatcher: DispatcherDep, store: StoreDep) -> JSONResponse:
+    probes: dict[str, Callable[[], Any]] = {
+        "database": lambda: check_database(settings.database_url),
+        "broker": dispatcher.check,
+        "store": store.check,
+    }
+    checks: dict[str, str] = {}
+    for name, probe in probes.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"{type(exc).__name__}: {exc}"
+    failed = [name for name, result in checks.items() if result != "ok"]
+    if failed:
+        return problem(503, f"not ready: {', '.join(failed)} unreachable", code="not_ready", checks=checks)
+    return JSONResponse({"status": "ready", "checks": checks})

@@ -1,0 +1,64 @@
+"""Engines and sessions, one engine per database URL per process; the schema comes from Alembic."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        _ensure_sqlite_dir(url)
+        # The API and the embedded worker thread share the file: WAL lets readers run during a
+        # write, and busy_timeout makes a writer wait for the lock instead of failing at once.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=8)
+def session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+def check_database(url: str) -> None:
+    """Raise if the database cannot answer a query."""
+    with engine_for(url).connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """`alembic upgrade <revision>` on `url`: the only way the schema is made."""
+    from alembic import command
+    from alembic.config import Config
+
+    if make_url(url).get_backend_name() == "sqlite":
+        _ensure_sqlite_dir(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's config is an .ini parser: '%' in a password would be read as interpolation.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, revision)

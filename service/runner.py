@@ -1,0 +1,188 @@
+"""`run_job(job_id)`: what a worker does with "look at job N", Celery task and embedded thread alike.
+
+It re-reads the row, claims the job, trains through the core with throttled progress writes, a
+heartbeat and checkpoints, publishes the artifact to the store, and records how it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import jobs
+from service.db import session_factory
+from service.models import ErasureJob, JobStatus
+from service.settings import Settings
+from service.store import store_for
+
+log = logging.getLogger(__name__)
+
+_pipelines: dict[tuple[str, str, str], Any] = {}
+_pipeline_lock = threading.Lock()
+# Training patches the shared pipeline's transformer while it runs: one job at a time per process.
+_training_lock = threading.Lock()
+
+
+def base_pipeline(settings: Settings) -> Any:
+    """The base model, loaded once per process and shared by every job that process runs."""
+    key = (str(settings.model_dir or ""), settings.device, settings.dtype)
+    with _pipeline_lock:
+        if key not in _pipelines:
+            import torch
+
+            from zerase.pipeline import load_pipeline
+
+            dtype = getattr(torch, settings.dtype)
+            _pipelines[key] = load_pipeline(settings.model_dir, settings.device, dtype)
+        return _pipelines[key]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: False) -> str | None:
+    """Run one job to its end; returns its new status, or None if it was not queued (nothing done).
+
+    `stop` is the worker shutting down: the job goes back to the queue and resumes from its checkpoint.
+    """
+    sessions = session_factory(settings.database_url)
+    with sessions() as db:
+        job = jobs.claim(db, job_id, worker_name())
+    if job is None:
+        log.info("job %s is not queued; nothing to do", job_id)
+        return None
+    try:
+        with _Heartbeat(sessions, job_id, settings.heartbeat_interval_s):
+            return _train(job, settings, sessions, stop)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        with sessions() as db:
+            jobs.finish(db, job_id, JobStatus.FAILED, f"failed: {type(exc).__name__}: {exc}",
+                        error=f"{type(exc).__name__}: {exc}",
+                        data={"traceback": traceback.format_exc(limit=-8)})
+        return JobStatus.FAILED
+
+
+def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
+           stop: Callable[[], bool]) -> str:
+    from zerase.artifact import load_artifact
+    from zerase.erasure import EraseConfig, erase
+
+    pipe = base_pipeline(settings)
+    progress = _Progress(sessions, job.id, settings)
+    deadline = time.monotonic() + settings.job_timeout_s
+    checkpoint_dir = settings.checkpoint_dir / job.id
+
+    def should_stop() -> bool:
+        return progress.cancel_requested() or stop() or time.monotonic() > deadline
+
+    with _training_lock:
+        result = erase(pipe, EraseConfig.from_dict(job.config), on_step=progress.on_step,
+                       should_stop=should_stop, checkpoint_dir=checkpoint_dir,
+                       checkpoint_every=settings.checkpoint_every)
+    progress.flush()
+    summary = {"steps_done": result.steps_done, "final_lambda": result.final_lambda}
+    with sessions() as db:
+        if result.cancelled:
+            if progress.cancel_requested():
+                jobs.finish(db, job.id, JobStatus.CANCELLED, f"cancelled after {result.steps_done} steps",
+                            data=summary)
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                return JobStatus.CANCELLED
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S)")
+            jobs.finish(db, job.id, JobStatus.QUEUED, "worker shutting down; queued again, resumes from its "
+                        "checkpoint", data=summary)
+            return JobStatus.QUEUED
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{job.id}.safetensors"
+            result.save(path)
+            load_artifact(path, pipe)  # never publish a file the loader would refuse
+            stored = store_for(settings).put(path)
+        if not jobs.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
+                           data={**summary, "sha256": stored.sha256, "bytes": stored.bytes}):
+            # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
+            return jobs.get_job(db, job.id).status
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return JobStatus.SUCCEEDED
+
+
+class _Progress:
+    """Progress to the job row at most every `progress_interval_s`, a metrics event at most every
+    `metrics_event_interval_s`; the first and last steps always get both."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, settings: Settings) -> None:
+        self.sessions, self.job_id, self.settings = sessions, job_id, settings
+        self.pending: dict[str, Any] | None = None
+        self.last_row = self.last_event = -float("inf")
+        self.start: tuple[float, int] | None = None  # (time, step) of this attempt's first report
+
+    def on_step(self, metrics: Any) -> None:
+        now = time.monotonic()
+        m = asdict(metrics)
+        if self.start is None:
+            self.start = (now, m["step"])
+        t0, step0 = self.start
+        # This attempt's own pace: a resumed run's elapsed_s may not cover the steps before the checkpoint.
+        done = m["step"] - step0
+        per_step = (now - t0) / done if done > 0 else m["elapsed_s"] / max(m["step"], 1)
+        self.pending = {
+            "step": m["step"], "total": m["total"], "lambda": m["lam"], "loss_erase": m["loss_erase"],
+            "loss_preserve": m["loss_preserve"], "eta_seconds": round(per_step * (m["total"] - m["step"]), 1),
+        }
+        edge = self.last_row < 0 or m["step"] >= m["total"]
+        if edge or now - self.last_row >= self.settings.progress_interval_s:
+            self.flush(event=edge or now - self.last_event >= self.settings.metrics_event_interval_s)
+
+    def flush(self, event: bool = True) -> None:
+        if self.pending is None:
+            return
+        now = time.monotonic()
+        with self.sessions() as db:
+            jobs.record_progress(db, self.job_id, self.pending, event=event)
+        self.last_row = now
+        if event:
+            self.last_event = now
+        self.pending = None
+
+    def cancel_requested(self) -> bool:
+        with self.sessions() as db:
+            return jobs.cancel_requested(db, self.job_id)
+
+
+class _Heartbeat:
+    """A thread that stamps heartbeat_at, so the sweeper can tell a slow step from a dead worker."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, interval_s: float) -> None:
+        self.sessions, self.job_id, self.interval_s = sessions, job_id, interval_s
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.interval_s):
+            try:
+                with self.sessions() as db:
+                    jobs.heartbeat(db, self.job_id)
+            except Exception:  # a missed beat is not fatal; the sweeper allows several
+                log.warning("heartbeat for %s failed", self.job_id, exc_info=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()

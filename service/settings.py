@@ -1,0 +1,110 @@
+"""The one place configuration comes from: `ZERASE_*` environment variables (or a `.env` file).
+
+Nothing configured means the embedded service: SQLite and artifacts under `var_dir`, an
+in-process worker thread and the bundled tiny model. Production sets URLs instead, and the same
+code picks its backends from their schemes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATABASE_SCHEMES = ("sqlite", "postgresql")
+BROKER_SCHEMES = ("inprocess", "redis", "rediss", "amqp", "amqps")
+STORE_SCHEMES = ("file", "s3")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZERASE_", env_file=".env", extra="ignore")
+
+    var_dir: Path = Path("./var")
+    # Empty -> derived from var_dir (see _embedded_defaults).
+    database_url: str = ""
+    artifact_store_url: str = ""
+    # "inprocess://" runs jobs on a thread of the API process; redis:// or amqp:// go through Celery.
+    broker_url: str = "inprocess://"
+    queue_name: str = "zerase"
+    broker_key_prefix: str = ""  # Redis: prefix of every key the broker writes
+
+    model_dir: Path | None = None  # None = the bundled tiny model
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    # API process start-up.
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    auto_migrate: bool = True  # `alembic upgrade head` when `zerase serve` starts
+    embedded_worker: bool = True  # with inprocess://, run the worker thread inside the API process
+    artifact_redirect: bool = False  # S3 only: 307 to a presigned URL instead of streaming
+
+    # S3-compatible store (MinIO, Ceph, R2...). Unset keys fall back to boto3's own lookup chain.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_expiry_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 900
+
+    # Job execution.
+    progress_interval_s: Annotated[float, Field(gt=0)] = 2.0  # the job row is written at most this often
+    metrics_event_interval_s: Annotated[float, Field(gt=0)] = 15.0  # a metrics event at most this often
+    checkpoint_every: Annotated[int, Field(ge=1)] = 25
+    heartbeat_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    stale_after_s: Annotated[float, Field(gt=0)] = 120.0  # running without a heartbeat this long: requeued
+    sweep_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    job_timeout_s: Annotated[int, Field(ge=60)] = 6 * 3600  # the broker's visibility timeout exceeds this
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, v: str) -> str:
+        if v and _scheme(v).split("+")[0] not in DATABASE_SCHEMES:
+            raise ValueError(f"ZERASE_DATABASE_URL must start with one of {DATABASE_SCHEMES}, got {v!r}")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, v: str) -> str:
+        if _scheme(v) not in BROKER_SCHEMES:
+            raise ValueError(f"ZERASE_BROKER_URL must start with one of {BROKER_SCHEMES}, got {v!r}")
+        return v
+
+    @field_validator("artifact_store_url")
+    @classmethod
+    def _store_scheme(cls, v: str) -> str:
+        if v and _scheme(v) not in STORE_SCHEMES:
+            raise ValueError(f"ZERASE_ARTIFACT_STORE_URL must start with one of {STORE_SCHEMES}, got {v!r}")
+        if v.startswith("s3://") and not v[5:].split("/")[0]:
+            raise ValueError(f"ZERASE_ARTIFACT_STORE_URL needs a bucket: s3://bucket/prefix, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        var = self.var_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{var / 'zerase.db'}"
+        if not self.artifact_store_url:
+            self.artifact_store_url = (var / "artifacts").as_uri()
+        return self
+
+    @property
+    def inprocess(self) -> bool:
+        return _scheme(self.broker_url) == "inprocess"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.var_dir.resolve() / "checkpoints"
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    return Settings()

@@ -1,0 +1,91 @@
+"""Helpers the service tests share: run the API on a loopback port, talk to it as a client would."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import SecretStr
+
+from api.app import create_app
+from service.demo import free_port
+from service.settings import Settings
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ZERASE_* environment that makes another process build these same settings."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, Path):
+            value = str(value.resolve())
+        env[f"ZERASE_{name.upper()}"] = str(value)
+    return env
+
+
+@contextmanager
+def live_api(settings: Settings) -> Iterator[httpx.Client]:
+    """The app under a real uvicorn server (thread of this process); a client bound to it."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=90)
+
+
+def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/erasures", json=body, headers={"X-Requested-By": "test-moderator"})
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    assert response.headers["location"] == job["url"] == f"/erasures/{job['id']}"
+    return job
+
+
+def wait_for(client: httpx.Client, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout_s: float = 180,
+             min_step: int = 0) -> dict[str, Any]:
+    """Poll until the job is in one of `statuses` (and, if asked, has reported step >= min_step)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job: dict[str, Any] = client.get(f"/erasures/{job_id}").json()
+        step = (job["progress"] or {}).get("step", 0)
+        if job["status"] in statuses and step >= min_step:
+            return job
+        assert job["status"] not in FINISHED or job["status"] in statuses, f"job ended {job['status']}: {job}"
+        assert time.monotonic() < deadline, f"job still {job['status']} (step {step}) after {timeout_s}s"
+        time.sleep(0.2)
+
+
+def all_events(client: httpx.Client, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Every event of a job, following the cursor."""
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/erasures/{job_id}/events", params=params).json()
+        events += page["data"]
+        if not page["has_more"]:
+            return events
+        cursor = page["next_cursor"]
