@@ -99,7 +99,8 @@ class LoraArtifact:
 
     def delta_weights(self) -> dict[str, torch.Tensor]:
         """ΔW = scale · B·A per module path, (out, in), float32."""
-        return {p: self.scale * (self.tensors[f"{p}.lora_B.weight"].float() @ self.tensors[f"{p}.lora_A.weight"].float())
+        t = self.tensors
+        return {p: self.scale * (t[f"{p}.lora_B.weight"].float() @ t[f"{p}.lora_A.weight"].float())
                 for p in self.module_paths}
 
 

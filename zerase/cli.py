@@ -124,3 +124,29 @@ def generate(
             Image.fromarray(image).save(out / f"seed-{s}.png")
     console.print(f"[green]wrote[/] {out}")
     typer.echo(json.dumps({"out": str(out), "seeds": seeds, "loras": [str(p) for p, _ in specs]}))
+
+
+@app.command("eval")
+def evaluate(
+    lora: Annotated[list[Path], typer.Option(help="Artifact to evaluate (repeat: the first, in a merged set).")],
+    seeds: Annotated[int, typer.Option(help="Seeds per prompt.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    model: ModelOpt = None,
+) -> None:
+    """Probe hit rates before/after on the bundled world: Acc_e, Acc_ir, Ha, drift, attack success."""
+    from zerase.artifact import load_artifact
+    from zerase.evaluation import evaluate_artifact
+    from zerase.pipeline import load_pipeline, sampling_defaults
+
+    pipe = load_pipeline(model)
+    first, *rest = [load_artifact(p, pipe) for p in lora]
+    report = evaluate_artifact(pipe, first, n_seeds=seeds, settings=sampling_defaults(model), extra=rest)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console.print(f"[bold]{report['concept']}[/] ({report['axis']}), {seeds} seeds per prompt")
+    console.print(f"  Acc_e  {report['acc_e_before']:.3f} -> {report['acc_e']:.3f}   (erased concept, lower is better)")
+    console.print(f"  Acc_ir {report['acc_ir_before']:.3f} -> {report['acc_ir']:.3f}   (other concepts)")
+    console.print(f"  Ha {report['ha']:.3f}   drift {report['drift']:.4f}")
+    for kind, asr in report["attack_success_rate"].items():
+        console.print(f"  attack {kind:<12} success {asr['before']:.3f} -> {asr['after']:.3f}")

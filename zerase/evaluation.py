@@ -11,7 +11,7 @@ order changes and synonyms.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from zerase.patching import PatchedPipeline
 from zerase.pipeline import BUNDLED_MODEL_DIR
 from zerase.presets import world_axis
 from zerase.prompts import shuffle_words
-from zerase.world.concepts import AXES, CHARACTER_NAMES, COLOURS, SHAPES, object_prompt
+from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
 from zerase.world.probe import ConceptProbe
 
 SYNONYMS = {
@@ -97,15 +97,31 @@ class _Sampler:
         return generate(self.pipe, [p for p in prompts for _ in self.seeds], self.seeds * len(prompts), self.settings)
 
 
+Intervention = Callable[[], Callable[[], None]]  # installs itself, returns its remover
+
+
 def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path, probe: ConceptProbe | None = None,
                       n_seeds: int = 8, settings: SamplingSettings | None = None,
                       extra: Sequence[LoraArtifact] = ()) -> dict[str, Any]:
     """Before/after metrics of one artifact (patched alone, or with `extra` in a merged set)."""
     if not isinstance(artifact, LoraArtifact):
         artifact = load_artifact(artifact, pipe)
+    patched = PatchedPipeline(pipe)
+    chosen = artifact
+
+    def install() -> Callable[[], None]:
+        patched.apply([chosen, *extra])
+        return patched.clear
+
+    return evaluate_intervention(pipe, artifact.metadata["concept"], install, probe, n_seeds, settings)
+
+
+def evaluate_intervention(pipe: ZImagePipeline, concept: str, install: Intervention,
+                          probe: ConceptProbe | None = None, n_seeds: int = 8,
+                          settings: SamplingSettings | None = None) -> dict[str, Any]:
+    """Before/after metrics of any intervention that removes `concept` (an artifact, token zeroing...)."""
     probe = probe or ConceptProbe.load(BUNDLED_MODEL_DIR / "probe")
     settings = settings or SamplingSettings()
-    concept = artifact.metadata["concept"]
     axis = world_axis(concept)
     if axis is None:
         raise ValueError(f"{concept!r} is not a concept of the bundled world: no probe can read it")
@@ -124,12 +140,11 @@ def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path,
         return rates, images, asr
 
     rates_before, images_before, asr_before = measure()
-    patched = PatchedPipeline(pipe)
-    patched.apply([artifact, *extra])
+    remove = install()
     try:
         rates_after, images_after, asr_after = measure()
     finally:
-        patched.clear()
+        remove()
     others = [k for k in rates_after if k != (axis, value)]
     # Character prompts also show a colour and a shape: drift is measured on every other concept.
     drift = float(np.mean([pixel_drift(images_before[f"{a}:{v}"], images_after[f"{a}:{v}"]) for a, v in others]))
@@ -149,5 +164,4 @@ def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path,
                         for a, v in rates_after},
         "attack_success_rate": {k: {"before": asr_before[k], "after": asr_after[k]} for k in attacks},
         "attack_prompts": attacks,
-        "characters": list(CHARACTER_NAMES),
     }

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
+from zerase.artifact import load_artifact
 from zerase.erasure import erase
 from zerase.generate import generate
-from zerase.lora import GatedLoraModel
 from zerase.patching import PatchedPipeline
-from zerase.artifact import load_artifact
 from zerase.presets import resolve
 
 SEEDS = list(range(16))

@@ -1,0 +1,92 @@
+"""Generation latency: unpatched vs 1, 5 and 20 Z-Erase artifacts, and diffusers' own PEFT LoRA
+path at equal ranks, all measured side by side in one process.
+
+    python benchmarks/generation.py [--repeats 20] [--batch 1]
+
+Artifacts are random text-gated LoRAs of the default shape (rank 4 on Q/K/V of every main
+layer): latency does not depend on what they erase. Prints numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from zerase.artifact import base_fingerprint, load_artifact
+from zerase.config import EraseConfig
+from zerase.erasure import ErasureResult
+from zerase.generate import generate
+from zerase.lora import GatedLoraModel, LoraSpec
+from zerase.patching import PatchedPipeline
+from zerase.pipeline import load_pipeline, sampling_defaults
+
+
+def random_artifacts(pipe, n: int, folder: Path) -> list:
+    spec = LoraSpec()
+    fingerprint = base_fingerprint(pipe.transformer)
+    out = []
+    for i in range(n):
+        lora = GatedLoraModel(pipe.transformer, spec)
+        lora.add_trainable(seed=i)
+        state = {k: (torch.randn_like(v) * 0.01 if "lora_B" in k else v) for k, v in lora.lora_state().items()}
+        lora.remove()
+        result = ErasureResult(EraseConfig(concept=f"c{i}", preservation=[], steps=1), state, spec, fingerprint,
+                               cancelled=False, steps_done=1, final_lambda=0.0)
+        result.save(folder / f"a{i}.safetensors")
+        out.append(load_artifact(folder / f"a{i}.safetensors", pipe))
+    return out
+
+
+def latency(pipe, settings, repeats: int, batch: int) -> list[float]:
+    prompts = ["a red circle"] * batch
+    generate(pipe, prompts, list(range(batch)), settings)  # warm-up
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        generate(pipe, prompts, [r] * batch, settings)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+    pipe = load_pipeline(args.model)
+    settings = sampling_defaults(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = random_artifacts(pipe, 20, Path(tmp))
+    patched = PatchedPipeline(pipe)
+    results: dict[str, list[float]] = {}
+    for _round in range(2):  # two interleaved rounds; the best of each is reported
+        for n in (0, 1, 5, 20):
+            patched.apply(artifacts[:n])
+            results.setdefault(f"z-erase x{n}", []).extend(latency(pipe, settings, args.repeats, args.batch))
+            patched.clear()
+        for n in (1, 20):
+            names = [f"a{i}" for i in range(n)]
+            for name, a in zip(names, artifacts):
+                sd = {f"{k}": v for k, v in a.tensors.items()}
+                pipe.transformer.load_lora_adapter(sd, adapter_name=name, prefix=None)
+            pipe.transformer.set_adapters(names, [1.0 / n] * n)
+            results.setdefault(f"peft x{n}", []).extend(latency(pipe, settings, args.repeats, args.batch))
+            pipe.transformer.delete_adapters(names)
+    base = statistics.median(results["z-erase x0"])
+    print(f"{settings.height}x{settings.width}, {settings.steps} steps, guidance {settings.guidance_scale}, "
+          f"batch {args.batch}, {torch.get_num_threads()} threads, {2 * args.repeats} runs each")
+    print(f"{'setup':<14}{'p50 ms':>9}{'p99 ms':>9}{'vs unpatched':>14}")
+    for name, ts in results.items():
+        ts = sorted(ts)
+        p50, p99 = statistics.median(ts), ts[min(len(ts) - 1, int(0.99 * len(ts)))]
+        print(f"{name:<14}{p50 * 1000:>9.1f}{p99 * 1000:>9.1f}{p50 / base:>13.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Erasure quality on the bundled world: Z-Erase against its ablations and baselines, on the same
+seeds and concepts (one per axis), as one markdown table plus an image grid.
+
+    python benchmarks/quality.py [--concepts red circle outlined Mira] [--steps 200] [--seeds 8]
+                                 [--out benchmarks/quality]
+
+Variants: Z-Erase; Z-Erase with a fixed λ = 1 (no modulation); Table 5's ablations (L_erase
+alone; L_erase + L_attn; + L_pr); a naive LoRA on the same layers without text-only gating
+(Fig. 3 right); token zeroing at inference (Fig. 3 left); and an ε sweep (Fig. 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from zerase.artifact import LoraArtifact, load_artifact
+from zerase.config import EraseConfig
+from zerase.erasure import erase
+from zerase.evaluation import attack_prompts, concept_prompts, evaluate_intervention
+from zerase.generate import generate, image_grid
+from zerase.lora import GatedLoraModel, LoraSpec
+from zerase.patching import PatchedPipeline, merge_weights
+from zerase.pipeline import BUNDLED_MODEL_DIR, load_pipeline, sampling_defaults
+from zerase.presets import resolve, world_axis
+from zerase.world.concepts import AXES
+from zerase.world.probe import ConceptProbe
+from zerase.zeroing import TokenZeroing
+
+VARIANTS: dict[str, dict] = {
+    "z-erase": {},
+    "fixed λ=1": {"modulation": "fixed", "fixed_lambda": 1.0},
+    "L_erase only": {"attn_weight": 0.0, "modulation": "none"},
+    "L_erase + L_attn": {"modulation": "none"},
+    "L_erase + L_attn + L_pr (λ=1)": {"modulation": "fixed", "fixed_lambda": 1.0},
+    "naive LoRA (no gating)": {"gating": "all"},
+}
+EPSILONS = (1e-3, 1e-2, 1e-1)
+
+
+def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:
+    artifact = load_artifact(path)
+
+    def install() -> Callable[[], None]:
+        if artifact.metadata["gating"] == "text-only":
+            patched = PatchedPipeline(pipe)
+            patched.apply([artifact])
+            return patched.clear
+        # The naive baseline cannot be served through the gated patcher: apply ΔW to every row.
+        model = GatedLoraModel(pipe.transformer, _spec(artifact), text_only=False)
+        model.set_merged(merge_weights([artifact], [1.0]))
+        return model.remove
+
+    return install
+
+
+def _spec(artifact: LoraArtifact) -> LoraSpec:
+    return LoraSpec(tuple(artifact.metadata["target_modules"]), tuple(artifact.metadata["layers"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concepts", nargs="+", default=["red", "circle", "outlined", "Mira"])
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/quality"))
+    parser.add_argument("--no-sweep", action="store_true")
+    args = parser.parse_args()
+    pipe = load_pipeline()
+    settings = sampling_defaults()
+    probe = ConceptProbe.load(BUNDLED_MODEL_DIR / "probe")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    grid_rows: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for concept in args.concepts:
+            category = {"colour": "abstraction", "shape": "entity", "style": "artistic_style",
+                        "character": "celebrity"}[world_axis(concept) or "colour"]
+            extra = {"steps": args.steps} if args.steps else {}
+            base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                           height=settings.height, width=settings.width, **extra)
+            variants = {name: dataclasses.replace(base, **kw) for name, kw in VARIANTS.items()}
+            if not args.no_sweep:
+                variants |= {f"ε={e:g}": dataclasses.replace(base, epsilon=e) for e in EPSILONS}
+            show = concept_prompts(world_axis(concept) or "colour", concept).prompts[0]
+            seeds = list(range(8))
+            grid_rows.append(generate(pipe, [show] * 8, seeds, settings))
+            for name, config in variants.items():
+                rows.append(run_variant(pipe, probe, settings, name, config, Path(tmp), args.seeds, show, grid_rows))
+                print(json.dumps({k: rows[-1][k] for k in ("concept", "variant", "acc_e", "acc_ir", "ha")}),
+                      flush=True)
+
+            def install_zeroing(c: str = concept) -> Callable[[], None]:
+                z = TokenZeroing(pipe, c)
+                z.prepare([p for g in _all_prompts() for p in g] + [p for ps in attack_prompts(c).values() for p in ps])
+                return z.remove
+
+            t = time.monotonic()
+            report = evaluate_intervention(pipe, concept, install_zeroing, probe, args.seeds, settings)
+            rows.append(summarise(report, "token zeroing (inference)", 0.0, time.monotonic() - t))
+    write_outputs(args.out, rows, grid_rows)
+
+
+def _all_prompts() -> list[list[str]]:
+    return [concept_prompts(a, v).prompts for a, values in AXES.items() for v in values]
+
+
+def run_variant(pipe, probe, settings, name: str, config: EraseConfig, tmp: Path, n_seeds: int, show: str,
+                grid_rows: list[np.ndarray]) -> dict:
+    t = time.monotonic()
+    result = erase(pipe, config)
+    train_s = time.monotonic() - t
+    path = tmp / f"{config.concept}-{len(grid_rows)}-{abs(hash(name))}.safetensors"
+    result.save(path)
+    install = install_artifact(pipe, path)
+    remove = install()
+    try:
+        grid_rows.append(generate(pipe, [show] * 8, list(range(8)), settings))
+    finally:
+        remove()
+    report = evaluate_intervention(pipe, config.concept, install, probe, n_seeds, settings)
+    return summarise(report, name, train_s, time.monotonic() - t, result.final_lambda)
+
+
+def summarise(report: dict, name: str, train_s: float, total_s: float, final_lambda: float | None = None) -> dict:
+    asr = report["attack_success_rate"]
+    return {
+        "concept": report["concept"], "variant": name, "acc_e_before": report["acc_e_before"],
+        "acc_e": report["acc_e"], "acc_ir_before": report["acc_ir_before"], "acc_ir": report["acc_ir"],
+        "ha": report["ha"], "drift": report["drift"],
+        "attack_success": float(np.mean([v["after"] for v in asr.values()])),
+        "final_lambda": final_lambda, "train_s": round(train_s, 1), "total_s": round(total_s, 1),
+    }
+
+
+def write_outputs(out: Path, rows: list[dict], grid_rows: list[np.ndarray]) -> None:
+    (out / "quality.json").write_text(json.dumps(rows, indent=2))
+    header = ("| concept | variant | Acc_e before→after | Acc_ir before→after | Ha | drift | attack success "
+              "| λ_final | train s |")
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        lam = "" if r["final_lambda"] is None else f"{r['final_lambda']:.3f}"
+        lines.append(f"| {r['concept']} | {r['variant']} | {r['acc_e_before']:.2f}→{r['acc_e']:.2f} | "
+                     f"{r['acc_ir_before']:.2f}→{r['acc_ir']:.2f} | {r['ha']:.2f} | {r['drift']:.3f} | "
+                     f"{r['attack_success']:.2f} | {lam} | {r['train_s']:.0f} |")
+    (out / "quality.md").write_text("\n".join(lines) + "\n")
+    Image.fromarray(image_grid(np.concatenate(grid_rows), rows=len(grid_rows), scale=3)).save(out / "grid.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
