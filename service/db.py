@@ -6,6 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,15 +52,17 @@ def check_database(url: str) -> None:
         conn.execute(text("SELECT 1"))
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """`alembic upgrade <revision>` on `url`: the only way the schema is made."""
-    from alembic import command
-    from alembic.config import Config
-
-    if make_url(url).get_backend_name() == "sqlite":
-        _ensure_sqlite_dir(url)
+def alembic_config(url: str) -> Config:
+    """Alembic pointed at `url`, without alembic.ini (so it works from any directory)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Alembic's config is an .ini parser: '%' in a password would be read as interpolation.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """`alembic upgrade <revision>` on `url`: the only way the schema is made."""
+    if make_url(url).get_backend_name() == "sqlite":
+        _ensure_sqlite_dir(url)
+    command.upgrade(alembic_config(url), revision)

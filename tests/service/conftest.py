@@ -12,12 +12,12 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from jobclient import settings_env
+from jobclient import WorkerFactory, settings_env
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -108,9 +108,6 @@ def distributed_settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Pa
         checkpoint_every=2, heartbeat_interval_s=1.0, stale_after_s=6.0, sweep_interval_s=1.0)
     s3_client(settings).create_bucket(Bucket=BUCKET)
     return settings
-
-
-WorkerFactory = Callable[[Settings, str], subprocess.Popen[bytes]]
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from service.demo import free_port
 from service.settings import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
+WorkerFactory = Callable[[Settings, str], "subprocess.Popen[bytes]"]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -1,0 +1,78 @@
+"""`zerase serve` as a user starts it: nothing configured but a data directory. It migrates, serves,
+runs jobs in-process, and on Ctrl-C puts a running job back in the queue; the next start resumes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from jobclient import all_events, submit, wait_for
+
+from service.demo import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def serve(var_dir: Path, model_dir: Path | None, log: Path) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")}
+    env |= {"ZERASE_VAR_DIR": str(var_dir), "ZERASE_PROGRESS_INTERVAL_S": "0.5", "ZERASE_CHECKPOINT_EVERY": "2",
+            **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, f"zerase serve exited:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"zerase serve not ready:\n{log.read_text()[-3000:]}"
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.3)
+            yield client, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_runs_jobs_and_a_restart_resumes_the_interrupted_one(tmp_path: Path, model_dir: Path | None) -> None:
+    var, log = tmp_path / "var", tmp_path / "serve.log"
+    with serve(var, model_dir, log) as (client, proc):
+        quick = submit(client, concept="circle", category="entity", steps=2)
+        assert wait_for(client, quick["id"])["status"] == "succeeded"
+        long = submit(client, concept="square", category="entity", steps=2000)
+        wait_for(client, long["id"], ("running",), min_step=3)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+
+    assert (var / "zerase.db").exists() and (var / "artifacts").is_dir()  # the embedded defaults
+    with serve(var, model_dir, log) as (client, _):
+        deadline = time.monotonic() + 120
+        while not (steps := resumed_steps(client, long["id"])):
+            assert time.monotonic() < deadline, "the interrupted job did not run again"
+            time.sleep(0.3)
+        assert steps[0] > 2, "the second start trained from scratch instead of resuming"
+        assert client.get(f"/erasures/{long['id']}").json()["attempts"] == 2
+        assert client.post(f"/erasures/{long['id']}/cancel").status_code == 202
+        assert wait_for(client, long["id"], timeout_s=60)["status"] == "cancelled"
+        assert client.get(f"/erasures/{quick['id']}").json()["status"] == "succeeded"  # state survived
+
+
+def resumed_steps(client: httpx.Client, job_id: str) -> list[int]:
+    """Steps reported after the job went back to the queue at shutdown."""
+    events = all_events(client, job_id)
+    requeued = next(i for i, e in enumerate(events) if e["message"].startswith("worker shutting down"))
+    return [e["data"]["step"] for e in events[requeued:] if e["kind"] == "metrics"]
