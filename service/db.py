@@ -12,7 +12,14 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+def migrations_dir() -> Path:
+    """migrations/ next to the package (a checkout), else in the working directory (an installed
+    package run from the project root, as in the Docker images)."""
+    for candidate in (Path(__file__).resolve().parent.parent / "migrations", Path.cwd() / "migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise FileNotFoundError("migrations/ not found next to the service package or in the working directory")
 
 
 @lru_cache(maxsize=8)
@@ -55,7 +62,7 @@ def check_database(url: str) -> None:
 def alembic_config(url: str) -> Config:
     """Alembic pointed at `url`, without alembic.ini (so it works from any directory)."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     # Alembic's config is an .ini parser: '%' in a password would be read as interpolation.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

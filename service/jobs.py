@@ -1,7 +1,8 @@
-"""The job service: every state change of an erasure job, shared by the API and the workers.
+"""The job service as the API uses it: submit (with presets and idempotency), read, list, cancel,
+retry, events. The worker side of a job's life is in service.lifecycle.
 
-Transitions are single conditional UPDATEs (`... WHERE status = 'queued'`), so two workers, or a
-worker and a cancel request, can race without either overwriting the other.
+State changes are single conditional UPDATEs (`... WHERE status = 'queued'`, see `transition`), so
+two workers, or a worker and a cancel request, can race without either overwriting the other.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import FINISHED, ErasureJob, EventKind, IdempotencyKey, JobEvent, JobStatus, utcnow
-from service.settings import Settings
-from service.store import StoredArtifact
+from service.models import ErasureJob, EventKind, IdempotencyKey, JobEvent, JobStatus, utcnow
 
 
 class JobNotFound(LookupError):
@@ -157,7 +155,7 @@ def list_events(db: Session, job_id: str, *, limit: int,
     return rows[:limit], len(rows) > limit
 
 
-def _transition(db: Session, job_id: str, from_status: Sequence[str], **values: Any) -> bool:
+def transition(db: Session, job_id: str, from_status: Sequence[str], **values: Any) -> bool:
     result = db.execute(update(ErasureJob).where(ErasureJob.id == job_id, ErasureJob.status.in_(from_status))
                         .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -166,118 +164,30 @@ def _transition(db: Session, job_id: str, from_status: Sequence[str], **values: 
 def cancel(db: Session, job_id: str) -> ErasureJob:
     """Queued: cancelled at once. Running: flagged, the worker stops at its next step. Finished: conflict."""
     now = utcnow()
-    if _transition(db, job_id, [JobStatus.QUEUED], status=JobStatus.CANCELLED, cancel_requested_at=now,
+    if transition(db, job_id, [JobStatus.QUEUED], status=JobStatus.CANCELLED, cancel_requested_at=now,
                    finished_at=now):
         add_event(db, job_id, EventKind.STATE, "cancelled before it started", {"status": "cancelled"})
-    elif _transition(db, job_id, [JobStatus.RUNNING], cancel_requested_at=now):
+    elif transition(db, job_id, [JobStatus.RUNNING], cancel_requested_at=now):
         add_event(db, job_id, EventKind.INFO, "cancel requested; stopping at the next step")
     else:
         job = get_job(db, job_id)
         raise JobStateConflict(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
     db.commit()
-    return _fresh(db, job_id)
+    return fresh(db, job_id)
 
 
 def retry(db: Session, job_id: str) -> ErasureJob:
     """Put a failed job back in the queue; training resumes from its last checkpoint if one is left."""
-    if not _transition(db, job_id, [JobStatus.FAILED], status=JobStatus.QUEUED, error=None, finished_at=None,
+    if not transition(db, job_id, [JobStatus.FAILED], status=JobStatus.QUEUED, error=None, finished_at=None,
                        enqueued_at=None, cancel_requested_at=None):
         job = get_job(db, job_id)
         raise JobStateConflict(f"job {job_id} is {job.status}; only failed jobs can be retried")
     add_event(db, job_id, EventKind.STATE, "queued again (retry)", {"status": "queued"})
     db.commit()
-    return _fresh(db, job_id)
+    return fresh(db, job_id)
 
 
-def _fresh(db: Session, job_id: str) -> ErasureJob:
+def fresh(db: Session, job_id: str) -> ErasureJob:
     job = get_job(db, job_id)
     db.refresh(job)
     return job
-
-
-def mark_enqueued(db: Session, job_id: str) -> None:
-    _transition(db, job_id, [JobStatus.QUEUED], enqueued_at=utcnow())
-    db.commit()
-
-
-def claim(db: Session, job_id: str, worker: str) -> ErasureJob | None:
-    """queued -> running for this worker; None when someone else has it or it is no longer queued."""
-    now = utcnow()
-    if not _transition(db, job_id, [JobStatus.QUEUED], status=JobStatus.RUNNING, worker=worker,
-                       attempts=ErasureJob.attempts + 1, started_at=func.coalesce(ErasureJob.started_at, now),
-                       heartbeat_at=now):
-        db.rollback()
-        return None
-    job = _fresh(db, job_id)
-    add_event(db, job_id, EventKind.STATE, f"running (attempt {job.attempts}) on {worker}",
-              {"status": "running", "attempt": job.attempts, "worker": worker})
-    db.commit()
-    return job
-
-
-def cancel_requested(db: Session, job_id: str) -> bool:
-    flagged = db.scalar(select(ErasureJob.cancel_requested_at).where(ErasureJob.id == job_id))
-    return flagged is not None
-
-
-def record_progress(db: Session, job_id: str, progress: dict[str, Any], event: bool) -> None:
-    _transition(db, job_id, [JobStatus.RUNNING], progress=progress, heartbeat_at=utcnow())
-    if event:
-        add_event(db, job_id, EventKind.METRICS, f"step {progress['step']}/{progress['total']}", progress)
-    db.commit()
-
-
-def heartbeat(db: Session, job_id: str) -> None:
-    _transition(db, job_id, [JobStatus.RUNNING], heartbeat_at=utcnow())
-    db.commit()
-
-
-def finish(db: Session, job_id: str, status: JobStatus, message: str, *, error: str | None = None,
-           artifact: StoredArtifact | None = None, data: dict[str, Any] | None = None) -> bool:
-    """running -> succeeded | failed | cancelled (or back to queued); False if the job was not running."""
-    values: dict[str, Any] = {"status": status, "error": error}
-    if status in FINISHED:
-        values["finished_at"] = utcnow()
-    else:
-        values["enqueued_at"] = None
-    if artifact:
-        values.update(artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
-                      artifact_bytes=artifact.bytes)
-    if not _transition(db, job_id, [JobStatus.RUNNING], **values):
-        db.rollback()
-        return False
-    kind = EventKind.ERROR if status == JobStatus.FAILED else EventKind.STATE
-    add_event(db, job_id, kind, message, {"status": str(status), **(data or {})})
-    db.commit()
-    return True
-
-
-def sweep(db: Session, settings: Settings) -> list[str]:
-    """Requeue running jobs whose worker stopped heart-beating; return the ids that need a broker message.
-
-    Also returns queued jobs that the broker never accepted (enqueued_at empty for a while).
-    """
-    now = utcnow()
-    stale = db.scalars(select(ErasureJob).where(
-        ErasureJob.status == JobStatus.RUNNING,
-        ErasureJob.heartbeat_at < now - timedelta(seconds=settings.stale_after_s))).all()
-    requeued = []
-    for job in stale:
-        silent = f"worker {job.worker} silent since {job.heartbeat_at:%Y-%m-%dT%H:%M:%SZ}"
-        if job.attempts >= settings.max_attempts:
-            finish(db, job.id, JobStatus.FAILED, f"{silent}; gave up after {job.attempts} attempts",
-                   error=f"worker lost {job.attempts} times")
-        elif finish(db, job.id, JobStatus.QUEUED, f"{silent}; queued again"):
-            requeued.append(job.id)
-    # A grace period, so a job the API has just committed but not yet handed over is left to the API.
-    grace = now - timedelta(seconds=settings.sweep_interval_s)
-    unsent = db.scalars(select(ErasureJob.id).where(
-        ErasureJob.status == JobStatus.QUEUED, ErasureJob.enqueued_at.is_(None),
-        ErasureJob.updated_at < grace).order_by(ErasureJob.id))
-    return requeued + [job_id for job_id in unsent if job_id not in requeued]
-
-
-def next_queued(db: Session) -> str | None:
-    """The oldest queued job (embedded worker: the database is the queue)."""
-    return db.scalar(select(ErasureJob.id).where(ErasureJob.status == JobStatus.QUEUED)
-                     .order_by(ErasureJob.id).limit(1))

@@ -14,7 +14,7 @@ from typing import Protocol
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import jobs
+from service import lifecycle
 from service.db import session_factory
 from service.runner import run_job
 from service.settings import Settings
@@ -117,7 +117,7 @@ class InProcessDispatcher:
         while not self.stopping.is_set():
             try:
                 with sessions() as db:
-                    job_id = jobs.next_queued(db)
+                    job_id = lifecycle.next_queued(db)
                 if job_id is not None:
                     run_job(job_id, self.settings, stop=self.stopping.is_set)
                     continue
@@ -139,7 +139,7 @@ def hand_over(dispatcher: Dispatcher, sessions: sessionmaker[Session], job_id: s
         log.warning("could not enqueue job %s; the sweeper will resend it", job_id, exc_info=True)
         return
     with sessions() as db:
-        jobs.mark_enqueued(db, job_id)
+        lifecycle.mark_enqueued(db, job_id)
 
 
 class Sweeper(threading.Thread):
@@ -155,7 +155,7 @@ class Sweeper(threading.Thread):
             started = time.monotonic()
             try:
                 with sessions() as db:
-                    for job_id in jobs.sweep(db, self.settings):
+                    for job_id in lifecycle.sweep(db, self.settings):
                         hand_over(self.dispatcher, sessions, job_id)
             except Exception:
                 log.exception("sweep failed; trying again next interval")

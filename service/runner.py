@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import jobs
+from service import jobs, lifecycle
 from service.db import session_factory
 from service.models import ErasureJob, JobStatus
 from service.settings import Settings
@@ -60,7 +60,7 @@ def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: 
     """
     sessions = session_factory(settings.database_url)
     with sessions() as db:
-        job = jobs.claim(db, job_id, worker_name())
+        job = lifecycle.claim(db, job_id, worker_name())
     if job is None:
         log.info("job %s is not queued; nothing to do", job_id)
         return None
@@ -70,7 +70,7 @@ def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: 
     except Exception as exc:
         log.exception("job %s failed", job_id)
         with sessions() as db:
-            jobs.finish(db, job_id, JobStatus.FAILED, f"failed: {type(exc).__name__}: {exc}",
+            lifecycle.finish(db, job_id, JobStatus.FAILED, f"failed: {type(exc).__name__}: {exc}",
                         error=f"{type(exc).__name__}: {exc}",
                         data={"traceback": traceback.format_exc(limit=-8)})
         return JobStatus.FAILED
@@ -98,13 +98,13 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
     with sessions() as db:
         if result.cancelled:
             if progress.cancel_requested():
-                jobs.finish(db, job.id, JobStatus.CANCELLED, f"cancelled after {result.steps_done} steps",
+                lifecycle.finish(db, job.id, JobStatus.CANCELLED, f"cancelled after {result.steps_done} steps",
                             data=summary)
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
                 return JobStatus.CANCELLED
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S)")
-            jobs.finish(db, job.id, JobStatus.QUEUED, "worker shutting down; queued again, resumes from its "
+            lifecycle.finish(db, job.id, JobStatus.QUEUED, "worker shutting down; queued again, resumes from its "
                         "checkpoint", data=summary)
             return JobStatus.QUEUED
         with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +112,7 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
             result.save(path)
             load_artifact(path, pipe)  # never publish a file the loader would refuse
             stored = store_for(settings).put(path)
-        if not jobs.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
+        if not lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
                            data={**summary, "sha256": stored.sha256, "bytes": stored.bytes}):
             # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
             return jobs.get_job(db, job.id).status
@@ -152,7 +152,7 @@ class _Progress:
             return
         now = time.monotonic()
         with self.sessions() as db:
-            jobs.record_progress(db, self.job_id, self.pending, event=event)
+            lifecycle.record_progress(db, self.job_id, self.pending, event=event)
         self.last_row = now
         if event:
             self.last_event = now
@@ -160,7 +160,7 @@ class _Progress:
 
     def cancel_requested(self) -> bool:
         with self.sessions() as db:
-            return jobs.cancel_requested(db, self.job_id)
+            return lifecycle.cancel_requested(db, self.job_id)
 
 
 class _Heartbeat:
@@ -175,7 +175,7 @@ class _Heartbeat:
         while not self.done.wait(self.interval_s):
             try:
                 with self.sessions() as db:
-                    jobs.heartbeat(db, self.job_id)
+                    lifecycle.heartbeat(db, self.job_id)
             except Exception:  # a missed beat is not fatal; the sweeper allows several
                 log.warning("heartbeat for %s failed", self.job_id, exc_info=True)
 
