@@ -133,19 +133,20 @@ def _follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _probe_report(model_dir: Path | None, artifact: Path) -> None:
-    """Probe numbers before/after, from the core's evaluation when this version of the core has it."""
-    try:
-        from zerase.evaluation import evaluate_artifact  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        console.print("probe numbers: not available (this version of the core has no zerase.evaluation)")
-        return
-    from zerase.pipeline import load_pipeline
+    """What the concept probe reads in generated images, without and with the LoRA (same seeds)."""
+    from zerase.evaluation import evaluate_artifact
+    from zerase.pipeline import load_pipeline, sampling_defaults
 
-    console.print("probing the model before and after the erasure ...")
-    numbers = evaluate_artifact(load_pipeline(model_dir), artifact)
-    table = Table(title="probe (before -> after)")
-    table.add_column("metric")
-    table.add_column("value")
-    for key, value in numbers.items():
-        table.add_row(str(key), str(value))
+    console.print("generating with and without the erasure, and reading the images with the probe ...")
+    started = time.monotonic()
+    m = evaluate_artifact(load_pipeline(model_dir), artifact, settings=sampling_defaults(model_dir))
+    table = Table(title=f"probe hit rates over {m['seeds']} seeds ({time.monotonic() - started:.0f} s)")
+    for column in ("", "before", "after"):
+        table.add_column(column)
+    table.add_row(f"erased: {m['concept']} ({m['axis']}), Acc_e", f"{m['acc_e_before']:.3f}", f"{m['acc_e']:.3f}")
+    table.add_row("every other concept, Acc_ir", f"{m['acc_ir_before']:.3f}", f"{m['acc_ir']:.3f}")
+    table.add_row("Ha = Acc_ir - Acc_e", f"{m['acc_ir_before'] - m['acc_e_before']:.3f}", f"{m['ha']:.3f}")
+    for attack, rates in m["attack_success_rate"].items():
+        table.add_row(f"attack '{attack}': concept still shown", f"{rates['before']:.3f}", f"{rates['after']:.3f}")
+    table.add_row("pixel drift on other concepts", "", f"{m['drift']:.4f}")
     console.print(table)

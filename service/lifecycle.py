@@ -87,7 +87,9 @@ def sweep(db: Session, settings: Settings) -> list[str]:
     requeued = []
     for job in stale:
         silent = f"worker {job.worker} silent since {job.heartbeat_at:%Y-%m-%dT%H:%M:%SZ}"
-        if job.attempts >= settings.max_attempts:
+        if job.cancel_requested_at is not None:  # nobody wants it run again
+            finish(db, job.id, JobStatus.CANCELLED, f"{silent}; cancelled as requested")
+        elif job.attempts >= settings.max_attempts:
             finish(db, job.id, JobStatus.FAILED, f"{silent}; gave up after {job.attempts} attempts",
                    error=f"worker lost {job.attempts} times")
         elif finish(db, job.id, JobStatus.QUEUED, f"{silent}; queued again"):

@@ -69,10 +69,10 @@ def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: 
             return _train(job, settings, sessions, stop)
     except Exception as exc:
         log.exception("job %s failed", job_id)
+        error = f"{type(exc).__name__}: {exc}"
         with sessions() as db:
-            lifecycle.finish(db, job_id, JobStatus.FAILED, f"failed: {type(exc).__name__}: {exc}",
-                        error=f"{type(exc).__name__}: {exc}",
-                        data={"traceback": traceback.format_exc(limit=-8)})
+            lifecycle.finish(db, job_id, JobStatus.FAILED, f"failed: {error}", error=error,
+                             data={"traceback": traceback.format_exc(limit=-8)})
         return JobStatus.FAILED
 
 
@@ -95,25 +95,28 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
                        checkpoint_every=settings.checkpoint_every)
     progress.flush()
     summary = {"steps_done": result.steps_done, "final_lambda": result.final_lambda}
-    with sessions() as db:
-        if result.cancelled:
-            if progress.cancel_requested():
+    if result.cancelled:
+        if progress.cancel_requested():
+            with sessions() as db:
                 lifecycle.finish(db, job.id, JobStatus.CANCELLED, f"cancelled after {result.steps_done} steps",
-                            data=summary)
-                shutil.rmtree(checkpoint_dir, ignore_errors=True)
-                return JobStatus.CANCELLED
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S)")
-            lifecycle.finish(db, job.id, JobStatus.QUEUED, "worker shutting down; queued again, resumes from its "
-                        "checkpoint", data=summary)
-            return JobStatus.QUEUED
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{job.id}.safetensors"
-            result.save(path)
-            load_artifact(path, pipe)  # never publish a file the loader would refuse
-            stored = store_for(settings).put(path)
+                                 data=summary)
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            return JobStatus.CANCELLED
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S)")
+        with sessions() as db:  # the worker is stopping: the checkpoint stays for the next attempt
+            lifecycle.finish(db, job.id, JobStatus.QUEUED, "worker shutting down; queued again, resumes from "
+                             "its checkpoint", data=summary)
+        return JobStatus.QUEUED
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{job.id}.safetensors"
+        result.save(path)
+        load_artifact(path, pipe)  # never publish a file the loader would refuse
+        stored = store_for(settings).put(path)
+    with sessions() as db:
         if not lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
-                           data={**summary, "sha256": stored.sha256, "bytes": stored.bytes}):
+                                data={**summary, "sha256": stored.sha256, "bytes": stored.bytes}):
             # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
             return jobs.get_job(db, job.id).status
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
