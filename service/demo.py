@@ -89,7 +89,7 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     job = response.json()
     hp = job["hyperparameters"]
     console.print(f"submitted {job['id']} (POST /erasures -> 202, Location {response.headers['location']}): "
-                  f"erase {concept!r} [{category}], ε={hp['epsilon']}, anchor={hp['anchor']!r}, "
+                  f"erase {concept!r} ({category}), ε={hp['epsilon']}, anchor={hp['anchor']!r}, "
                   f"{hp['steps']} steps, {len(hp['preservation'])} preservation prompts")
     job = _follow(client, job)
     took = time.monotonic() - started
@@ -104,6 +104,8 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     path = out_dir / f"{job['id']}.safetensors"
     path.write_bytes(data)
     table = Table(title=f"erasure {job['id']}: succeeded", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # URIs and hashes in full, never cut with an ellipsis
     table.add_row("time, POST to succeeded", f"{took:.1f} s")
     table.add_row("artifact", artifact["uri"])
     table.add_row("sha256 / bytes", f"{artifact['sha256']} / {artifact['bytes']}")
@@ -135,11 +137,17 @@ def _follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
 def _probe_report(model_dir: Path | None, artifact: Path) -> None:
     """What the concept probe reads in generated images, without and with the LoRA (same seeds)."""
     from zerase.evaluation import evaluate_artifact
-    from zerase.pipeline import load_pipeline, sampling_defaults
+    from zerase.pipeline import BUNDLED_MODEL_DIR, load_pipeline, sampling_defaults
+    from zerase.world.probe import ConceptProbe
 
+    probe_dir = (model_dir or BUNDLED_MODEL_DIR) / "probe"
+    if not probe_dir.is_dir():  # a real model (Z-Image Turbo) has no concept probe of its own
+        console.print(f"probe numbers: this model has no concept probe ({probe_dir} missing)")
+        return
     console.print("generating with and without the erasure, and reading the images with the probe ...")
     started = time.monotonic()
-    m = evaluate_artifact(load_pipeline(model_dir), artifact, settings=sampling_defaults(model_dir))
+    m = evaluate_artifact(load_pipeline(model_dir), artifact, probe=ConceptProbe.load(probe_dir),
+                          settings=sampling_defaults(model_dir))
     table = Table(title=f"probe hit rates over {m['seeds']} seeds ({time.monotonic() - started:.0f} s)")
     for column in ("", "before", "after"):
         table.add_column(column)
