@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import ZImageTransformer2DModel
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from zerase.lora import LoraSpec
@@ -110,7 +110,7 @@ def load_artifact(path: str | Path, pipe: Any = None) -> LoraArtifact:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
     if header.get("format") != FORMAT or "zerase" not in header:
         raise ArtifactError(f"{path}: not a Z-Erase artifact (header format {header.get('format')!r})")

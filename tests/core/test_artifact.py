@@ -43,6 +43,7 @@ def test_round_trip_keeps_tensors_and_metadata(pipe, red_artifact):
 
 def test_other_base_model_is_refused(pipe, red_artifact):
     weight = pipe.transformer.layers[0].attention.to_q.weight
+    original = weight.detach().clone()
     with torch.no_grad():
         weight.add_(1e-3)
     try:
@@ -50,7 +51,7 @@ def test_other_base_model_is_refused(pipe, red_artifact):
             load_artifact(red_artifact, pipe)
     finally:
         with torch.no_grad():
-            weight.sub_(1e-3)
+            weight.copy_(original)
     load_artifact(red_artifact, pipe)  # restored: accepted again
 
 
