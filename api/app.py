@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import erasures, errors, health
+from api import deployments, erasures, errors, generation, health
 from service.db import session_factory
+from service.generation import GenerationService
 from service.queue import dispatcher_for
 from service.settings import Settings, get_settings
 from service.store import store_for
@@ -33,7 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = session_factory(settings.database_url)
     app.state.dispatcher = dispatcher
     app.state.store = store_for(settings)
+    app.state.generator = GenerationService(settings, app.state.sessions, app.state.store)
     errors.install(app)
     app.include_router(erasures.router)
+    app.include_router(deployments.router)
+    app.include_router(generation.router)
     app.include_router(health.router)
     return app

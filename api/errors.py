@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.deployments import DeploymentError
+from service.generation import InvalidGeneration, PatchUnavailable
 from service.jobs import IdempotencyConflict, InvalidJobRequest, JobNotFound, JobStateConflict
 from service.store import ArtifactIntegrityError
 
@@ -92,6 +94,22 @@ async def _on_integrity(_: Request, exc: Exception) -> JSONResponse:
                    code="artifact_corrupt")
 
 
+async def _on_field_error(_: Request, exc: Exception) -> JSONResponse:
+    """Deployment and generation errors carry their status and the field they are about."""
+    assert isinstance(exc, DeploymentError | InvalidGeneration)
+    field = exc.field
+    errors = [{"field": field, "pointer": f"#/{field}", "detail": str(exc)}] if field else None
+    code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid_request")
+    return problem(exc.status, str(exc), code=code, errors=errors)
+
+
+async def _on_patch_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # Fail closed: no image rather than one without the erasures that should be applied.
+    log.error("safety patch unavailable: %s", exc)
+    return problem(503, str(exc), code="safety_patch_unavailable", title="Safety patch unavailable",
+                   headers={"Retry-After": "5"})
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal error; see the server log", code="internal_error")
@@ -105,4 +123,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(IdempotencyConflict, _on_idempotency)
     app.add_exception_handler(InvalidJobRequest, _on_invalid)
     app.add_exception_handler(ArtifactIntegrityError, _on_integrity)
+    app.add_exception_handler(DeploymentError, _on_field_error)
+    app.add_exception_handler(InvalidGeneration, _on_field_error)
+    app.add_exception_handler(PatchUnavailable, _on_patch_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)

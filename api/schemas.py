@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from service.models import ErasureJob, JobEvent
+from service.models import Deployment, ErasureJob, JobEvent
 
 Category = Literal["nudity", "violence", "artistic_style", "entity", "abstraction", "celebrity", "custom"]
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -160,3 +160,81 @@ class EventList(BaseModel):
     data: list[Event]
     has_more: bool
     next_cursor: str | None
+
+
+ErasureId = Annotated[str, Field(pattern=r"^er_[0-9a-f]{32}$")]
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    erasure_ids: list[ErasureId] = Field(min_length=1, max_length=64)
+    weights: list[Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]] | None = Field(
+        None, description="One per erasure; default 1/N each (Appendix F)")
+    reason: Reason | None = None
+
+
+class DeploymentEntry(BaseModel):
+    erasure_id: str
+    concept: str
+    weight: float
+    sha256: str
+    uri: str
+
+
+class DeploymentOut(BaseModel):
+    version: int
+    object: Literal["deployment"] = "deployment"
+    entries: list[DeploymentEntry]
+    created_by: str | None
+    reason: str | None
+    created_at: datetime
+    active: bool
+
+    @classmethod
+    def of(cls, deployment: Deployment, active_version: int | None) -> DeploymentOut:
+        return cls(version=deployment.version, entries=[DeploymentEntry(**e) for e in deployment.entries],
+                   created_by=deployment.created_by, reason=deployment.reason, created_at=deployment.created_at,
+                   active=deployment.version == active_version)
+
+
+class DeploymentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeploymentOut]
+
+
+class ActiveOut(BaseModel):
+    version: int = Field(description="0: the base model, no erasure applied")
+    deployment: DeploymentOut | None
+    activated_by: str | None
+    activated_at: datetime | None
+
+
+Prompt = Annotated[str, Field(max_length=20_000), AfterValidator(lambda v: clean_text(v, multiline=True))]
+
+
+class GenerateRequest(BaseModel):
+    """Defaults come from the model (the bundled tiny model: 32x32, 8 steps, guidance 1.0)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prompt": "a red circle",
+                                                                               "seed": 7}]})
+
+    prompt: Prompt = Field(description="At most 512 tokens of the model's tokenizer")
+    negative_prompt: Prompt | None = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    steps: int | None = Field(None, ge=1, le=50)
+    width: int | None = Field(None, ge=16, le=1024, description="A multiple of 16")
+    height: int | None = Field(None, ge=16, le=1024, description="A multiple of 16")
+    guidance_scale: float | None = Field(None, ge=0, le=20, allow_inf_nan=False)
+
+
+class GenerateResult(BaseModel):
+    image_base64: str = Field(description="PNG")
+    media_type: Literal["image/png"] = "image/png"
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    patch_version: int = Field(description="The safety patch deployment applied; 0: the base model")
+    erasure_ids: list[str]

@@ -1,0 +1,128 @@
+"""Deployments: immutable, numbered sets of succeeded erasures, and which one generation serves.
+
+Creating a deployment records each erasure's artifact (uri, sha256) and weight, so a later change
+to a job never changes what a version means. Activating only moves the single `active_deployment`
+row: rollback and roll-forward create no new version. Version 0 is the base model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.models import ActiveDeployment, Deployment, ErasureJob, JobStatus, utcnow
+
+BASE_VERSION = 0
+
+
+class DeploymentError(Exception):
+    """A request about deployments that cannot be honoured; `field` names the offending input."""
+
+    status = 422
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class InvalidDeployment(DeploymentError):
+    status = 422
+
+
+class DeploymentConflict(DeploymentError):
+    status = 409
+
+
+class DeploymentNotFound(DeploymentError):
+    status = 404
+
+
+def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *,
+           created_by: str | None = None, reason: str | None = None, field: str = "erasure_ids") -> Deployment:
+    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated."""
+    if weights is not None and len(weights) != len(erasure_ids):
+        raise InvalidDeployment(f"{len(weights)} weights for {len(erasure_ids)} erasures", "weights")
+    for i, w in enumerate(weights or []):
+        if not 0 < w <= 10:
+            raise InvalidDeployment(f"weight {w} is not in (0, 10]", f"weights[{i}]")
+    entries: list[dict[str, Any]] = []
+    for i, erasure_id in enumerate(erasure_ids):
+        if erasure_id in erasure_ids[:i]:
+            raise InvalidDeployment(f"{erasure_id} is listed twice", f"{field}[{i}]")
+        job = db.get(ErasureJob, erasure_id)
+        if job is None:
+            raise InvalidDeployment(f"no erasure job with id {erasure_id}", f"{field}[{i}]")
+        if job.status != JobStatus.SUCCEEDED or not (job.artifact_uri and job.artifact_sha256):
+            raise DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures can be "
+                                     "deployed", f"{field}[{i}]")
+        weight = weights[i] if weights is not None else 1.0 / len(erasure_ids)
+        entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
+                        "sha256": job.artifact_sha256, "uri": job.artifact_uri})
+    deployment = Deployment(entries=entries, created_by=created_by, reason=reason)
+    db.add(deployment)
+    db.flush()
+    return deployment
+
+
+def get(db: Session, version: int) -> Deployment:
+    deployment = db.get(Deployment, version)
+    if deployment is None:
+        raise DeploymentNotFound(f"no deployment with version {version}", "version")
+    return deployment
+
+
+def history(db: Session, limit: int = 100) -> list[Deployment]:
+    """Newest first."""
+    return list(db.scalars(select(Deployment).order_by(Deployment.version.desc()).limit(limit)))
+
+
+def active_row(db: Session) -> ActiveDeployment:
+    row = db.get(ActiveDeployment, 1)
+    if row is None:  # made by migration 0002; missing means the schema is not at head
+        raise RuntimeError("active_deployment row missing: run `alembic upgrade head`")
+    return row
+
+
+def active(db: Session) -> Deployment | None:
+    """The served deployment, None for the base model."""
+    version = active_row(db).version
+    return get(db, version) if version is not None else None
+
+
+def activate(db: Session, version: int, by: str | None = None) -> Deployment | None:
+    """Serve `version` (0: the base model) from the next generation request on; commits."""
+    deployment = get(db, version) if version != BASE_VERSION else None
+    db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
+               .values(version=deployment.version if deployment else None, activated_by=by,
+                       activated_at=utcnow()))
+    db.commit()
+    return deployment
+
+
+def deploy_erasure(db: Session, erasure_id: str, by: str | None = None) -> Deployment:
+    """A new version = the active set + this erasure, at equal weights; activated."""
+    current = _active_ids(db)
+    if erasure_id in current:
+        raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id")
+    deployment = create(db, [*current, erasure_id], created_by=by, reason=f"deploy {erasure_id}", field="id")
+    activate(db, deployment.version, by)
+    return deployment
+
+
+def retire_erasure(db: Session, erasure_id: str, by: str | None = None) -> Deployment:
+    """A new version = the active set - this erasure (empty: serves the base model); activated."""
+    current = _active_ids(db)
+    if erasure_id not in current:
+        raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id")
+    deployment = create(db, [i for i in current if i != erasure_id], created_by=by,
+                        reason=f"retire {erasure_id}")
+    activate(db, deployment.version, by)
+    return deployment
+
+
+def _active_ids(db: Session) -> list[str]:
+    deployment = active(db)
+    return [e["erasure_id"] for e in deployment.entries] if deployment else []

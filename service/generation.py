@@ -1,0 +1,162 @@
+"""Generation with the active safety patch: one request at a time per process, fail closed.
+
+Before each request the service reads the active deployment version (one primary-key lookup);
+when it changed, the deployment's artifacts are fetched from the store (cached locally by sha256,
+verified on every use), loaded and applied with their weights. The version check, the patch and
+the sampling all happen under one lock, so the version a response reports is the one applied.
+If the active version cannot be applied, nothing is generated (PatchUnavailable -> 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import deployments
+from service.settings import Settings
+from service.store import ArtifactStore, file_sha256
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_TOKENS = 512
+MIN_SIDE, MAX_SIDE = 16, 1024
+
+
+class InvalidGeneration(ValueError):
+    """A request the model cannot serve (checked against the loaded pipeline); `field` names the input."""
+
+    status = 422
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class PatchUnavailable(RuntimeError):
+    """The active deployment cannot be applied: generation refuses rather than serve the base model."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str | None = None
+    seed: int = 0
+    steps: int | None = None  # None: the model's default
+    width: int | None = None
+    height: int | None = None
+    guidance_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Generated:
+    image: np.ndarray  # (H, W, 3) uint8
+    seed: int
+    steps: int
+    width: int
+    height: int
+    guidance_scale: float
+    patch_version: int  # 0: the base model
+    erasure_ids: tuple[str, ...]
+
+
+class GenerationService:
+    """Owns its own pipeline object: training in the same process patches the shared one
+    (service.runner.base_pipeline) for minutes, and a request must never see a training LoRA."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: ArtifactStore) -> None:
+        self.settings, self.sessions, self.store = settings, sessions, store
+        self.cache_dir = settings.var_dir.resolve() / "patch-cache"
+        self._lock = threading.Lock()
+        self._pipe: Any = None
+        self._patched: Any = None
+        self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
+        self._erasure_ids: tuple[str, ...] = ()
+
+    def generate(self, request: GenerationRequest) -> Generated:
+        from zerase.generate import generate
+
+        with self._lock:  # requests queue here; version check, patch and sampling are one unit
+            pipe = self._pipeline()
+            sampling = self._sampling(pipe, request)
+            version = self._sync()
+            image = generate(pipe, [request.prompt], [request.seed], sampling,
+                             negative_prompt=request.negative_prompt)[0]
+        return Generated(image, request.seed, sampling.steps, sampling.width, sampling.height,
+                         sampling.guidance_scale, version, self._erasure_ids)
+
+    def _pipeline(self) -> Any:
+        if self._pipe is None:
+            import torch
+
+            from zerase.patching import PatchedPipeline
+            from zerase.pipeline import load_pipeline
+
+            self._pipe = load_pipeline(self.settings.model_dir, self.settings.device,
+                                       getattr(torch, self.settings.dtype))
+            self._patched = PatchedPipeline(self._pipe)
+        return self._pipe
+
+    def _sampling(self, pipe: Any, request: GenerationRequest) -> Any:
+        from zerase.generate import SamplingSettings
+        from zerase.pipeline import sampling_defaults
+
+        tokens = len(pipe.tokenizer(request.prompt).input_ids)
+        if tokens > MAX_PROMPT_TOKENS:
+            raise InvalidGeneration(f"{tokens} tokens; at most {MAX_PROMPT_TOKENS}", "prompt")
+        if request.negative_prompt and len(pipe.tokenizer(request.negative_prompt).input_ids) > MAX_PROMPT_TOKENS:
+            raise InvalidGeneration(f"more than {MAX_PROMPT_TOKENS} tokens", "negative_prompt")
+        default = sampling_defaults(self.settings.model_dir)
+        multiple = math.lcm(16, pipe.vae_scale_factor * 2)  # the latent is made of 2x2 patches
+        sides = {"width": request.width or default.width, "height": request.height or default.height}
+        for name, side in sides.items():
+            if side % multiple or not MIN_SIDE <= side <= MAX_SIDE:
+                raise InvalidGeneration(f"{side} is not a multiple of {multiple} in [{MIN_SIDE}, {MAX_SIDE}]", name)
+        guidance = default.guidance_scale if request.guidance_scale is None else request.guidance_scale
+        return SamplingSettings(steps=request.steps or default.steps, guidance_scale=guidance, **sides)
+
+    def _sync(self) -> int:
+        """Apply the active deployment if it is not the one applied; return its version."""
+        with self.sessions() as db:
+            deployment = deployments.active(db)
+        version = deployment.version if deployment else deployments.BASE_VERSION
+        if version == self._applied:
+            return version
+        entries = deployment.entries if deployment else []
+        self._applied = None  # until the new set is fully in place, nothing counts as applied
+        try:
+            from zerase.artifact import load_artifact
+
+            artifacts = [load_artifact(self._local_copy(e["uri"], e["sha256"]), self._pipe) for e in entries]
+            self._patched.apply(artifacts, [float(e["weight"]) for e in entries])
+        except Exception as exc:
+            self._patched.clear()
+            raise PatchUnavailable(f"safety patch version {version} cannot be applied, so no image is "
+                                   f"generated: {type(exc).__name__}: {exc}") from exc
+        self._applied, self._erasure_ids = version, tuple(e["erasure_id"] for e in entries)
+        log.info("serving safety patch version %d (%d erasures)", version, len(entries))
+        return version
+
+    def _local_copy(self, uri: str, sha256: str) -> Path:
+        """The artifact's bytes as a local file, verified against its sha256 (from the store if needed)."""
+        path = self.cache_dir / f"{sha256}.safetensors"
+        if path.exists() and file_sha256(path) == sha256:
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                self.store.fetch(uri, sha256, out)  # raises ArtifactIntegrityError on a hash mismatch
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
