@@ -66,7 +66,7 @@ def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
     return job
 
 
-def wait_for(client: httpx.Client, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout_s: float = 180,
+def wait_for(client: httpx.Client, job_id: str, statuses: tuple[str, ...] = FINISHED, timeout_s: float = 300,
              min_step: int = 0) -> dict[str, Any]:
     """Poll until the job is in one of `statuses` (and, if asked, has reported step >= min_step)."""
     deadline = time.monotonic() + timeout_s

@@ -1,0 +1,213 @@
+"""POST /generate on the embedded service with the real tiny model: the active deployment is
+applied (the erased colour goes, other colours stay), rollback is bit-exact, a broken patch fails
+closed with 503, limits answer 422 naming the field, and a version switch under concurrent
+requests never mislabels an image."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from jobclient import live_api
+
+from service.db import migrate, session_factory
+from service.models import ErasureJob, JobStatus, new_job_id, utcnow
+from service.runner import base_pipeline
+from service.settings import Settings
+from service.store import file_url_path, store_for
+
+ERASE_STEPS = 40  # enough for the probe to stop seeing red on the tiny model
+SEEDS = (0, 1, 2)
+DATA = Path("/work/shared/data")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Settings:
+    settings = Settings(var_dir=tmp_path_factory.mktemp("generation-var"), model_dir=model_dir)
+    migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[httpx.Client]:
+    with live_api(settings) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def red_erasure(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real erasure of "red", trained once, stored and recorded as a succeeded job (as the worker does)."""
+    from zerase.erasure import erase
+    from zerase.presets import resolve
+
+    result = erase(base_pipeline(settings), resolve("red", "abstraction", steps=ERASE_STEPS, trajectories=8))
+    path = tmp_path_factory.mktemp("lora") / "red.safetensors"
+    result.save(path)
+    stored = store_for(settings).put(path)
+    job_id = new_job_id()
+    with session_factory(settings.database_url)() as db:
+        db.add(ErasureJob(id=job_id, status=JobStatus.SUCCEEDED, concept="red", category="abstraction",
+                          config={}, requested_by="test", finished_at=utcnow(), artifact_uri=stored.uri,
+                          artifact_sha256=stored.sha256, artifact_bytes=stored.bytes))
+        db.commit()
+    return job_id
+
+
+def gen(client: httpx.Client, prompt: str, seed: int = 0, **extra: Any) -> tuple[int, np.ndarray]:
+    """(patch version, image) of one JSON generation."""
+    r = client.post("/generate", json={"prompt": prompt, "seed": seed, **extra},
+                    headers={"Accept": "application/json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert int(r.headers["x-safety-patch-version"]) == body["patch_version"]
+    from PIL import Image
+
+    with Image.open(__import__("io").BytesIO(base64.b64decode(body["image_base64"]))) as im:
+        return body["patch_version"], np.asarray(im.convert("RGB"))
+
+
+def colours(images: list[np.ndarray]) -> list[str]:
+    from zerase.pipeline import BUNDLED_MODEL_DIR
+    from zerase.world.probe import ConceptProbe
+
+    return [c["colour"] for c in ConceptProbe.load(BUNDLED_MODEL_DIR / "probe").classify(np.stack(images))]
+
+
+def activate(client: httpx.Client, version: int) -> None:
+    assert client.post(f"/deployments/{version}/activate").status_code == 200
+
+
+def test_png_by_default_json_on_request(client: httpx.Client) -> None:
+    activate(client, 0)
+    png = client.post("/generate", json={"prompt": "a red circle", "seed": 3})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.headers["x-safety-patch-version"] == "0" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    js = client.post("/generate", json={"prompt": "a red circle", "seed": 3}, headers={"Accept": "application/json"})
+    body = js.json()
+    assert js.headers["content-type"] == "application/json"
+    assert (body["seed"], body["width"], body["height"], body["steps"], body["patch_version"]) == (3, 32, 32, 8, 0)
+    assert base64.b64decode(body["image_base64"]) == png.content  # same seed, same image
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"prompt": "   "}, "prompt"),
+    ({"prompt": "red " * 600}, "prompt"),  # under the character cap, over 512 tokens
+    ({"prompt": "x", "width": 40}, "width"),
+    ({"prompt": "x", "height": 2048}, "height"),
+    ({"prompt": "x", "width": 0}, "width"),
+    ({"prompt": "x", "steps": 0}, "steps"),
+    ({"prompt": "x", "steps": 51}, "steps"),
+    ({"prompt": "x", "seed": -1}, "seed"),
+    ({"prompt": "x", "seed": 2**32}, "seed"),
+    ({"prompt": "x", "guidance_scale": 20.5}, "guidance_scale"),
+    ({"prompt": "x", "negative_prompt": "\x00"}, "negative_prompt"),
+])
+def test_limits_answer_422_naming_the_field(client: httpx.Client, body: dict[str, Any], field: str) -> None:
+    r = client.post("/generate", json=body)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert r.json()["errors"][0]["field"] == field
+
+
+def test_deployed_erasure_removes_red_keeps_blue_and_rollback_is_exact(
+        client: httpx.Client, red_erasure: str) -> None:
+    activate(client, 0)
+    base_red = [gen(client, "a red circle", s)[1] for s in SEEDS]
+    base_blue = [gen(client, "a blue square", s)[1] for s in SEEDS]
+    deployed = client.post(f"/erasures/{red_erasure}/deploy").json()["version"]
+
+    erased_red = [gen(client, "a red circle", s) for s in SEEDS]
+    erased_blue = [gen(client, "a blue square", s) for s in SEEDS]
+    assert {v for v, _ in erased_red + erased_blue} == {deployed}
+    assert colours(base_red) == ["red"] * len(SEEDS)
+    assert colours([im for _, im in erased_red]).count("red") == 0
+    assert colours([im for _, im in erased_blue]) == ["blue"] * len(SEEDS)
+    red_change = np.mean([np.abs(a.astype(int) - b).mean() for a, (_, b) in zip(base_red, erased_red)])
+    blue_change = np.mean([np.abs(a.astype(int) - b).mean() for a, (_, b) in zip(base_blue, erased_blue)])
+    assert blue_change < red_change / 3, (blue_change, red_change)
+
+    activate(client, 0)  # rollback: the base model's images again, bit for bit
+    rolled = [gen(client, "a red circle", s) for s in SEEDS]
+    assert all(v == 0 and np.array_equal(im, ref) for (v, im), ref in zip(rolled, base_red))
+    activate(client, deployed)  # roll forward
+    assert [np.array_equal(gen(client, "a red circle", s)[1], im) for s, (_, im) in zip(SEEDS, erased_red)] == \
+        [True] * len(SEEDS)
+
+
+def test_a_patch_that_cannot_be_applied_fails_closed(client: httpx.Client, settings: Settings,
+                                                     red_erasure: str) -> None:
+    version = client.post("/deployments", json={"erasure_ids": [red_erasure], "weights": [0.5]}).json()["version"]
+    with session_factory(settings.database_url)() as db:
+        stored = file_url_path(db.get(ErasureJob, red_erasure).artifact_uri)  # type: ignore[union-attr]
+    good = stored.read_bytes()
+    shutil.rmtree(settings.var_dir.resolve() / "patch-cache", ignore_errors=True)  # as on a fresh replica
+    stored.write_bytes(good[:-64] + b"\0" * 64)
+    try:
+        activate(client, version)
+        for _ in range(2):  # and again: it retries, and refuses again
+            r = client.post("/generate", json={"prompt": "a red circle"})
+            assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+            problem = r.json()
+            assert problem["title"] == "Safety patch unavailable" and f"version {version}" in problem["detail"]
+            assert "sha256" in problem["detail"] or "hashes" in problem["detail"]
+    finally:
+        stored.write_bytes(good)
+    assert gen(client, "a red circle", steps=1)[0] == version
+
+
+def test_version_switch_under_concurrent_requests(client: httpx.Client, red_erasure: str) -> None:
+    deployed = client.post("/deployments", json={"erasure_ids": [red_erasure]}).json()["version"]
+    refs = {}
+    for version in (0, deployed):
+        activate(client, version)
+        refs[version] = gen(client, "a red star", 5, steps=2)[1]
+    assert not np.array_equal(refs[0], refs[deployed])
+
+    results: list[tuple[int, np.ndarray]] = []
+    def worker() -> None:
+        for _ in range(3):
+            results.append(gen(client, "a red star", 5, steps=2))
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    flips = 0
+    while any(t.is_alive() for t in threads):
+        activate(client, (0, deployed)[flips % 2])
+        flips += 1
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    assert len(results) == 9 and {v for v, _ in results} == {0, deployed}, [v for v, _ in results]
+    assert all(np.array_equal(im, refs[v]) for v, im in results)  # each image is the version it claims
+
+
+def real_prompts() -> list[str]:
+    """15 of each prompt set: the longest, those with emoji or other symbols, and the first few."""
+    picked: list[str] = []
+    for name, column in (("i2p_prompts_4703.csv", "prompt"), ("coco_30k_prompts.csv", "prompt")):
+        with (DATA / name).open(newline="", encoding="utf-8") as f:
+            prompts = [row[column] for row in csv.DictReader(f)]
+        longest = sorted(prompts, key=len, reverse=True)[:5]
+        symbols = [p for p in prompts if any(ord(ch) > 0x2000 for ch in p)][:5]
+        picked += longest + symbols + prompts[:5]
+    return picked
+
+
+def test_real_prompts_get_an_image_or_a_clear_422(client: httpx.Client) -> None:
+    activate(client, 0)
+    outcomes = {}
+    for prompt in real_prompts():
+        r = client.post("/generate", json={"prompt": prompt, "steps": 1, "width": 16, "height": 16})
+        assert r.status_code in (200, 422), (prompt, r.status_code, r.text)
+        if r.status_code == 422:
+            assert r.json()["errors"][0]["field"] == "prompt"
+        outcomes[prompt] = r.status_code
+    assert list(outcomes.values()).count(200) >= 20, outcomes
