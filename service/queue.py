@@ -115,6 +115,7 @@ class InProcessDispatcher:
     def _work(self) -> None:
         sessions = session_factory(self.settings.database_url)
         while not self.stopping.is_set():
+            self.wake.clear()  # before looking, so a job enqueued while we look still wakes us
             try:
                 with sessions() as db:
                     job_id = lifecycle.next_queued(db)
@@ -124,7 +125,6 @@ class InProcessDispatcher:
             except Exception:  # keep the worker alive through a database hiccup
                 log.exception("embedded worker loop failed; retrying")
             self.wake.wait(POLL_S)
-            self.wake.clear()
 
 
 def dispatcher_for(settings: Settings) -> Dispatcher:
