@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import shutil
 import threading
 import time
@@ -18,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from jobclient import live_api
+from PIL import Image
 
 from service.db import migrate, session_factory
 from service.models import ErasureJob, JobStatus, new_job_id, utcnow
@@ -25,7 +27,7 @@ from service.runner import base_pipeline
 from service.settings import Settings
 from service.store import file_url_path, store_for
 
-ERASE_STEPS = 40  # enough for the probe to stop seeing red on the tiny model
+ERASE: dict[str, Any] = {"steps": 30, "trajectories": 8, "lr": 0.01}  # enough for the probe to stop seeing red
 SEEDS = (0, 1, 2)
 DATA = Path("/work/shared/data")
 
@@ -44,14 +46,22 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def red_erasure(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real erasure of "red", trained once, stored and recorded as a succeeded job (as the worker does)."""
+def red_erasure(settings: Settings, pytestconfig: pytest.Config) -> str:
+    """A real erasure of "red", stored and recorded as a succeeded job (as the worker does).
+
+    Training takes minutes on a shared CPU, so the artifact is kept in pytest's cache and reused
+    while the loader accepts it for this base model (a rebuilt model means training again)."""
+    from zerase.artifact import ArtifactError, load_artifact
     from zerase.erasure import erase
     from zerase.presets import resolve
 
-    result = erase(base_pipeline(settings), resolve("red", "abstraction", steps=ERASE_STEPS, trajectories=8))
-    path = tmp_path_factory.mktemp("lora") / "red.safetensors"
-    result.save(path)
+    pipe = base_pipeline(settings)
+    key = "-".join(f"{k}{v}" for k, v in ERASE.items())
+    path = pytestconfig.cache.mkdir("zerase-red-erasure") / f"red-{key}.safetensors"
+    try:
+        load_artifact(path, pipe)
+    except ArtifactError:
+        erase(pipe, resolve("red", "abstraction", **ERASE)).save(path)
     stored = store_for(settings).put(path)
     job_id = new_job_id()
     with session_factory(settings.database_url)() as db:
@@ -69,9 +79,7 @@ def gen(client: httpx.Client, prompt: str, seed: int = 0, **extra: Any) -> tuple
     assert r.status_code == 200, r.text
     body = r.json()
     assert int(r.headers["x-safety-patch-version"]) == body["patch_version"]
-    from PIL import Image
-
-    with Image.open(__import__("io").BytesIO(base64.b64decode(body["image_base64"]))) as im:
+    with Image.open(io.BytesIO(base64.b64decode(body["image_base64"]))) as im:
         return body["patch_version"], np.asarray(im.convert("RGB"))
 
 
@@ -146,7 +154,9 @@ def test_a_patch_that_cannot_be_applied_fails_closed(client: httpx.Client, setti
                                                      red_erasure: str) -> None:
     version = client.post("/deployments", json={"erasure_ids": [red_erasure], "weights": [0.5]}).json()["version"]
     with session_factory(settings.database_url)() as db:
-        stored = file_url_path(db.get(ErasureJob, red_erasure).artifact_uri)  # type: ignore[union-attr]
+        job = db.get(ErasureJob, red_erasure)
+        assert job is not None and job.artifact_uri
+        stored = file_url_path(job.artifact_uri)
     good = stored.read_bytes()
     shutil.rmtree(settings.var_dir.resolve() / "patch-cache", ignore_errors=True)  # as on a fresh replica
     stored.write_bytes(good[:-64] + b"\0" * 64)
@@ -172,9 +182,11 @@ def test_version_switch_under_concurrent_requests(client: httpx.Client, red_eras
     assert not np.array_equal(refs[0], refs[deployed])
 
     results: list[tuple[int, np.ndarray]] = []
+
     def worker() -> None:
         for _ in range(3):
             results.append(gen(client, "a red star", 5, steps=2))
+
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for t in threads:
         t.start()
@@ -198,7 +210,7 @@ def real_prompts() -> list[str]:
         longest = sorted(prompts, key=len, reverse=True)[:5]
         symbols = [p for p in prompts if any(ord(ch) > 0x2000 for ch in p)][:5]
         picked += longest + symbols + prompts[:5]
-    return picked
+    return list(dict.fromkeys(picked))
 
 
 def test_real_prompts_get_an_image_or_a_clear_422(client: httpx.Client) -> None:
@@ -207,7 +219,7 @@ def test_real_prompts_get_an_image_or_a_clear_422(client: httpx.Client) -> None:
     for prompt in real_prompts():
         r = client.post("/generate", json={"prompt": prompt, "steps": 1, "width": 16, "height": 16})
         assert r.status_code in (200, 422), (prompt, r.status_code, r.text)
-        if r.status_code == 422:
-            assert r.json()["errors"][0]["field"] == "prompt"
+        if r.status_code == 422:  # only the token limit may refuse a real prompt
+            assert r.json()["errors"][0]["field"] == "prompt" and "tokens" in r.json()["detail"], r.text
         outcomes[prompt] = r.status_code
-    assert list(outcomes.values()).count(200) >= 20, outcomes
+    assert list(outcomes.values()).count(200) >= len(outcomes) // 2, outcomes
