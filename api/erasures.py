@@ -30,7 +30,7 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
-                        reason=body.reason, requested_by=requested_by)
+                        reason=body.reason, requested_by=requested_by, auto_deploy=body.auto_deploy)
     submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key)
     headers = {"Location": f"/erasures/{submitted.job_id}"}
     if submitted.replayed:

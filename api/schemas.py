@@ -59,6 +59,7 @@ class ErasureCreate(BaseModel):
     rank: int | None = Field(None, ge=1, le=256)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     reason: Reason | None = Field(None, description="Why: ticket, legal basis")
+    auto_deploy: bool = Field(False, description="On success, deploy it: active deployment + this erasure")
 
     @field_validator("preservation")
     @classmethod
@@ -111,6 +112,7 @@ class Job(BaseModel):
     error: str | None
     progress: Progress | None
     artifact: Artifact | None
+    auto_deploy: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -128,6 +130,7 @@ class Job(BaseModel):
             hyperparameters=job.config, requested_by=job.requested_by, reason=job.reason,
             attempts=job.attempts, error=job.error,
             progress=Progress.model_validate(job.progress) if job.progress else None, artifact=artifact,
+            auto_deploy=job.auto_deploy,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             cancel_requested_at=job.cancel_requested_at)
 

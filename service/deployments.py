@@ -79,8 +79,9 @@ def history(db: Session, limit: int = 100) -> list[Deployment]:
     return list(db.scalars(select(Deployment).order_by(Deployment.version.desc()).limit(limit)))
 
 
-def active_row(db: Session) -> ActiveDeployment:
-    row = db.get(ActiveDeployment, 1)
+def active_row(db: Session, lock: bool = False) -> ActiveDeployment:
+    # FOR UPDATE (PostgreSQL): two deploys at once must not both build on the same active set.
+    row = db.get(ActiveDeployment, 1, with_for_update=lock, populate_existing=lock)
     if row is None:  # made by migration 0002; missing means the schema is not at head
         raise RuntimeError("active_deployment row missing: run `alembic upgrade head`")
     return row
@@ -124,5 +125,5 @@ def retire_erasure(db: Session, erasure_id: str, by: str | None = None) -> Deplo
 
 
 def _active_ids(db: Session) -> list[str]:
-    deployment = active(db)
-    return [e["erasure_id"] for e in deployment.entries] if deployment else []
+    version = active_row(db, lock=True).version
+    return [e["erasure_id"] for e in get(db, version).entries] if version is not None else []

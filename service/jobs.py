@@ -49,6 +49,7 @@ class JobSpec:
     overrides: dict[str, Any]
     reason: str | None
     requested_by: str
+    auto_deploy: bool = False
 
     def sha256(self) -> str:
         """A fingerprint of the request, for matching Idempotency-Key replays."""
@@ -87,7 +88,7 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
         return replay
     config = resolve_config(spec, model_dir)
     job = ErasureJob(concept=spec.concept, category=spec.category, config=config, reason=spec.reason,
-                     requested_by=spec.requested_by, status=JobStatus.QUEUED)
+                     requested_by=spec.requested_by, status=JobStatus.QUEUED, auto_deploy=spec.auto_deploy)
     db.add(job)
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})

@@ -21,9 +21,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import jobs, lifecycle
+from service import deployments, jobs, lifecycle
 from service.db import session_factory
-from service.models import ErasureJob, JobStatus
+from service.jobs import add_event
+from service.models import ErasureJob, EventKind, JobStatus
 from service.settings import Settings
 from service.store import store_for
 
@@ -120,7 +121,24 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
             # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
             return jobs.get_job(db, job.id).status
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if job.auto_deploy:
+        _auto_deploy(sessions, job)
     return JobStatus.SUCCEEDED
+
+
+def _auto_deploy(sessions: sessionmaker[Session], job: ErasureJob) -> None:
+    """The job has succeeded whatever happens here; a deployment that fails is an event to act on."""
+    try:
+        with sessions() as db:
+            deployment = deployments.deploy_erasure(db, job.id, by=f"auto_deploy ({job.requested_by})")
+            add_event(db, job.id, EventKind.INFO, f"deployed as version {deployment.version}",
+                      {"deployment_version": deployment.version})
+            db.commit()
+    except Exception as exc:
+        log.exception("auto_deploy of %s failed", job.id)
+        with sessions() as db:
+            add_event(db, job.id, EventKind.ERROR, f"auto_deploy failed: {exc}", {"auto_deploy": "failed"})
+            db.commit()
 
 
 class _Progress:

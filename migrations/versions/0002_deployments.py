@@ -1,4 +1,4 @@
-"""deployments of erasures and the active one
+"""deployments of erasures, the active one, and erasure_job.auto_deploy
 
 Revision ID: 0002
 Revises: 0001
@@ -39,10 +39,14 @@ def upgrade() -> None:
                                 name=op.f("fk_active_deployment_version_deployment")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_active_deployment")),
     )
+    with op.batch_alter_table("erasure_job") as batch_op:
+        batch_op.add_column(sa.Column("auto_deploy", sa.Boolean(), server_default=sa.false(), nullable=False))
     # The row exists from the start, so activating is always an UPDATE (no insert race).
     op.bulk_insert(active, [{"id": 1, "version": None}])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("erasure_job") as batch_op:
+        batch_op.drop_column("auto_deploy")
     op.drop_table("active_deployment")
     op.drop_table("deployment")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from jobclient import live_api
+from jobclient import live_api, submit, wait_for
 from PIL import Image
 
 from service.db import migrate, session_factory
@@ -223,3 +223,19 @@ def test_real_prompts_get_an_image_or_a_clear_422(client: httpx.Client) -> None:
             assert r.json()["errors"][0]["field"] == "prompt" and "tokens" in r.json()["detail"], r.text
         outcomes[prompt] = r.status_code
     assert list(outcomes.values()).count(200) >= len(outcomes) // 2, outcomes
+
+
+def test_auto_deploy_serves_the_new_erasure_once_it_succeeds(client: httpx.Client) -> None:
+    before = client.get("/deployments/active").json()
+    job = submit(client, concept="Toko", category="celebrity", steps=2, auto_deploy=True)
+    assert job["auto_deploy"] is True
+    done = wait_for(client, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    deadline = time.monotonic() + 30  # the deployment follows the success, a moment later
+    while (active := client.get("/deployments/active").json())["version"] == before["version"]:
+        assert time.monotonic() < deadline, "auto_deploy made no deployment"
+        time.sleep(0.2)
+    previous = [e["erasure_id"] for e in (before["deployment"] or {"entries": []})["entries"]]
+    assert [e["erasure_id"] for e in active["deployment"]["entries"]] == [*previous, job["id"]]
+    assert active["activated_by"] == "auto_deploy (test-moderator)"
+    assert gen(client, "Toko", steps=1)[0] == active["version"]
