@@ -125,12 +125,12 @@ class GenerationService:
 
     def _sync(self) -> int:
         """Apply the active deployment if it is not the one applied; return its version."""
-        with self.sessions() as db:
-            deployment = deployments.active(db)
-        version = deployment.version if deployment else deployments.BASE_VERSION
-        if version == self._applied:
-            return version
-        entries = deployment.entries if deployment else []
+        with self.sessions() as db:  # the common case: one primary-key read, nothing changed
+            active = deployments.active_row(db).version
+            version = active if active is not None else deployments.BASE_VERSION
+            if version == self._applied:
+                return version
+            entries = deployments.get(db, version).entries if active is not None else []
         self._applied = None  # until the new set is fully in place, nothing counts as applied
         try:
             from zerase.artifact import load_artifact
