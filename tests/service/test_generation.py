@@ -46,8 +46,8 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def red_erasure(settings: Settings, pytestconfig: pytest.Config) -> str:
-    """A real erasure of "red", stored and recorded as a succeeded job (as the worker does).
+def red_artifact(settings: Settings, pytestconfig: pytest.Config) -> Path:
+    """A real erasure of "red" (a LoRA file).
 
     Training takes minutes on a shared CPU, so the artifact is kept in pytest's cache and reused
     while the loader accepts it for this base model (a rebuilt model means training again)."""
@@ -62,6 +62,11 @@ def red_erasure(settings: Settings, pytestconfig: pytest.Config) -> str:
         load_artifact(path, pipe)
     except ArtifactError:
         erase(pipe, resolve("red", "abstraction", **ERASE)).save(path)
+    return path
+
+
+def record_erasure(settings: Settings, path: Path) -> str:
+    """Store the artifact and record a succeeded job for it, as the worker does; returns the job id."""
     stored = store_for(settings).put(path)
     job_id = new_job_id()
     with session_factory(settings.database_url)() as db:
@@ -70,6 +75,11 @@ def red_erasure(settings: Settings, pytestconfig: pytest.Config) -> str:
                           artifact_sha256=stored.sha256, artifact_bytes=stored.bytes))
         db.commit()
     return job_id
+
+
+@pytest.fixture(scope="module")
+def red_erasure(settings: Settings, red_artifact: Path) -> str:
+    return record_erasure(settings, red_artifact)
 
 
 def gen(client: httpx.Client, prompt: str, seed: int = 0, **extra: Any) -> tuple[int, np.ndarray]:
@@ -239,3 +249,31 @@ def test_auto_deploy_serves_the_new_erasure_once_it_succeeds(client: httpx.Clien
     assert [e["erasure_id"] for e in active["deployment"]["entries"]] == [*previous, job["id"]]
     assert active["activated_by"] == "auto_deploy (test-moderator)"
     assert gen(client, "Toko", steps=1)[0] == active["version"]
+
+
+def test_s3_object_corrupt_or_missing_fails_closed(distributed_settings: Settings, red_artifact: Path) -> None:
+    """PostgreSQL + S3 (moto): the same refusal when the object is altered or gone."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from service.store import s3_client
+
+    job_id = record_erasure(distributed_settings, red_artifact)
+    with session_factory(distributed_settings.database_url)() as db:
+        job = db.get(ErasureJob, job_id)
+        assert job is not None and job.artifact_uri
+        bucket, key = job.artifact_uri.removeprefix("s3://").split("/", 1)
+    s3, good = s3_client(distributed_settings), red_artifact.read_bytes()
+    with TestClient(create_app(distributed_settings)) as client:
+        version = client.post("/deployments", json={"erasure_ids": [job_id]}).json()["version"]
+        s3.put_object(Bucket=bucket, Key=key, Body=good[:-64] + b"\0" * 64)
+        client.post(f"/deployments/{version}/activate")
+        r = client.post("/generate", json={"prompt": "a red circle", "steps": 1})
+        assert r.status_code == 503 and "hashes to" in r.json()["detail"], r.text
+        s3.delete_object(Bucket=bucket, Key=key)
+        r = client.post("/generate", json={"prompt": "a red circle", "steps": 1})
+        assert r.status_code == 503 and "NoSuchKey" in r.json()["detail"], r.text
+        s3.put_object(Bucket=bucket, Key=key, Body=good)
+        r = client.post("/generate", json={"prompt": "a red circle", "steps": 1})
+        assert r.status_code == 200 and r.headers["x-safety-patch-version"] == str(version)
+        client.post("/deployments/0/activate")
