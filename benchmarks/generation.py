@@ -77,7 +77,7 @@ def main() -> None:
                 pipe.transformer.load_lora_adapter(sd, adapter_name=name, prefix=None)
             pipe.transformer.set_adapters(names, [1.0 / n] * n)
             results.setdefault(f"peft x{n}", []).extend(latency(pipe, settings, args.repeats, args.batch))
-            pipe.transformer.delete_adapters(names)
+            pipe.transformer.unload_lora()  # restores the plain Linear modules
     base = statistics.median(results["z-erase x0"])
     print(f"{settings.height}x{settings.width}, {settings.steps} steps, guidance {settings.guidance_scale}, "
           f"batch {args.batch}, {torch.get_num_threads()} threads, {2 * args.repeats} runs each")

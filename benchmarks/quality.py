@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict] = {
     "naive LoRA (no gating)": {"gating": "all"},
 }
 EPSILONS = (1e-3, 1e-2, 1e-1)
+BASELINES: dict = {}  # unpatched measurements, shared by every variant of a concept
 
 
 def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:
@@ -72,7 +73,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality"))
-    parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--variants", nargs="*", default=None, help=f"subset of {list(VARIANTS)} (default: all)")
+    parser.add_argument("--no-zeroing", action="store_true")
+    parser.add_argument("--sweep", nargs="*", default=None, help="concepts for the ε sweep (default: the first)")
     args = parser.parse_args()
     pipe = load_pipeline()
     settings = sampling_defaults()
@@ -87,14 +90,16 @@ def main() -> None:
             extra = {"steps": args.steps} if args.steps else {}
             base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
                            height=settings.height, width=settings.width, **extra)
-            variants = {name: dataclasses.replace(base, **kw) for name, kw in VARIANTS.items()}
-            if not args.no_sweep:
+            variants = {name: dataclasses.replace(base, **kw) for name, kw in VARIANTS.items()
+                        if args.variants is None or name in args.variants}
+            if concept in (args.sweep if args.sweep is not None else args.concepts[:1]):
                 variants |= {f"ε={e:g}": dataclasses.replace(base, epsilon=e) for e in EPSILONS}
             show = concept_prompts(world_axis(concept) or "colour", concept).prompts[0]
             seeds = list(range(8))
             grid_rows.append(generate(pipe, [show] * 8, seeds, settings))
             for name, config in variants.items():
                 rows.append(run_variant(pipe, probe, settings, name, config, Path(tmp), args.seeds, show, grid_rows))
+                write_outputs(args.out, rows, grid_rows, quiet=True)  # partial results survive an interrupted run
                 print(json.dumps({k: rows[-1][k] for k in ("concept", "variant", "acc_e", "acc_ir", "ha")}),
                       flush=True)
 
@@ -103,8 +108,10 @@ def main() -> None:
                 z.prepare([p for g in _all_prompts() for p in g] + [p for ps in attack_prompts(c).values() for p in ps])
                 return z.remove
 
+            if args.no_zeroing:
+                continue
             t = time.monotonic()
-            report = evaluate_intervention(pipe, concept, install_zeroing, probe, args.seeds, settings)
+            report = evaluate_intervention(pipe, concept, install_zeroing, probe, args.seeds, settings, BASELINES)
             rows.append(summarise(report, "token zeroing (inference)", 0.0, time.monotonic() - t))
     write_outputs(args.out, rows, grid_rows)
 
@@ -126,7 +133,7 @@ def run_variant(pipe, probe, settings, name: str, config: EraseConfig, tmp: Path
         grid_rows.append(generate(pipe, [show] * 8, list(range(8)), settings))
     finally:
         remove()
-    report = evaluate_intervention(pipe, config.concept, install, probe, n_seeds, settings)
+    report = evaluate_intervention(pipe, config.concept, install, probe, n_seeds, settings, BASELINES)
     return summarise(report, name, train_s, time.monotonic() - t, result.final_lambda)
 
 
@@ -141,7 +148,7 @@ def summarise(report: dict, name: str, train_s: float, total_s: float, final_lam
     }
 
 
-def write_outputs(out: Path, rows: list[dict], grid_rows: list[np.ndarray]) -> None:
+def write_outputs(out: Path, rows: list[dict], grid_rows: list[np.ndarray], quiet: bool = False) -> None:
     (out / "quality.json").write_text(json.dumps(rows, indent=2))
     header = ("| concept | variant | Acc_e before→after | Acc_ir before→after | Ha | drift | attack success "
               "| λ_final | train s |")
@@ -153,7 +160,8 @@ def write_outputs(out: Path, rows: list[dict], grid_rows: list[np.ndarray]) -> N
                      f"{r['attack_success']:.2f} | {lam} | {r['train_s']:.0f} |")
     (out / "quality.md").write_text("\n".join(lines) + "\n")
     Image.fromarray(image_grid(np.concatenate(grid_rows), rows=len(grid_rows), scale=3)).save(out / "grid.png")
-    print("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -118,8 +118,12 @@ def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path,
 
 def evaluate_intervention(pipe: ZImagePipeline, concept: str, install: Intervention,
                           probe: ConceptProbe | None = None, n_seeds: int = 8,
-                          settings: SamplingSettings | None = None) -> dict[str, Any]:
-    """Before/after metrics of any intervention that removes `concept` (an artifact, token zeroing...)."""
+                          settings: SamplingSettings | None = None,
+                          baseline_cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Before/after metrics of any intervention that removes `concept` (an artifact, token zeroing...).
+
+    `baseline_cache` keeps the unpatched measurements between calls on the same pipeline.
+    """
     probe = probe or ConceptProbe.load(BUNDLED_MODEL_DIR / "probe")
     settings = settings or SamplingSettings()
     axis = world_axis(concept)
@@ -139,7 +143,13 @@ def evaluate_intervention(pipe: ZImagePipeline, concept: str, install: Intervent
         asr = {kind: hit_rate(probe.classify(sampler.images(ps)), axis, value) for kind, ps in attacks.items()}
         return rates, images, asr
 
-    rates_before, images_before, asr_before = measure()
+    key = (concept, n_seeds, settings)
+    if baseline_cache is not None and key in baseline_cache:
+        rates_before, images_before, asr_before = baseline_cache[key]
+    else:
+        rates_before, images_before, asr_before = measure()
+        if baseline_cache is not None:
+            baseline_cache[key] = (rates_before, images_before, asr_before)
     remove = install()
     try:
         rates_after, images_after, asr_after = measure()

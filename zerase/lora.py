@@ -102,15 +102,20 @@ class GatedLoraModel:
         self.layers = spec.resolve_layers(transformer)
         self.tracker = TextSpanTracker(transformer)
         self.modules: dict[str, TextGatedLinear] = {}
-        for i in self.layers:
-            attn = transformer.layers[i].attention
-            for name in spec.targets:
-                base = getattr(attn, name, None)
-                if not isinstance(base, nn.Linear):
-                    raise ValueError(f"layers.{i}.attention.{name} is not a Linear projection")
-                wrapper = TextGatedLinear(base, self.tracker, text_only)
-                setattr(attn, name, wrapper)
-                self.modules[f"layers.{i}.attention.{name}"] = wrapper
+        try:
+            for i in self.layers:
+                attn = transformer.layers[i].attention
+                for name in spec.targets:
+                    base = getattr(attn, name, None)
+                    if type(base) is not nn.Linear:  # a wrapper from another patcher (PEFT, ours) is refused
+                        raise ValueError(f"layers.{i}.attention.{name} is not a plain Linear projection "
+                                         f"({type(base).__name__}); remove other LoRA patches first")
+                    wrapper = TextGatedLinear(base, self.tracker, text_only)
+                    setattr(attn, name, wrapper)
+                    self.modules[f"layers.{i}.attention.{name}"] = wrapper
+        except Exception:
+            self.remove()
+            raise
 
     def add_trainable(self, seed: int) -> list[nn.Parameter]:
         gen = torch.Generator().manual_seed(seed)
