@@ -137,6 +137,10 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
                     config.rank, config.lora_alpha)
     fingerprint = base_fingerprint(transformer, spec)
     lora = GatedLoraModel(transformer, spec, text_only=config.gating == "text")
+    # On an accelerator (bf16, 6B parameters) recompute activations instead of storing them.
+    checkpointing = device.type != "cpu" and not transformer.gradient_checkpointing
+    if checkpointing:
+        transformer.enable_gradient_checkpointing()
     recorder = AttentionMassRecorder(transformer, lora.layers, lora.tracker) if config.attn_weight > 0 else None
     try:
         params = lora.add_trainable(config.seed)
@@ -209,6 +213,8 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
             timings={"setup_s": round(t_setup, 3), "total_s": round(time.monotonic() - t0, 3)},
         )
     finally:
+        if checkpointing:
+            transformer.disable_gradient_checkpointing()
         if recorder is not None:
             recorder.remove()
         lora.remove()
