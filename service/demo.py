@@ -38,6 +38,8 @@ def run_demo(url: str | None, concept: str, category: str, steps: int | None) ->
     """Returns the process exit code: 0 when the erasure succeeded and its artifact checked out."""
     settings = get_settings()
     server = None
+    # A plain SIGTERM would skip the `finally` below and leave the started server running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if url is None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
