@@ -22,16 +22,9 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from service.db import migrate
+from service.demo import free_port
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_at_rate(send, rate: float, seconds: float) -> list[float]:

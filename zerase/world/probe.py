@@ -136,7 +136,7 @@ def train_probe(steps: int, seed: int, reconstruct: Callable[[torch.Tensor], tor
         opt.step()
         sched.step()
         if step % 200 == 0 or step == steps - 1:
-            log(f"probe step {step}/{steps} loss {float(loss):.4f}")
+            log(f"probe step {step}/{steps} loss {loss.item():.4f}")  # type: ignore[union-attr]
     return ConceptProbe(net)
 
 
