@@ -24,7 +24,6 @@ class TextSpan:
     """Per-sample layout of the unified sequence: image rows [0, image_len_i), text rows after them."""
 
     image_lens: list[int]
-    text_lens: list[int]  # padded caption segment lengths
     caption_lens: list[int]  # real caption tokens per sample
     _masks: dict[tuple[int, torch.device], torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -59,7 +58,7 @@ class TextSpanTracker:
         patch = kwargs.get("patch_size", 2)
         f_patch = kwargs.get("f_patch_size", 1)
         image_lens = [_padded((xi.shape[1] // f_patch) * (xi.shape[2] // patch) * (xi.shape[3] // patch)) for xi in x]
-        self.span = TextSpan(image_lens, [_padded(len(c)) for c in caps], [len(c) for c in caps])
+        self.span = TextSpan(image_lens, [len(c) for c in caps])
 
     def remove(self) -> None:
         self._handle.remove()

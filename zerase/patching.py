@@ -47,12 +47,12 @@ class PatchedPipeline:
                 raise ArtifactError(f"{a.source}: gating {a.metadata.get('gating')!r} is not served "
                                     "(an ungated LoRA changes image tokens and collapses generation)")
             check_base_model(a, self.pipe.transformer)
-        merged = merge_weights(artifacts, weights)
+        w = list(weights) if weights is not None else [1.0 / len(artifacts)] * len(artifacts)
+        merged = merge_weights(artifacts, w)
         layers = sorted({int(p.split(".")[1]) for p in merged})
         targets = sorted({p.rsplit(".", 1)[1] for p in merged})
         self._model = GatedLoraModel(self.pipe.transformer, LoraSpec(tuple(targets), tuple(layers)))
         self._model.set_merged(merged)
-        w = list(weights) if weights is not None else [1.0 / len(artifacts)] * len(artifacts)
         self.active = list(zip(artifacts, w))
 
     def clear(self) -> None:
