@@ -1,4 +1,5 @@
-"""Database tables: erasure jobs, their event log, idempotency keys, and deployments of erasures.
+"""Database tables: erasure jobs, their event log, idempotency keys, deployments of erasures, API keys
+and the audit log.
 
 The schema is made by the Alembic migrations in migrations/versions, never by create_all.
 """
@@ -114,6 +115,10 @@ class ErasureJob(Base):
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # On success the worker deploys it: a new deployment of the active set + this job, activated.
     auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # After training: the probe's before/after report (zerase.evaluation) and a before/after grid (PNG).
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    preview_uri: Mapped[str | None] = mapped_column(String(1024))
+    preview_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the broker accepted "run it"
@@ -167,3 +172,41 @@ class ActiveDeployment(Base):
     version: Mapped[int | None] = mapped_column(ForeignKey("deployment.version"))
     activated_by: Mapped[str | None] = mapped_column(String(200))
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # everything, keys and the audit log included
+    MODERATOR = "moderator"  # erasures and deployments
+    GENERATOR = "generator"  # /generate only
+
+
+class ApiKey(Base):
+    """A bearer key: only the sha256 of the secret is kept (the secret is 256 random bits, so a fast
+    hash is as good as a slow one); the secret is shown once, when the key is made."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint(f"role IN ({', '.join(repr(r.value) for r in Role)})", name="role"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))  # the secret's first characters, to recognise it by
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One moderation action: who (key name and id), what (action, target, details), when."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(200), index=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
