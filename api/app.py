@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import deployments, erasures, errors, generation, health
+from api import admin, deployments, erasures, errors, generation, health, metrics
 from service.db import session_factory
 from service.generation import GenerationService
 from service.queue import dispatcher_for
@@ -36,8 +36,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store_for(settings)
     app.state.generator = GenerationService(settings, app.state.sessions, app.state.store)
     errors.install(app)
-    app.include_router(erasures.router)
-    app.include_router(deployments.router)
-    app.include_router(generation.router)
+    if settings.api_routes in ("all", "control"):
+        app.include_router(erasures.router)
+        app.include_router(deployments.router)
+        app.include_router(admin.router)
+    if settings.api_routes in ("all", "generation"):  # ZERASE_API_ROUTES: a generation service of its own
+        app.include_router(generation.router)
     app.include_router(health.router)
+    metrics.install(app, settings)  # GET /metrics, public like /healthz
     return app

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 
-from api.deps import RequesterDep, SessionDep
+from api.auth import ActorDep, require
+from api.deps import SessionDep
 from api.schemas import ActiveOut, DeploymentCreate, DeploymentList, DeploymentOut
 from service import deployments
+from service.models import Role
 
-router = APIRouter(tags=["deployments"])
+router = APIRouter(tags=["deployments"], dependencies=[Depends(require(Role.MODERATOR))])
 
 Version = Annotated[int, Path(ge=0, le=2**31 - 1, description="0 activates the base model")]
 ErasurePath = Annotated[str, Path(pattern=r"^er_[0-9a-f]{32}$")]
@@ -19,9 +21,9 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/deployments", status_code=201, response_model=DeploymentOut, responses=CONFLICT)
-def create_deployment(body: DeploymentCreate, db: SessionDep, by: RequesterDep) -> DeploymentOut:
+def create_deployment(body: DeploymentCreate, db: SessionDep, actor: ActorDep) -> DeploymentOut:
     """A new version (not activated): the erasures listed, with their artifacts as they are now."""
-    deployment = deployments.create(db, body.erasure_ids, body.weights, created_by=by, reason=body.reason)
+    deployment = deployments.create(db, body.erasure_ids, body.weights, actor=actor, reason=body.reason)
     db.commit()
     return DeploymentOut.of(deployment, deployments.active_row(db).version)
 
@@ -39,25 +41,25 @@ def get_active(db: SessionDep) -> ActiveOut:
 
 
 @router.post("/deployments/{version}/activate", response_model=ActiveOut)
-def activate(version: Version, db: SessionDep, by: RequesterDep) -> ActiveOut:
+def activate(version: Version, db: SessionDep, actor: ActorDep) -> ActiveOut:
     """Serve this version from the next /generate request on; no new version is made."""
-    deployments.activate(db, version, by)
+    deployments.activate(db, version, actor)
     return _active(db)
 
 
 @router.post("/erasures/{id}/deploy", status_code=201, response_model=ActiveOut, responses=CONFLICT,
              tags=["erasures"])
-def deploy(id: ErasurePath, db: SessionDep, by: RequesterDep) -> ActiveOut:  # noqa: A002 (the path's name)
+def deploy(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # noqa: A002 (the path's name)
     """A new version = the active set + this erasure, activated."""
-    deployments.deploy_erasure(db, id, by)
+    deployments.deploy_erasure(db, id, actor)
     return _active(db)
 
 
 @router.post("/erasures/{id}/retire", status_code=201, response_model=ActiveOut, responses=CONFLICT,
              tags=["erasures"])
-def retire(id: ErasurePath, db: SessionDep, by: RequesterDep) -> ActiveOut:  # noqa: A002
+def retire(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # noqa: A002
     """A new version = the active set - this erasure, activated."""
-    deployments.retire_erasure(db, id, by)
+    deployments.retire_erasure(db, id, actor)
     return _active(db)
 
 

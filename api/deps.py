@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.schemas import Text
 from service.queue import Dispatcher
 from service.settings import Settings
 from service.store import ArtifactStore
@@ -39,15 +38,8 @@ def get_store(request: Request) -> ArtifactStore:
     return store
 
 
-def requester(x_requested_by: Annotated[Text | None, Header(
-        description="Who asks (moderator, team, ticket system)")] = None) -> str:
-    # No authentication yet: the requester names itself, and the name is recorded as given.
-    return x_requested_by or "anonymous"
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 SessionDep = Annotated[Session, Depends(get_db)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
-RequesterDep = Annotated[str, Depends(requester)]

@@ -7,16 +7,18 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from api.deps import DispatcherDep, RequesterDep, SessionDep, SessionsDep, SettingsDep, StoreDep
+from api.auth import ActorDep, require
+from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreDep
 from api.errors import problem
 from api.schemas import Category, ErasureCreate, Event, EventList, Job, JobList, Status
 from service import jobs
+from service.models import Role
 from service.queue import hand_over
 
-router = APIRouter(prefix="/erasures", tags=["erasures"])
+router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(require(Role.MODERATOR))])
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 IdempotencyKey = Annotated[str | None, Header(
@@ -26,12 +28,11 @@ IdempotencyKey = Annotated[str | None, Header(
 
 @router.post("", status_code=202, response_model=Job, responses={422: {"description": "Invalid request"}})
 def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
-                   settings: SettingsDep, requested_by: RequesterDep,
-                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                   settings: SettingsDep, actor: ActorDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
-                        reason=body.reason, requested_by=requested_by, auto_deploy=body.auto_deploy)
-    submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key)
+                        reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy)
+    submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor)
     headers = {"Location": f"/erasures/{submitted.job_id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -60,15 +61,16 @@ def get_erasure(job_id: str, db: SessionDep) -> Job:
     200: {"description": "Cancelled (it was queued)"},
     202: {"description": "Cancel requested: the running job stops at its next step"},
     409: {"description": "The job has already finished"}})
-def cancel_erasure(job_id: str, db: SessionDep) -> JSONResponse:
-    job = jobs.cancel(db, job_id)
+def cancel_erasure(job_id: str, db: SessionDep, actor: ActorDep) -> JSONResponse:
+    job = jobs.cancel(db, job_id, actor)
     return JSONResponse(Job.of(job).body(), status_code=200 if job.status == "cancelled" else 202)
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=Job,
              responses={409: {"description": "Only failed jobs can be retried"}})
-def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep) -> Job:
-    job = jobs.retry(db, job_id)
+def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
+                  actor: ActorDep) -> Job:
+    job = jobs.retry(db, job_id, actor)
     hand_over(dispatcher, sessions, job_id)
     return Job.of(job)
 

@@ -12,9 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.auth import AuthError
 from service.deployments import DeploymentError
 from service.generation import InvalidGeneration, PatchUnavailable
 from service.jobs import IdempotencyConflict, InvalidJobRequest, JobNotFound, JobStateConflict
+from service.keys import ApiKeyError
 from service.store import ArtifactIntegrityError
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,21 @@ async def _on_patch_unavailable(_: Request, exc: Exception) -> JSONResponse:
                    headers={"Retry-After": "5"})
 
 
+async def _on_auth(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthError)
+    error = {"field": "Authorization", "pointer": "header:Authorization", "detail": str(exc)}
+    if exc.status == 401:
+        return problem(401, str(exc), code="unauthenticated", errors=[error],
+                       headers={"WWW-Authenticate": 'Bearer realm="zerase"'})
+    return problem(403, str(exc), code="forbidden", errors=[error])
+
+
+async def _on_key(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiKeyError)
+    errors = [{"field": "id", "pointer": "path:id", "detail": "not found"}] if exc.status == 404 else None
+    return problem(exc.status, str(exc), code={404: "key_not_found"}.get(exc.status, "conflict"), errors=errors)
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal error; see the server log", code="internal_error")
@@ -126,4 +143,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DeploymentError, _on_field_error)
     app.add_exception_handler(InvalidGeneration, _on_field_error)
     app.add_exception_handler(PatchUnavailable, _on_patch_unavailable)
+    app.add_exception_handler(AuthError, _on_auth)
+    app.add_exception_handler(ApiKeyError, _on_key)
     app.add_exception_handler(Exception, _on_unexpected)

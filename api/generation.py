@@ -10,10 +10,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 
+from api.auth import require
 from api.schemas import GenerateRequest, GenerateResult
 from service.generation import GenerationRequest, GenerationService
+from service.models import Role
 
-router = APIRouter(tags=["generation"])
+router = APIRouter(tags=["generation"], dependencies=[Depends(require(Role.GENERATOR))])
 PATCH_HEADER = "X-Safety-Patch-Version"
 
 

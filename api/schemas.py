@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from service.models import Deployment, ErasureJob, JobEvent
+from service.models import ApiKey, AuditEvent, Deployment, ErasureJob, JobEvent
 
 Category = Literal["nudity", "violence", "artistic_style", "entity", "abstraction", "celebrity", "custom"]
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -241,3 +241,63 @@ class GenerateResult(BaseModel):
     guidance_scale: float
     patch_version: int = Field(description="The safety patch deployment applied; 0: the base model")
     erasure_ids: list[str]
+
+
+RoleName = Literal["admin", "moderator", "generator"]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "trust-and-safety", "role": "moderator"}]})
+
+    name: Text = Field(description="Who holds the key; recorded as the actor of every action")
+    role: RoleName
+
+
+class KeyOut(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    role: RoleName
+    prefix: str = Field(description="The secret's first characters, to recognise it by")
+    created_by: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(id=key.id, name=key.name, role=key.role, prefix=key.prefix,  # type: ignore[arg-type]
+                   created_by=key.created_by, created_at=key.created_at, last_used_at=key.last_used_at,
+                   revoked_at=key.revoked_at)
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="The key itself: shown this once, stored only as its sha256")
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyOut]
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    key_id: str | None
+    action: str
+    target: str | None
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditOut:
+        return cls(id=event.id, at=event.at, actor=event.actor, key_id=event.key_id, action=event.action,
+                   target=event.target, data=event.data)
+
+
+class AuditList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditOut]
+    has_more: bool
+    next_cursor: str | None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +14,9 @@ app = typer.Typer(help=core_cli.app.info.help, no_args_is_help=True)
 app.registered_commands.extend(core_cli.app.registered_commands)
 app.registered_groups.extend(core_cli.app.registered_groups)
 
+keys_app = typer.Typer(help="API keys: create (the first admin key too), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
 HostOpt = Annotated[str | None, typer.Option(help="Bind address (default ZERASE_API_HOST, 127.0.0.1).")]
 PortOpt = Annotated[int | None, typer.Option(help="Port (default ZERASE_API_PORT, 8000).")]
 
@@ -21,25 +24,33 @@ PortOpt = Annotated[int | None, typer.Option(help="Port (default ZERASE_API_PORT
 @app.command()
 def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     """Run the HTTP API. With the embedded broker (the default) a worker thread runs in the same process."""
+    import logging
+
     import uvicorn
+    from sqlalchemy.engine import make_url
 
     from api.app import create_app
     from service.db import migrate
+    from service.logs import configure_logging
     from service.settings import get_settings
 
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
     if settings.auto_migrate:
         migrate(settings.database_url)
     model = settings.model_dir or "bundled tiny model"
-    typer.echo(f"database {settings.database_url} | broker {settings.broker_url} | "
-               f"store {settings.artifact_store_url} | model {model}", err=True)
+    logging.getLogger("service.cli").info(
+        "database %s | broker %s | store %s | model %s | routes %s",
+        make_url(settings.database_url).render_as_string(hide_password=True), settings.broker_url,
+        settings.artifact_store_url, model, settings.api_routes)
+    # log_config=None: uvicorn's loggers propagate to the root handler configured above (text or JSON).
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level="info")
+                log_config=None, log_level=settings.log_level.lower())
 
 
 @app.command()
 def worker(
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    loglevel: Annotated[str | None, typer.Option(help="Log level (default ZERASE_LOG_LEVEL, INFO).")] = None,
     hostname: Annotated[str | None, typer.Option(help="Celery node name (default celery@<host>).")] = None,
     pool: Annotated[str, typer.Option(
         help="Celery pool. 'solo' (default): one job at a time in this process, which keeps the loaded "
@@ -55,8 +66,10 @@ def worker(
                                  param_hint="ZERASE_BROKER_URL")
     from worker.celery_app import app as celery_app
 
-    argv = ["worker", f"--loglevel={loglevel}", f"--pool={pool}", "--concurrency=1",
+    argv = ["worker", f"--loglevel={loglevel or settings.log_level}", f"--pool={pool}", "--concurrency=1",
             f"--queues={settings.queue_name}"]
+    if settings.log_format == "json":
+        argv.append("--quiet")  # no start-up banner: stdout and stderr carry JSON lines only
     celery_app.worker_main(argv + ([f"--hostname={hostname}"] if hostname else []))
 
 
@@ -64,9 +77,12 @@ def worker(
 def migrate_command(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Bring the database schema to REVISION (alembic upgrade) on ZERASE_DATABASE_URL."""
     from service.db import migrate
+    from service.logs import configure_logging
     from service.settings import get_settings
 
-    migrate(get_settings().database_url, revision)
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    migrate(settings.database_url, revision)
 
 
 @app.command()
@@ -75,11 +91,70 @@ def demo(
     concept: Annotated[str, typer.Option(help="What to erase.")] = "Mira",
     category: Annotated[str, typer.Option(help="Preset category.")] = "celebrity",
     steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="ZERASE_API_KEY",
+                                                help="With --url: an admin key of that service.")] = None,
 ) -> None:
-    """The main job: start the service, submit an erasure over HTTP as a moderator would, report."""
+    """The main job: start the service (and make an admin key), generate, submit an erasure over HTTP as a
+    moderator would, deploy it, generate again; writes the before/after grid and reports."""
     from service.demo import run_demo
 
-    raise typer.Exit(run_demo(url=url, concept=concept, category=category, steps=steps))
+    raise typer.Exit(run_demo(url=url, concept=concept, category=category, steps=steps, key=api_key))
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, moderator or generator.")],
+    name: Annotated[str, typer.Option(help="Who holds the key (recorded as the actor of its actions).")],
+) -> None:
+    """Make a key on ZERASE_DATABASE_URL and print its secret (shown this once)."""
+    from service.audit import Actor
+    from service.keys import create_key
+    from service.models import Role
+
+    if role not in {r.value for r in Role}:
+        raise typer.BadParameter(f"{role!r} is not one of {[r.value for r in Role]}", param_hint="--role")
+    with _cli_session() as db:
+        key, secret = create_key(db, name, role, Actor("cli"))
+        db.commit()
+        typer.echo(f"created {key.id} ({key.role}, {key.name}); the key, shown once:", err=True)
+        typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: id, role, name, prefix, created, last used, revoked."""
+    from service.keys import list_keys
+
+    with _cli_session() as db:
+        for k in list_keys(db):
+            revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "live"
+            used = f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never"
+            typer.echo(f"{k.id}  {k.role:<9}  {k.prefix}...  {k.name}  (last used {used}, {revoked})")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Refuse the key from the next request on."""
+    from service.audit import Actor
+    from service.keys import ApiKeyError, revoke
+
+    with _cli_session() as db:
+        try:
+            key = revoke(db, key_id, Actor("cli"))
+        except ApiKeyError as exc:
+            raise typer.BadParameter(str(exc), param_hint="KEY_ID") from exc
+        typer.echo(f"revoked {key.id} ({key.role}, {key.name})")
+
+
+def _cli_session() -> Any:
+    """A session on the configured database, its schema brought to head first (ZERASE_AUTO_MIGRATE)."""
+    from service.db import migrate, session_factory
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if settings.auto_migrate:
+        migrate(settings.database_url)
+    return session_factory(settings.database_url)()
 
 
 if __name__ == "__main__":

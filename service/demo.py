@@ -1,12 +1,15 @@
 """`zerase demo`: the main job end to end, as a moderator sees it.
 
-Starts `zerase serve` (embedded defaults unless ZERASE_* say otherwise), submits an erasure over
-HTTP, shows a progress bar while polling, downloads the LoRA, checks its sha256 and reports.
+Starts `zerase serve` (embedded defaults unless ZERASE_* say otherwise) and makes an admin key,
+generates the concept and some preserved prompts through /generate, submits an erasure over HTTP,
+shows a progress bar while polling, downloads the LoRA and checks its sha256, deploys it, generates
+the same prompts and seeds again, and writes the before/after grid (PNG) with the probe's reading.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import signal
 import socket
 import subprocess
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,6 +29,8 @@ from rich.table import Table
 from service.settings import get_settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
+GRID_SEEDS = range(4)
+PATCH_HEADER = "X-Safety-Patch-Version"
 console = Console()
 
 
@@ -34,10 +41,23 @@ def free_port() -> int:
         return port
 
 
-def run_demo(url: str | None, concept: str, category: str, steps: int | None) -> int:
-    """Returns the process exit code: 0 when the erasure succeeded and its artifact checked out."""
+def run_demo(url: str | None, concept: str, category: str, steps: int | None, key: str | None = None) -> int:
+    """Returns the process exit code: 0 when the erasure succeeded, its artifact checked out and the
+    deployment serves it. With `url`, `key` must be an admin or moderator key of that service."""
     settings = get_settings()
     server = None
+    if url is None:
+        from service.audit import Actor
+        from service.db import migrate, session_factory
+        from service.keys import create_key
+
+        migrate(settings.database_url)
+        with session_factory(settings.database_url)() as db:
+            made, key = create_key(db, "demo-admin", "admin", Actor("zerase demo"))
+            db.commit()
+        console.print(f"made admin key {made.id} (shown once): [bold]{key}[/]")
+    elif key is None:
+        raise SystemExit("--api-key (or ZERASE_API_KEY) is needed to use a running service")
     # A plain SIGTERM would skip the `finally` below and leave the started server running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if url is None:
@@ -50,7 +70,7 @@ def run_demo(url: str | None, concept: str, category: str, steps: int | None) ->
             server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
                                       stdout=log, stderr=subprocess.STDOUT)
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
             _wait_ready(client, server)
             return _moderate(client, settings.var_dir / "demo", concept, category, steps, settings.model_dir)
     finally:
@@ -83,8 +103,7 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     if steps is not None:
         body["steps"] = steps
     started = time.monotonic()
-    response = client.post("/erasures", json=body, headers={
-        "X-Requested-By": "demo-moderator", "Idempotency-Key": uuid.uuid4().hex})
+    response = client.post("/erasures", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
     if response.status_code != 202:
         console.print(f"[red]submission refused ({response.status_code})[/]: {response.text}")
         return 1
@@ -93,6 +112,8 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     console.print(f"submitted {job['id']} (POST /erasures -> 202, Location {response.headers['location']}): "
                   f"erase {concept!r} ({category}), ε={hp['epsilon']}, anchor={hp['anchor']!r}, "
                   f"{hp['steps']} steps, {len(hp['preservation'])} preservation prompts")
+    prompts = _grid_prompts(concept, hp["preservation"])
+    before, version_before = _generate_rows(client, prompts)  # what is served now, before the deploy
     job = _follow(client, job)
     took = time.monotonic() - started
     if job["status"] != "succeeded":
@@ -105,6 +126,15 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{job['id']}.safetensors"
     path.write_bytes(data)
+    deployed = client.post(f"/erasures/{job['id']}/deploy")
+    if deployed.status_code != 201:
+        console.print(f"[red]deploy refused ({deployed.status_code})[/]: {deployed.text}")
+        return 1
+    version = deployed.json()["version"]
+    after, version_after = _generate_rows(client, prompts)
+    grid_path = out_dir / f"{job['id']}-before-after.png"
+    _save_grid(grid_path, before, after)
+
     table = Table(title=f"erasure {job['id']}: succeeded", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")  # URIs and hashes in full, never cut with an ellipsis
@@ -115,9 +145,75 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     p = job["progress"]
     table.add_row("final λ, L_er, L_pr", f"{p['lambda']:.4g}, {p['loss_erase']:.4g}, "
                                          f"{p['loss_preserve']:.4g}")
+    table.add_row("deployed", f"POST /erasures/{job['id']}/deploy -> version {version}")
+    table.add_row(f"/generate {PATCH_HEADER}", f"{version_before} before, {version_after} after")
+    table.add_row("before/after grid", f"{grid_path} (rows: each prompt before, then after; "
+                                       f"columns: seeds {list(GRID_SEEDS)})")
     console.print(table)
-    _probe_report(model_dir, path)
-    return 0 if ok else 1
+    _probe_report(model_dir, concept, prompts, before, after)
+    return 0 if ok and version_after == version else 1
+
+
+def _grid_prompts(concept: str, preservation: list[str]) -> list[str]:
+    """The concept as the world draws it, then three preserved prompts."""
+    from zerase.evaluation import concept_prompts
+    from zerase.presets import world_axis
+
+    axis = world_axis(concept)
+    shown = concept_prompts(axis, concept).prompts[0] if axis else concept
+    return [shown, *preservation[:3]]
+
+
+def _generate_rows(client: httpx.Client, prompts: list[str]) -> tuple[np.ndarray, int]:
+    """(prompts, seeds, H, W, 3) images from /generate, and the patch version they were made under."""
+    rows, versions = [], set()
+    for prompt in prompts:
+        row = []
+        for seed in GRID_SEEDS:
+            r = client.post("/generate", json={"prompt": prompt, "seed": seed})
+            r.raise_for_status()
+            versions.add(int(r.headers[PATCH_HEADER]))
+            row.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")))
+        rows.append(row)
+    if len(versions) != 1:
+        raise RuntimeError(f"the patch version changed while the grid was generated: {sorted(versions)}")
+    return np.asarray(rows), versions.pop()
+
+
+def _save_grid(path: Path, before: np.ndarray, after: np.ndarray) -> None:
+    from zerase.generate import image_grid
+
+    pairs = np.stack([before, after], axis=1)  # (prompts, 2, seeds, H, W, 3): before row, after row
+    n_rows = pairs.shape[0] * 2
+    images = pairs.reshape(-1, *pairs.shape[3:])
+    Image.fromarray(image_grid(images, rows=n_rows, scale=4)).save(path)
+
+
+def _probe_report(model_dir: Path | None, concept: str, prompts: list[str], before: np.ndarray,
+                  after: np.ndarray) -> None:
+    """What the concept probe reads in the grid's images, before and after the deploy."""
+    from zerase.pipeline import BUNDLED_MODEL_DIR
+    from zerase.presets import world_axis
+    from zerase.world.probe import ConceptProbe
+
+    probe_dir = (model_dir or BUNDLED_MODEL_DIR) / "probe"
+    axis = world_axis(concept)
+    if not probe_dir.is_dir() or axis is None:  # a real model (Z-Image Turbo) has no concept probe
+        console.print(f"probe numbers: no concept probe for {concept!r} on this model")
+        return
+    probe = ConceptProbe.load(probe_dir)
+    table = Table(title=f"probe on the grid ({len(GRID_SEEDS)} seeds per prompt)")
+    for column in ("prompt", "before", "after"):
+        table.add_column(column)
+    for i, prompt in enumerate(prompts):
+        b, a = probe.classify(before[i]), probe.classify(after[i])
+        if i == 0:
+            shows = [sum(x[axis].lower() == concept.lower() for x in labels) / len(labels) for labels in (b, a)]
+            table.add_row(f"{prompt!r}: shows {concept}", f"{shows[0]:.2f}", f"{shows[1]:.2f}")
+        else:  # preserved: the probe should read the same concepts after as before
+            kept = sum(x == y for x, y in zip(b, a, strict=True)) / len(b)
+            table.add_row(f"{prompt!r}: same reading as before", "1.00", f"{kept:.2f}")
+    console.print(table)
 
 
 def _follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
@@ -134,29 +230,3 @@ def _follow(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
                                             f"L_pr={p['loss_preserve']:.3g} ETA {p['eta_seconds'] or 0:.0f}s")
             bar.update(task, description=job["status"], completed=p["step"] if p else 0, metrics=metrics)
     return job
-
-
-def _probe_report(model_dir: Path | None, artifact: Path) -> None:
-    """What the concept probe reads in generated images, without and with the LoRA (same seeds)."""
-    from zerase.evaluation import evaluate_artifact
-    from zerase.pipeline import BUNDLED_MODEL_DIR, load_pipeline, sampling_defaults
-    from zerase.world.probe import ConceptProbe
-
-    probe_dir = (model_dir or BUNDLED_MODEL_DIR) / "probe"
-    if not probe_dir.is_dir():  # a real model (Z-Image Turbo) has no concept probe of its own
-        console.print(f"probe numbers: this model has no concept probe ({probe_dir} missing)")
-        return
-    console.print("generating with and without the erasure, and reading the images with the probe ...")
-    started = time.monotonic()
-    m = evaluate_artifact(load_pipeline(model_dir), artifact, probe=ConceptProbe.load(probe_dir),
-                          settings=sampling_defaults(model_dir))
-    table = Table(title=f"probe hit rates over {m['seeds']} seeds ({time.monotonic() - started:.0f} s)")
-    for column in ("", "before", "after"):
-        table.add_column(column)
-    table.add_row(f"erased: {m['concept']} ({m['axis']}), Acc_e", f"{m['acc_e_before']:.3f}", f"{m['acc_e']:.3f}")
-    table.add_row("every other concept, Acc_ir", f"{m['acc_ir_before']:.3f}", f"{m['acc_ir']:.3f}")
-    table.add_row("Ha = Acc_ir - Acc_e", f"{m['acc_ir_before'] - m['acc_e_before']:.3f}", f"{m['ha']:.3f}")
-    for attack, rates in m["attack_success_rate"].items():
-        table.add_row(f"attack '{attack}': concept still shown", f"{rates['before']:.3f}", f"{rates['after']:.3f}")
-    table.add_row("pixel drift on other concepts", "", f"{m['drift']:.4f}")
-    console.print(table)

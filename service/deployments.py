@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service import audit
+from service.audit import Actor
 from service.models import ActiveDeployment, Deployment, ErasureJob, JobStatus, utcnow
 
 BASE_VERSION = 0
@@ -40,9 +42,10 @@ class DeploymentNotFound(DeploymentError):
     status = 404
 
 
-def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *,
-           created_by: str | None = None, reason: str | None = None, field: str = "erasure_ids") -> Deployment:
-    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated."""
+def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
+           reason: str | None = None, field: str = "erasure_ids") -> Deployment:
+    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated, not
+    committed."""
     if weights is not None and len(weights) != len(erasure_ids):
         raise InvalidDeployment(f"{len(weights)} weights for {len(erasure_ids)} erasures", "weights")
     for i, w in enumerate(weights or []):
@@ -61,9 +64,11 @@ def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | N
         weight = weights[i] if weights is not None else 1.0 / len(erasure_ids)
         entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
-    deployment = Deployment(entries=entries, created_by=created_by, reason=reason)
+    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason)
     db.add(deployment)
     db.flush()
+    audit.record(db, actor, "deployment.create", f"deployment:{deployment.version}",
+                 {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
     return deployment
 
 
@@ -93,34 +98,39 @@ def active(db: Session) -> Deployment | None:
     return get(db, version) if version is not None else None
 
 
-def activate(db: Session, version: int, by: str | None = None) -> Deployment | None:
+def activate(db: Session, version: int, actor: Actor) -> Deployment | None:
     """Serve `version` (0: the base model) from the next generation request on; commits."""
     deployment = get(db, version) if version != BASE_VERSION else None
+    previous = active_row(db, lock=True).version or BASE_VERSION
     db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
-               .values(version=deployment.version if deployment else None, activated_by=by,
+               .values(version=deployment.version if deployment else None, activated_by=actor.name,
                        activated_at=utcnow()))
+    audit.record(db, actor, "deployment.activate", f"deployment:{version}",
+                 {"version": version, "previous_version": previous,
+                  "kind": "rollback" if version < previous else "roll forward"})
     db.commit()
     return deployment
 
 
-def deploy_erasure(db: Session, erasure_id: str, by: str | None = None) -> Deployment:
+def deploy_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
     """A new version = the active set + this erasure, at equal weights; activated."""
     current = _active_ids(db)
     if erasure_id in current:
         raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id")
-    deployment = create(db, [*current, erasure_id], created_by=by, reason=f"deploy {erasure_id}", field="id")
-    activate(db, deployment.version, by)
+    deployment = create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
+    audit.record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
+    activate(db, deployment.version, actor)
     return deployment
 
 
-def retire_erasure(db: Session, erasure_id: str, by: str | None = None) -> Deployment:
+def retire_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
     """A new version = the active set - this erasure (empty: serves the base model); activated."""
     current = _active_ids(db)
     if erasure_id not in current:
         raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id")
-    deployment = create(db, [i for i in current if i != erasure_id], created_by=by,
-                        reason=f"retire {erasure_id}")
-    activate(db, deployment.version, by)
+    deployment = create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
+    audit.record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
+    activate(db, deployment.version, actor)
     return deployment
 
 

@@ -18,6 +18,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import audit
+from service.audit import Actor
 from service.models import ErasureJob, EventKind, IdempotencyKey, JobEvent, JobStatus, utcnow
 
 
@@ -81,8 +83,9 @@ def resolve_config(spec: JobSpec, model_dir: Path | None) -> dict[str, Any]:
 
 
 def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[[ErasureJob], dict[str, Any]],
-           idempotency_key: str | None = None) -> Submitted:
-    """Create a queued job (committed). With a key, a repeat of the request replays the first response."""
+           idempotency_key: str | None = None, actor: Actor | None = None) -> Submitted:
+    """Create a queued job (committed, audited). With a key, a repeat of the request replays the first
+    response (and is not audited again)."""
     fingerprint = spec.sha256()
     if idempotency_key and (replay := _replay(db, idempotency_key, fingerprint)):
         return replay
@@ -92,6 +95,8 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     db.add(job)
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})
+    audit.record(db, actor or Actor(spec.requested_by), "erasure.submit", job.id,
+                 {"concept": spec.concept, "category": spec.category, "reason": spec.reason})
     response = render(job)
     if idempotency_key:
         db.add(IdempotencyKey(key=idempotency_key, request_sha256=fingerprint, job_id=job.id,
@@ -162,7 +167,7 @@ def transition(db: Session, job_id: str, from_status: Sequence[str], **values: A
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def cancel(db: Session, job_id: str) -> ErasureJob:
+def cancel(db: Session, job_id: str, actor: Actor) -> ErasureJob:
     """Queued: cancelled at once. Running: flagged, the worker stops at its next step. Finished: conflict."""
     now = utcnow()
     if transition(db, job_id, [JobStatus.QUEUED], status=JobStatus.CANCELLED, cancel_requested_at=now,
@@ -173,17 +178,19 @@ def cancel(db: Session, job_id: str) -> ErasureJob:
     else:
         job = get_job(db, job_id)
         raise JobStateConflict(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+    audit.record(db, actor, "erasure.cancel", job_id)
     db.commit()
     return fresh(db, job_id)
 
 
-def retry(db: Session, job_id: str) -> ErasureJob:
+def retry(db: Session, job_id: str, actor: Actor) -> ErasureJob:
     """Put a failed job back in the queue; training resumes from its last checkpoint if one is left."""
     if not transition(db, job_id, [JobStatus.FAILED], status=JobStatus.QUEUED, error=None, finished_at=None,
                        enqueued_at=None, cancel_requested_at=None):
         job = get_job(db, job_id)
         raise JobStateConflict(f"job {job_id} is {job.status}; only failed jobs can be retried")
     add_event(db, job_id, EventKind.STATE, "queued again (retry)", {"status": "queued"})
+    audit.record(db, actor, "erasure.retry", job_id)
     db.commit()
     return fresh(db, job_id)
 

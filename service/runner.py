@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import deployments, jobs, lifecycle
+from service.audit import Actor
 from service.db import session_factory
 from service.jobs import add_event
 from service.models import ErasureJob, EventKind, JobStatus
@@ -130,7 +131,8 @@ def _auto_deploy(sessions: sessionmaker[Session], job: ErasureJob) -> None:
     """The job has succeeded whatever happens here; a deployment that fails is an event to act on."""
     try:
         with sessions() as db:
-            deployment = deployments.deploy_erasure(db, job.id, by=f"auto_deploy ({job.requested_by})")
+            actor = Actor(f"auto_deploy ({job.requested_by})")
+            deployment = deployments.deploy_erasure(db, job.id, actor)
             add_event(db, job.id, EventKind.INFO, f"deployed as version {deployment.version}",
                       {"deployment_version": deployment.version})
             db.commit()

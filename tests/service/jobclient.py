@@ -15,7 +15,9 @@ import uvicorn
 from pydantic import SecretStr
 
 from api.app import create_app
+from service.db import session_factory
 from service.demo import free_port
+from service.models import ErasureJob, JobStatus, new_job_id, utcnow
 from service.settings import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -38,9 +40,27 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def api_key(settings: Settings, role: str = "admin", name: str = "test-admin") -> str:
+    """A new API key on the settings' database (schema brought to head first), as `zerase keys create`."""
+    from service.audit import Actor
+    from service.db import migrate, session_factory
+    from service.keys import create_key
+
+    migrate(settings.database_url)
+    with session_factory(settings.database_url)() as db:
+        _, secret = create_key(db, name, role, Actor("tests"))
+        db.commit()
+    return secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @contextmanager
-def live_api(settings: Settings) -> Iterator[httpx.Client]:
-    """The app under a real uvicorn server (thread of this process); a client bound to it."""
+def live_api(settings: Settings, role: str = "admin") -> Iterator[httpx.Client]:
+    """The app under a real uvicorn server (thread of this process); a client bound to it that
+    authenticates with a new key of `role`."""
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
@@ -51,7 +71,8 @@ def live_api(settings: Settings) -> Iterator[httpx.Client]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        headers = bearer(api_key(settings, role, f"test-{role}"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as client:
             yield client
     finally:
         server.should_exit = True
@@ -59,7 +80,7 @@ def live_api(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = client.post("/erasures", json=body, headers={"X-Requested-By": "test-moderator"})
+    response = client.post("/erasures", json=body)
     assert response.status_code == 202, response.text
     job: dict[str, Any] = response.json()
     assert response.headers["location"] == job["url"] == f"/erasures/{job['id']}"
@@ -91,3 +112,16 @@ def all_events(client: httpx.Client, job_id: str, limit: int = 100) -> list[dict
         if not page["has_more"]:
             return events
         cursor = page["next_cursor"]
+
+
+def make_job(settings: Settings, status: JobStatus = JobStatus.SUCCEEDED, concept: str = "red") -> str:
+    """A finished job row as the worker leaves it (the artifact itself is not needed here)."""
+    job_id = new_job_id()
+    sha = job_id[3:].ljust(64, "0")
+    with session_factory(settings.database_url)() as db:
+        db.add(ErasureJob(id=job_id, status=status, concept=concept, category="abstraction", config={},
+                          requested_by="test", finished_at=utcnow(),
+                          **({"artifact_uri": (Path("/nowhere") / sha).as_uri(), "artifact_sha256": sha,
+                              "artifact_bytes": 1} if status == JobStatus.SUCCEEDED else {})))
+        db.commit()
+    return job_id

@@ -4,15 +4,14 @@ rollback / roll-forward without new versions, deploy/retire of one erasure, and 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from jobclient import api_key, bearer, make_job
 
 from api.app import create_app
-from service.db import session_factory
-from service.models import ErasureJob, JobStatus, new_job_id, utcnow
+from service.models import JobStatus, new_job_id
 from service.settings import Settings
 
 
@@ -24,21 +23,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Set
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), headers={"X-Requested-By": "release-bot"}) as c:
+    with TestClient(create_app(settings), headers=bearer(api_key(settings, "moderator", "release-bot"))) as c:
         yield c
-
-
-def make_job(settings: Settings, status: JobStatus = JobStatus.SUCCEEDED, concept: str = "red") -> str:
-    """A finished job row as the worker leaves it (the artifact itself is not needed here)."""
-    job_id = new_job_id()
-    sha = job_id[3:].ljust(64, "0")
-    with session_factory(settings.database_url)() as db:
-        db.add(ErasureJob(id=job_id, status=status, concept=concept, category="abstraction", config={},
-                          requested_by="test", finished_at=utcnow(),
-                          **({"artifact_uri": (Path("/nowhere") / sha).as_uri(), "artifact_sha256": sha,
-                              "artifact_bytes": 1} if status == JobStatus.SUCCEEDED else {})))
-        db.commit()
-    return job_id
 
 
 def field_of(response: Any) -> str:

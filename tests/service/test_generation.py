@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from jobclient import live_api, submit, wait_for
+from jobclient import api_key, bearer, live_api, submit, wait_for
 from PIL import Image
 
 from service.db import migrate, session_factory
@@ -247,7 +247,7 @@ def test_auto_deploy_serves_the_new_erasure_once_it_succeeds(client: httpx.Clien
         time.sleep(0.2)
     previous = [e["erasure_id"] for e in (before["deployment"] or {"entries": []})["entries"]]
     assert [e["erasure_id"] for e in active["deployment"]["entries"]] == [*previous, job["id"]]
-    assert active["activated_by"] == "auto_deploy (test-moderator)"
+    assert active["activated_by"] == "auto_deploy (test-admin)"
     assert gen(client, "Toko", steps=1)[0] == active["version"]
 
 
@@ -264,7 +264,7 @@ def test_s3_object_corrupt_or_missing_fails_closed(distributed_settings: Setting
         assert job is not None and job.artifact_uri
         bucket, key = job.artifact_uri.removeprefix("s3://").split("/", 1)
     s3, good = s3_client(distributed_settings), red_artifact.read_bytes()
-    with TestClient(create_app(distributed_settings)) as client:
+    with TestClient(create_app(distributed_settings), headers=bearer(api_key(distributed_settings))) as client:
         version = client.post("/deployments", json={"erasure_ids": [job_id]}).json()["version"]
         s3.put_object(Bucket=bucket, Key=key, Body=good[:-64] + b"\0" * 64)
         client.post(f"/deployments/{version}/activate")

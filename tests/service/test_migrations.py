@@ -10,7 +10,8 @@ from sqlalchemy import inspect
 
 from service.db import alembic_config, engine_for, migrate
 
-TABLES = {"erasure_job", "job_event", "idempotency_key", "deployment", "active_deployment", "alembic_version"}
+TABLES = {"erasure_job", "job_event", "idempotency_key", "deployment", "active_deployment", "api_key", "audit_event",
+          "alembic_version"}
 
 
 def assert_models_match_migrations(url: str) -> None:

@@ -25,12 +25,18 @@ def serve(var_dir: Path, model_dir: Path | None, log: Path) -> Iterator[tuple[ht
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")}
     env |= {"ZERASE_VAR_DIR": str(var_dir), "ZERASE_PROGRESS_INTERVAL_S": "0.5", "ZERASE_CHECKPOINT_EVERY": "2",
             **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
+    # The first key, as an operator makes it: `zerase keys create` (the secret alone on stdout).
+    made = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--role", "moderator", "--name",
+                           "on-call"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    secret = made.stdout.strip()
+    assert secret.startswith("zk_") and "created key_" in made.stderr
     port = free_port()
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"Authorization": f"Bearer {secret}"}) as client:
             deadline = time.monotonic() + 120
             while True:
                 assert proc.poll() is None, f"zerase serve exited:\n{log.read_text()[-3000:]}"

@@ -1,0 +1,83 @@
+"""API keys: a role each, the secret shown once and stored only as its sha256, revocable.
+
+Secrets are `zk_` + 256 random bits, so a fast hash cannot be brute-forced and a lookup by hash is
+one indexed read per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service import audit
+from service.audit import Actor
+from service.models import ApiKey, Role, utcnow
+
+SECRET_PREFIX = "zk_"
+# last_used_at is written at most this often per key: a write on every request would cost more than
+# the request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class ApiKeyError(LookupError):
+    """A key that does not exist, or an action on keys that cannot be honoured (`status`)."""
+
+    def __init__(self, detail: str, status: int = 404) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(db: Session, name: str, role: Role | str, actor: Actor) -> tuple[ApiKey, str]:
+    """A new key (added to the session, not committed) and its secret, which is not stored anywhere."""
+    role = Role(role)
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(id=f"key_{secrets.token_hex(8)}", name=name, role=role, prefix=secret[:10],
+                 secret_sha256=_digest(secret), created_by=actor.name)
+    db.add(key)
+    db.flush()
+    audit.record(db, actor, "key.create", key.id, {"name": name, "role": role.value})
+    return key, secret
+
+
+def authenticate(db: Session, secret: str) -> ApiKey | None:
+    """The live key with this secret, or None (unknown or revoked)."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    key = db.scalar(select(ApiKey).where(ApiKey.secret_sha256 == _digest(secret)))
+    if key is None or key.revoked_at is not None:
+        return None
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        db.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        db.commit()
+    return key
+
+
+def list_keys(db: Session) -> list[ApiKey]:
+    return list(db.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke(db: Session, key_id: str, actor: Actor) -> ApiKey:
+    """Revoke a key (committed). The last live admin key cannot be revoked: nobody could make keys."""
+    key = db.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        raise ApiKeyError(f"no API key with id {key_id}")
+    if key.revoked_at is not None:
+        raise ApiKeyError(f"API key {key_id} is already revoked", status=409)
+    if key.role == Role.ADMIN:
+        admins = db.scalar(select(func.count()).select_from(ApiKey)
+                           .where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None)))
+        if admins == 1:
+            raise ApiKeyError("this is the last live admin key; create another admin key first", status=409)
+    key.revoked_at = utcnow()
+    audit.record(db, actor, "key.revoke", key.id, {"name": key.name, "role": key.role})
+    db.commit()
+    return key
