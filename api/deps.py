@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.queue import Dispatcher
 from service.settings import Settings
 from service.store import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,8 +28,16 @@ def get_sessions(request: Request) -> sessionmaker[Session]:
 
 
 def get_db(sessions: Annotated[sessionmaker[Session], Depends(get_sessions)]) -> Iterator[Session]:
-    with sessions() as session:
+    session = sessions()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DBAPIError:
+            # The connection died under the session (database restarted): the pool drops it, and the
+            # response, already decided, stands. Raising here would only break the connection to the client.
+            log.warning("closing a session on a dead database connection failed", exc_info=True)
 
 
 def get_dispatcher(request: Request) -> Dispatcher:

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.auth import AuthError
@@ -127,6 +129,16 @@ async def _on_key(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, str(exc), code={404: "key_not_found"}.get(exc.status, "conflict"), errors=errors)
 
 
+async def _on_database(_: Request, exc: Exception) -> JSONResponse:
+    # Down, restarting or unreachable: nothing was changed, the client may retry. pool_pre_ping makes
+    # the next request after recovery use fresh connections, so no restart is needed.
+    if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        return await _on_unexpected(_, exc)  # a query error is a bug, not an outage
+    log.error("database unavailable: %s", exc)
+    return problem(503, "the database is unavailable; nothing was changed, retry shortly",
+                   code="database_unavailable", headers={"Retry-After": "5"})
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal error; see the server log", code="internal_error")
@@ -144,5 +156,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidGeneration, _on_field_error)
     app.add_exception_handler(PatchUnavailable, _on_patch_unavailable)
     app.add_exception_handler(AuthError, _on_auth)
+    app.add_exception_handler(DBAPIError, _on_database)
+    app.add_exception_handler(PoolTimeout, _on_database)
     app.add_exception_handler(ApiKeyError, _on_key)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -64,12 +64,15 @@ def worker(
         raise typer.BadParameter("ZERASE_BROKER_URL is inprocess://: jobs run inside `zerase serve`; set "
                                  "a redis:// or amqp:// broker to run separate workers",
                                  param_hint="ZERASE_BROKER_URL")
+    from service.logs import configure_logging
     from worker.celery_app import app as celery_app
 
+    # Before Celery starts: its start-up warnings are log lines too (Celery calls it again, same setup).
+    configure_logging(settings.log_format, loglevel or settings.log_level)
     argv = ["worker", f"--loglevel={loglevel or settings.log_level}", f"--pool={pool}", "--concurrency=1",
             f"--queues={settings.queue_name}"]
     if settings.log_format == "json":
-        argv.append("--quiet")  # no start-up banner: stdout and stderr carry JSON lines only
+        argv.insert(0, "--quiet")  # celery's own option: no start-up banner, so the output is JSON lines only
     celery_app.worker_main(argv + ([f"--hostname={hostname}"] if hostname else []))
 
 

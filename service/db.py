@@ -31,7 +31,10 @@ def engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A database that is down must answer fast (the API turns it into a 503), not hang a request:
+    # connect_timeout bounds a connection attempt, pool_timeout the wait for a free connection.
+    # pool_pre_ping replaces the connections a restart broke, so recovery needs no restart here.
+    return create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args={"connect_timeout": 5})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

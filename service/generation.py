@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import deployments
+from service import deployments, metrics
 from service.settings import Settings
 from service.store import ArtifactStore, file_sha256
 
@@ -84,12 +85,21 @@ class GenerationService:
     def generate(self, request: GenerationRequest) -> Generated:
         from zerase.generate import generate
 
-        with self._lock:  # requests queue here; version check, patch and sampling are one unit
-            pipe = self._pipeline()
-            sampling = self._sampling(pipe, request)
-            version = self._sync()
-            image = generate(pipe, [request.prompt], [request.seed], sampling,
-                             negative_prompt=request.negative_prompt)[0]
+        started, outcome = time.perf_counter(), "error"
+        try:
+            with metrics.GENERATIONS_IN_PROGRESS.track_inprogress(), self._lock:
+                # Requests queue at the lock; version check, patch and sampling are one unit.
+                pipe = self._pipeline()
+                sampling = self._sampling(pipe, request)
+                version = self._sync()
+                image = generate(pipe, [request.prompt], [request.seed], sampling,
+                                 negative_prompt=request.negative_prompt)[0]
+            outcome = "ok"
+        except (InvalidGeneration, PatchUnavailable) as exc:
+            outcome = "invalid" if isinstance(exc, InvalidGeneration) else "unavailable"
+            raise
+        finally:
+            metrics.GENERATION_SECONDS.labels(outcome).observe(time.perf_counter() - started)
         return Generated(image, request.seed, sampling.steps, sampling.width, sampling.height,
                          sampling.guidance_scale, version, self._erasure_ids)
 
@@ -139,9 +149,11 @@ class GenerationService:
             self._patched.apply(artifacts, [float(e["weight"]) for e in entries])
         except Exception as exc:
             self._patched.clear()
+            metrics.GENERATION_PATCH_VERSION.set(-1)
             raise PatchUnavailable(f"safety patch version {version} cannot be applied, so no image is "
                                    f"generated: {type(exc).__name__}: {exc}") from exc
         self._applied, self._erasure_ids = version, tuple(e["erasure_id"] for e in entries)
+        metrics.GENERATION_PATCH_VERSION.set(version)
         log.info("serving safety patch version %d (%d erasures)", version, len(entries))
         return version
 

@@ -6,6 +6,7 @@ cancel request and the sweeper can race without overwriting each other.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,8 @@ from service.jobs import add_event, fresh, transition
 from service.models import FINISHED, ErasureJob, EventKind, JobStatus, utcnow
 from service.settings import Settings
 from service.store import StoredArtifact
+
+log = logging.getLogger(__name__)
 
 
 def mark_enqueued(db: Session, job_id: str) -> None:
@@ -35,6 +38,7 @@ def claim(db: Session, job_id: str, worker: str) -> ErasureJob | None:
     add_event(db, job_id, EventKind.STATE, f"running (attempt {job.attempts}) on {worker}",
               {"status": "running", "attempt": job.attempts, "worker": worker})
     db.commit()
+    log.info("running (attempt %d) on %s", job.attempts, worker, extra={"job_id": job_id})
     return job
 
 
@@ -72,13 +76,16 @@ def finish(db: Session, job_id: str, status: JobStatus, message: str, *, error: 
     kind = EventKind.ERROR if status == JobStatus.FAILED else EventKind.STATE
     add_event(db, job_id, kind, message, {"status": str(status), **(data or {})})
     db.commit()
+    # job_id given, not only from the context: the sweeper ends other workers' jobs.
+    log.log(logging.WARNING if status == JobStatus.FAILED else logging.INFO, "%s", message, extra={"job_id": job_id})
     return True
 
 
 def sweep(db: Session, settings: Settings) -> list[str]:
     """Requeue running jobs whose worker stopped heart-beating; return the ids that need a broker message.
 
-    Also returns queued jobs that the broker never accepted (enqueued_at empty for a while).
+    Also returns queued jobs that the broker never accepted (enqueued_at empty for a while), and those
+    sent more than `resend_queued_after_s` ago.
     """
     now = utcnow()
     stale = db.scalars(select(ErasureJob).where(
@@ -99,7 +106,13 @@ def sweep(db: Session, settings: Settings) -> list[str]:
     unsent = db.scalars(select(ErasureJob.id).where(
         ErasureJob.status == JobStatus.QUEUED, ErasureJob.enqueued_at.is_(None),
         ErasureJob.updated_at < grace).order_by(ErasureJob.id))
-    return requeued + [job_id for job_id in unsent if job_id not in requeued]
+    # Sent long ago and still queued: the message may be gone with a broker's data. Sending it again
+    # costs a no-op claim if it was not; enqueued_at is renewed when the resend goes out.
+    overdue = db.scalars(select(ErasureJob.id).where(
+        ErasureJob.status == JobStatus.QUEUED,
+        ErasureJob.enqueued_at < now - timedelta(seconds=settings.resend_queued_after_s)).order_by(ErasureJob.id))
+    resend = [*unsent, *overdue]
+    return requeued + [job_id for job_id in resend if job_id not in requeued]
 
 
 def next_queued(db: Session) -> str | None:

@@ -6,6 +6,7 @@ heartbeat and checkpoints, publishes the artifact to the store, and records how 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -25,6 +26,8 @@ from service import deployments, jobs, lifecycle
 from service.audit import Actor
 from service.db import session_factory
 from service.jobs import add_event
+from service.logs import for_job
+from service.metrics import TRAINING_STEPS
 from service.models import ErasureJob, EventKind, JobStatus
 from service.settings import Settings
 from service.store import store_for
@@ -55,6 +58,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@for_job  # every line logged while the job runs (the core's and libraries' too) carries job_id
 def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: False) -> str | None:
     """Run one job to its end; returns its new status, or None if it was not queued (nothing done).
 
@@ -154,6 +158,7 @@ class _Progress:
         self.start: tuple[float, int] | None = None  # (time, step) of this attempt's first report
 
     def on_step(self, metrics: Any) -> None:
+        TRAINING_STEPS.inc()
         now = time.monotonic()
         m = asdict(metrics)
         if self.start is None:
@@ -192,7 +197,9 @@ class _Heartbeat:
     def __init__(self, sessions: sessionmaker[Session], job_id: str, interval_s: float) -> None:
         self.sessions, self.job_id, self.interval_s = sessions, job_id, interval_s
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+        # In the job's context, so its log lines carry the job id too.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
+                                       name=f"heartbeat-{job_id}", daemon=True)
 
     def _beat(self) -> None:
         while not self.done.wait(self.interval_s):

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     auto_migrate: bool = True  # `alembic upgrade head` when `zerase serve` starts
     embedded_worker: bool = True  # with inprocess://, run the worker thread inside the API process
     artifact_redirect: bool = False  # S3 only: 307 to a presigned URL instead of streaming
+    # The routes `zerase serve` mounts: "control" (jobs, deployments, keys) and "generation" (/generate,
+    # the model loaded on its first request) can run as separate services; health and /metrics in each.
+    api_routes: Literal["all", "control", "generation"] = "all"
+
+    # Logs and metrics.
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, `job_id` in each
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # `zerase worker` serves /metrics
 
     # S3-compatible store (MinIO, Ceph, R2...). Unset keys fall back to boto3's own lookup chain.
     s3_endpoint_url: str | None = None
@@ -56,8 +64,23 @@ class Settings(BaseSettings):
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 10.0
     stale_after_s: Annotated[float, Field(gt=0)] = 120.0  # running without a heartbeat this long: requeued
     sweep_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # A queued job whose message was sent this long ago is sent again: a broker that lost its data (or a
+    # task that failed before it could claim the job) must not strand it. Duplicates are no-op claims.
+    resend_queued_after_s: Annotated[float, Field(gt=0)] = 900.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     job_timeout_s: Annotated[int, Field(ge=60)] = 6 * 3600  # the broker's visibility timeout exceeds this
+
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _empty_model_dir(cls, v: object) -> object:
+        # ZERASE_MODEL_DIR= (set but empty, as docker compose passes an unset variable) is the bundled model,
+        # not the working directory.
+        return None if v == "" else v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
     @field_validator("database_url")
     @classmethod

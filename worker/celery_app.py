@@ -9,8 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
 
+from service.logs import configure_logging
+from service.metrics import start_worker_server
 from service.queue import CeleryDispatcher, Sweeper, make_celery
 from service.settings import get_settings
 
@@ -19,6 +21,19 @@ app = make_celery(settings)
 app.conf.imports = ["worker.tasks"]
 
 _stopping = threading.Event()
+
+
+@setup_logging.connect
+def _logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # A receiver here means Celery configures no logging of its own: ours, text or JSON with job ids.
+    configure_logging(settings.log_format, loglevel or settings.log_level)
+
+
+@worker_init.connect
+def _metrics(**_: Any) -> None:
+    # Counters of the jobs this process runs: `zerase worker` runs them in this process (solo pool).
+    if settings.worker_metrics_port:
+        start_worker_server(settings.worker_metrics_port)
 
 
 @worker_ready.connect

@@ -108,3 +108,8 @@ def test_killed_worker_is_noticed_and_the_job_resumes_from_its_checkpoint(
         resumed = [e["data"]["step"] for e in events[second:] if e["kind"] == "metrics"]
         assert resumed[0] > 2, "attempt 2 started over instead of resuming from the checkpoint"
         assert resumed[-1] == 20
+        # One life, told once: queued, running, back to the queue, running again, succeeded; one artifact.
+        states = [e["data"]["status"] for e in events if e["kind"] == "state"]
+        assert states == ["queued", "running", "queued", "running", "succeeded"], states
+        assert [e["data"]["attempt"] for e in events if e["data"] and "attempt" in e["data"]] == [1, 2]
+        assert client.get(done["artifact"]["url"]).status_code == 200
