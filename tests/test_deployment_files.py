@@ -319,3 +319,18 @@ def test_an_empty_model_dir_variable_means_the_bundled_model(monkeypatch: pytest
     assert Settings(_env_file=None).model_dir is None
     monkeypatch.setenv("ZERASE_MODEL_DIR", "/models/Z-Image-Turbo")
     assert Settings(_env_file=None).model_dir == Path("/models/Z-Image-Turbo")
+
+
+def test_api_routes_split_the_application_into_control_and_generation(tmp_path: Path) -> None:
+    from api.app import create_app
+
+    def paths(routes: str) -> set[str]:
+        app = create_app(Settings(_env_file=None, var_dir=tmp_path, api_routes=routes, embedded_worker=False))
+        return set(app.openapi()["paths"])
+
+    control, generation, everything = paths("control"), paths("generation"), paths("all")
+    assert "/generate" not in control and "/erasures" in control and "/deployments" in control
+    assert "/generate" in generation and not any(p.startswith(("/erasures", "/deployments")) for p in generation)
+    for served in (control, generation):
+        assert {"/healthz", "/readyz", "/metrics"} <= served
+    assert control | generation == everything
