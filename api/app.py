@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import admin, deployments, erasures, errors, generation, health, metrics
+from api.limits import RequestLimits
 from service.db import session_factory
 from service.generation import GenerationService
 from service.queue import dispatcher_for
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store_for(settings)
     app.state.generator = GenerationService(settings, app.state.sessions, app.state.store)
     errors.install(app)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
     if settings.api_routes in ("all", "control"):
         app.include_router(erasures.router)
         app.include_router(deployments.router)

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MAX_PROMPT_TOKENS = 512
 MIN_SIDE, MAX_SIDE = 16, 1024
+# Without ZERASE_GENERATION_MAX_SIDE, a side may be up to this many times the model's default: the cost
+# of a request grows with the square of its token count, and one request must not stall the queue.
+DEFAULT_SIDE_FACTOR = 2
 
 
 class InvalidGeneration(ValueError):
@@ -127,9 +130,11 @@ class GenerationService:
         default = sampling_defaults(self.settings.model_dir)
         multiple = math.lcm(16, pipe.vae_scale_factor * 2)  # the latent is made of 2x2 patches
         sides = {"width": request.width or default.width, "height": request.height or default.height}
+        largest = self.settings.generation_max_side or DEFAULT_SIDE_FACTOR * max(default.width, default.height)
+        top = min(MAX_SIDE, largest)
         for name, side in sides.items():
-            if side % multiple or not MIN_SIDE <= side <= MAX_SIDE:
-                raise InvalidGeneration(f"{side} is not a multiple of {multiple} in [{MIN_SIDE}, {MAX_SIDE}]", name)
+            if side % multiple or not MIN_SIDE <= side <= top:
+                raise InvalidGeneration(f"{side} is not a multiple of {multiple} in [{MIN_SIDE}, {top}]", name)
         guidance = default.guidance_scale if request.guidance_scale is None else request.guidance_scale
         return SamplingSettings(steps=request.steps or default.steps, guidance_scale=guidance, **sides)
 

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     auto_migrate: bool = True  # `alembic upgrade head` when `zerase serve` starts
     embedded_worker: bool = True  # with inprocess://, run the worker thread inside the API process
     artifact_redirect: bool = False  # S3 only: 307 to a presigned URL instead of streaming
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 1 << 20  # a larger request body is refused (413)
     # The routes `zerase serve` mounts: "control" (jobs, deployments, keys) and "generation" (/generate,
     # the model loaded on its first request) can run as separate services; health and /metrics in each.
     api_routes: Literal["all", "control", "generation"] = "all"
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     resend_queued_after_s: Annotated[float, Field(gt=0)] = 900.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     job_timeout_s: Annotated[int, Field(ge=60)] = 6 * 3600  # the broker's visibility timeout exceeds this
+
+    # /generate: the largest width or height served (None: twice the model's default side, at most 1024).
+    generation_max_side: Annotated[int, Field(ge=16, le=1024)] | None = None
 
     @field_validator("model_dir", mode="before")
     @classmethod

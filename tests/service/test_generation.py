@@ -121,6 +121,7 @@ def test_png_by_default_json_on_request(client: httpx.Client) -> None:
     ({"prompt": "red " * 600}, "prompt"),  # under the character cap, over 512 tokens
     ({"prompt": "x", "width": 40}, "width"),
     ({"prompt": "x", "height": 2048}, "height"),
+    ({"prompt": "x", "width": 96}, "width"),  # a multiple of 16, over twice the tiny model's 32
     ({"prompt": "x", "width": 0}, "width"),
     ({"prompt": "x", "steps": 0}, "steps"),
     ({"prompt": "x", "steps": 51}, "steps"),

@@ -1,0 +1,49 @@
+"""A property-based run over the OpenAPI schema (schemathesis): valid and invalid requests to every
+operation, as an admin. Whatever comes in, the answer is never a 5xx, and every error is
+problem+json. Bounded: a fixed number of examples per operation, derandomised, so CI time is stable."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from jobclient import api_key, bearer
+
+from api.app import create_app
+from service.settings import Settings
+
+EXAMPLES_PER_OPERATION = 20
+
+
+# Schemathesis generates the tests when the module is collected, so the app exists at import time; its
+# database (SQLite in a directory of its own) is made, and the admin key added, by the fixture.
+VAR_DIR = Path(tempfile.mkdtemp(prefix="zerase-fuzz-"))
+CONFIG = Settings(var_dir=VAR_DIR, embedded_worker=False)
+APP = create_app(CONFIG)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module")
+def admin() -> Iterator[dict[str, str]]:
+    yield bearer(api_key(CONFIG))
+    shutil.rmtree(VAR_DIR, ignore_errors=True)
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_server_error_and_every_error_is_a_problem(case: Any, admin: dict[str, str]) -> None:
+    response = case.call(headers=admin)
+    described = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.content[:300]!r}"
+    assert response.status_code < 500, described
+    if response.status_code >= 400:
+        content_type = response.headers.get("content-type") or [""]  # header values come as lists
+        assert content_type[0].startswith("application/problem+json"), described
+        body = response.json()
+        assert body["status"] == response.status_code and body["detail"], described
