@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import admin, deployments, erasures, errors, generation, health, metrics
 from api.limits import RequestLimits
+from service import jobs
 from service.db import session_factory
 from service.generation import GenerationService
 from service.queue import dispatcher_for
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobs.preload_core()
         dispatcher.start()  # inprocess://: the embedded worker thread and its sweeper
         try:
             yield

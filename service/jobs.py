@@ -65,6 +65,12 @@ class Submitted:
     replayed: bool
 
 
+def preload_core() -> None:
+    """Import the core (torch, diffusers) now: otherwise the first submission pays seconds for it."""
+    import zerase.pipeline
+    import zerase.presets  # noqa: F401
+
+
 def resolve_config(spec: JobSpec, model_dir: Path | None) -> dict[str, Any]:
     """Category presets fill what the request leaves out (ε per Table 6, anchor, preservation); the
     model the workers load fixes how training samples (steps, guidance, size)."""
