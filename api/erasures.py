@@ -17,6 +17,7 @@ from api.schemas import Category, ErasureCreate, Event, EventList, Job, JobList,
 from service import jobs
 from service.models import Role
 from service.queue import hand_over
+from service.store import ArtifactStore
 
 router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(require(Role.MODERATOR))])
 
@@ -97,17 +98,33 @@ def get_artifact(job_id: str, db: SessionDep, store: StoreDep, settings: Setting
     headers = {"Repr-Digest": f"sha-256=:{digest}:", "ETag": f'"{job.artifact_sha256}"'}
     if settings.artifact_redirect and (url := store.presigned_url(job.artifact_uri)):
         return RedirectResponse(url, status_code=307, headers=headers)
-    # The whole object is hashed before the first byte goes out: a corrupt artifact is never served.
+    headers["Content-Disposition"] = f'attachment; filename="{job_id}.safetensors"'
+    return _verified(store, job.artifact_uri, job.artifact_sha256, "application/octet-stream", headers)
+
+
+@router.get("/{job_id}/preview.png", response_class=Response, responses={
+    200: {"content": {"image/png": {}}, "description": "Before (top row) and after (bottom row): the concept's "
+          "prompt, then preserved prompts, at one seed"},
+    409: {"description": "The job has no preview (yet)"}})
+def get_preview(job_id: str, db: SessionDep, store: StoreDep) -> Response:
+    job = jobs.get_job(db, job_id)
+    if not (job.preview_uri and job.preview_sha256):
+        when = "is made when it succeeds" if job.status != "succeeded" else "was not made (see its events)"
+        return problem(409, f"job {job_id} is {job.status}; its preview {when}", code="preview_not_ready")
+    return _verified(store, job.preview_uri, job.preview_sha256, "image/png", {"ETag": f'"{job.preview_sha256}"'})
+
+
+def _verified(store: ArtifactStore, uri: str, sha256: str, media_type: str, headers: dict[str, str]) -> Response:
+    """The whole object is hashed before the first byte goes out: a corrupt object is never served."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _stream)
     try:
-        store.fetch(job.artifact_uri, job.artifact_sha256, spool)
+        store.fetch(uri, sha256, spool)
     except BaseException:
         spool.close()
         raise
     headers["Content-Length"] = str(spool.tell())
-    headers["Content-Disposition"] = f'attachment; filename="{job_id}.safetensors"'
     spool.seek(0)
-    return StreamingResponse(_stream(spool), media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(_stream(spool), media_type=media_type, headers=headers)
 
 
 def _stream(spool: IO[bytes]) -> Iterator[bytes]:

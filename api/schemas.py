@@ -112,6 +112,10 @@ class Job(BaseModel):
     error: str | None
     progress: Progress | None
     artifact: Artifact | None
+    evaluation: dict[str, Any] | None = Field(description=(
+        "After success: the probe's before/after metrics (acc_e, acc_ir, ha, drift, attack_success_rate), "
+        "or {skipped: why} for a model without a probe, or {error: ...}; null until then"))
+    preview_url: str | None = Field(description="A before/after PNG grid of the concept and preserved prompts")
     auto_deploy: bool
     created_at: datetime
     started_at: datetime | None
@@ -130,6 +134,7 @@ class Job(BaseModel):
             hyperparameters=job.config, requested_by=job.requested_by, reason=job.reason,
             attempts=job.attempts, error=job.error,
             progress=Progress.model_validate(job.progress) if job.progress else None, artifact=artifact,
+            evaluation=job.evaluation, preview_url=f"{url}/preview.png" if job.preview_uri else None,
             auto_deploy=job.auto_deploy,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             cancel_requested_at=job.cancel_requested_at)

@@ -60,7 +60,8 @@ def heartbeat(db: Session, job_id: str) -> None:
 
 
 def finish(db: Session, job_id: str, status: JobStatus, message: str, *, error: str | None = None,
-           artifact: StoredArtifact | None = None, data: dict[str, Any] | None = None) -> bool:
+           artifact: StoredArtifact | None = None, data: dict[str, Any] | None = None,
+           evaluation: dict[str, Any] | None = None, preview: StoredArtifact | None = None) -> bool:
     """running -> succeeded | failed | cancelled (or back to queued); False if the job was not running."""
     values: dict[str, Any] = {"status": status, "error": error}
     if status in FINISHED:
@@ -70,6 +71,10 @@ def finish(db: Session, job_id: str, status: JobStatus, message: str, *, error: 
     if artifact:
         values.update(artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
                       artifact_bytes=artifact.bytes)
+    if evaluation is not None:
+        values["evaluation"] = evaluation
+    if preview:
+        values.update(preview_uri=preview.uri, preview_sha256=preview.sha256)
     if not transition(db, job_id, [JobStatus.RUNNING], **values):
         db.rollback()
         return False

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import deployments, jobs, lifecycle
+from service import deployments, jobs, lifecycle, publish
 from service.audit import Actor
 from service.db import session_factory
 from service.jobs import add_event
@@ -115,14 +115,21 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
                              "its checkpoint", data=summary)
         return JobStatus.QUEUED
 
+    store = store_for(settings)
+    evaluation, preview = None, None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{job.id}.safetensors"
         result.save(path)
-        load_artifact(path, pipe)  # never publish a file the loader would refuse
-        stored = store_for(settings).put(path)
+        artifact = load_artifact(path, pipe)  # never publish a file the loader would refuse
+        # Raises StoreUnavailable after its retries: the job fails, the checkpoint stays, a retry only publishes.
+        stored = publish.upload(store, path, "artifact", sessions, job.id, settings)
+    if settings.evaluate_jobs:
+        with _training_lock:  # the report patches the shared pipeline too
+            evaluation, preview = publish.report(pipe, artifact, store, sessions, job.id, settings)
     with sessions() as db:
         if not lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
-                                data={**summary, "sha256": stored.sha256, "bytes": stored.bytes}):
+                                data={**summary, "sha256": stored.sha256, "bytes": stored.bytes},
+                                evaluation=evaluation, preview=preview):
             # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
             return jobs.get_job(db, job.id).status
     shutil.rmtree(checkpoint_dir, ignore_errors=True)

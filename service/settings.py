@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     resend_queued_after_s: Annotated[float, Field(gt=0)] = 900.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     job_timeout_s: Annotated[int, Field(ge=60)] = 6 * 3600  # the broker's visibility timeout exceeds this
+    # Uploads to the artifact store: this many tries, waiting base, 2x base, 4x base... in between.
+    store_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    store_retry_base_s: Annotated[float, Field(ge=0)] = 1.0
+    # After training: the probe's metrics on a small sample (zerase.report) and a before/after preview.
+    evaluate_jobs: bool = True
+    evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
 
     # /generate: the largest width or height served (None: twice the model's default side, at most 1024).
     generation_max_side: Annotated[int, Field(ge=16, le=1024)] | None = None

@@ -1,7 +1,8 @@
 """The artifact store: one interface, chosen by URL scheme (`file://` or `s3://bucket/prefix`).
 
-Keys are content addressed (`sha256/ab/abcd....safetensors`); the hash is recorded in the
-database and every read checks the bytes against it before handing them on.
+Keys are content addressed (`sha256/ab/abcd....safetensors`, the file's own suffix: `.png` for job
+previews); the hash is recorded in the database and every read checks the bytes against it before
+handing them on.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class FileStore:
     def put(self, path: Path) -> StoredArtifact:
         sha256 = file_sha256(path)
         target = self.root / content_key(sha256, path.suffix)
-        if not target.exists():  # same content, same key: nothing to write twice
+        # Same content, same key: nothing to write twice, unless what is there was damaged.
+        if not (target.exists() and file_sha256(target) == sha256):
             target.parent.mkdir(parents=True, exist_ok=True)
             # Copy then rename, so a reader never sees a half-written object.
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")

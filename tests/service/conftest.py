@@ -105,7 +105,8 @@ def distributed_settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Pa
         broker_url=REDIS_URL, queue_name=redis_prefix, broker_key_prefix=f"{redis_prefix}:",
         artifact_store_url=f"s3://{BUCKET}/erasures", s3_endpoint_url=s3_endpoint, s3_access_key_id="testing",
         s3_secret_access_key="testing", progress_interval_s=0.5, metrics_event_interval_s=1.0,
-        checkpoint_every=2, heartbeat_interval_s=1.0, stale_after_s=6.0, sweep_interval_s=1.0)
+        checkpoint_every=2, heartbeat_interval_s=1.0, stale_after_s=6.0, sweep_interval_s=1.0,
+        evaluate_jobs=False)  # test_evaluation.py has it on
     s3_client(settings).create_bucket(Bucket=BUCKET)
     return settings
 

@@ -125,3 +125,14 @@ def make_job(settings: Settings, status: JobStatus = JobStatus.SUCCEEDED, concep
                               "artifact_bytes": 1} if status == JobStatus.SUCCEEDED else {})))
         db.commit()
     return job_id
+
+
+def submit_direct(settings: Settings, concept: str, category: str, **overrides: Any) -> str:
+    """A queued job with settings the API does not take (lr, trajectories: a few seconds of training instead
+    of a minute), through the job service as the API submits; an embedded worker finds it by polling."""
+    from service import jobs
+
+    spec = jobs.JobSpec(concept=concept, category=category, preservation=None, anchor=None, epsilon=None,
+                        overrides=overrides, reason="test", requested_by="test")
+    with session_factory(settings.database_url)() as db:
+        return jobs.submit(db, spec, settings.model_dir, lambda job: {}).job_id

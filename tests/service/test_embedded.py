@@ -21,7 +21,8 @@ from service.store import file_url_path
 
 def embedded_settings(var_dir: Path, model_dir: Path | None, **overrides: object) -> Settings:
     settings = Settings(var_dir=var_dir, model_dir=model_dir, progress_interval_s=0.5, metrics_event_interval_s=1.0,
-                        checkpoint_every=2, **overrides)  # type: ignore[arg-type]
+                        checkpoint_every=2, evaluate_jobs=False, store_retry_base_s=0.1,
+                        **overrides)  # type: ignore[arg-type]
     migrate(settings.database_url)
     return settings
 

@@ -34,6 +34,7 @@ def test_database_down_is_a_503_and_recovery_needs_no_restart(
     url = make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).restore()
     settings = Settings(var_dir=tmp_path, model_dir=model_dir, progress_interval_s=0.3, checkpoint_every=2,
+                        evaluate_jobs=False,
                         heartbeat_interval_s=0.5, stale_after_s=4.0, sweep_interval_s=1.0,
                         database_url=url.set(port=proxy.port).render_as_string(hide_password=False))
     with live_api(settings, role="moderator") as client:
@@ -94,8 +95,9 @@ def test_restarted_generation_serves_the_active_deployment_and_fails_closed_unti
     """`zerase serve` with an erasure deployed is killed; it comes back refusing to generate while the
     artifact cannot be read, then serves the same version, bit-identical at equal seeds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")}
-    env |= {"ZERASE_VAR_DIR": str(tmp_path / "var"), **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
-    settings = Settings(var_dir=tmp_path / "var", model_dir=model_dir)
+    env |= {"ZERASE_VAR_DIR": str(tmp_path / "var"), "ZERASE_EVALUATE_JOBS": "false",
+            **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
+    settings = Settings(var_dir=tmp_path / "var", model_dir=model_dir, evaluate_jobs=False)
     key = bearer(api_key(settings))
     artifacts = tmp_path / "var" / "artifacts"
     request = {"prompt": "a red circle", "seed": 11}

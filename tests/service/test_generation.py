@@ -34,7 +34,7 @@ DATA = Path("/work/shared/data")
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Settings:
-    settings = Settings(var_dir=tmp_path_factory.mktemp("generation-var"), model_dir=model_dir)
+    settings = Settings(var_dir=tmp_path_factory.mktemp("generation-var"), model_dir=model_dir, evaluate_jobs=False)
     migrate(settings.database_url)
     return settings
 

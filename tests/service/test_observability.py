@@ -156,7 +156,7 @@ def json_log() -> Iterator[io.StringIO]:
 def test_run_job_logs_json_lines_with_the_job_id_and_counts_its_steps(
         database_url: str, tmp_path: Path, model_dir: Path | None, json_log: io.StringIO) -> None:
     settings = Settings(var_dir=tmp_path, database_url=database_url, model_dir=model_dir, embedded_worker=False,
-                        heartbeat_interval_s=0.1, progress_interval_s=0.1)
+                        heartbeat_interval_s=0.1, progress_interval_s=0.1, evaluate_jobs=False)
     spec = JobSpec(concept="circle", category="entity", preservation=None, anchor=None, epsilon=None,
                    overrides={"steps": 3}, reason=None, requested_by="test")
     job_id = add_job(database_url, JobStatus.QUEUED, resolve_config(spec, model_dir))

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def serve(var_dir: Path, model_dir: Path | None, log: Path) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")}
     env |= {"ZERASE_VAR_DIR": str(var_dir), "ZERASE_PROGRESS_INTERVAL_S": "0.5", "ZERASE_CHECKPOINT_EVERY": "2",
+            "ZERASE_EVALUATE_JOBS": "false",
             **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
     # The first key, as an operator makes it: `zerase keys create` (the secret alone on stdout).
     made = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--role", "moderator", "--name",

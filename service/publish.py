@@ -1,0 +1,110 @@
+"""What a trained job leaves behind: its artifact, uploaded with retries and read back before the job
+may succeed, and its report (the probe's evaluation and a before/after preview), which never fails it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.jobs import add_event
+from service.models import EventKind
+from service.settings import Settings
+from service.store import ArtifactStore, StoredArtifact
+
+if TYPE_CHECKING:
+    from zerase.artifact import LoraArtifact
+    from zerase.world.probe import ConceptProbe
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(RuntimeError):
+    """The store did not take (or did not give back intact) an object after every attempt."""
+
+
+def upload(store: ArtifactStore, path: Path, what: str, sessions: sessionmaker[Session], job_id: str,
+           settings: Settings) -> StoredArtifact:
+    """Put `path`, then fetch it back through the sha256 check: only an object that reads back intact
+    counts as stored. Any error is retried `store_attempts` times with exponential backoff, each retry an
+    event on the job."""
+    attempts = settings.store_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            stored = store.put(path)
+            with open(os.devnull, "wb") as sink:
+                store.fetch(stored.uri, stored.sha256, sink)
+            if attempt > 1:
+                _event(sessions, job_id, EventKind.INFO, f"{what} stored on attempt {attempt}",
+                       {"store_attempt": attempt})
+            return stored
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt == attempts:
+                raise StoreUnavailable(f"could not store the {what} after {attempts} attempts ({error})") from exc
+            delay = settings.store_retry_base_s * 2 ** (attempt - 1)
+            log.warning("storing the %s failed (attempt %d/%d): %s", what, attempt, attempts, error)
+            _event(sessions, job_id, EventKind.INFO,
+                   f"storing the {what} failed (attempt {attempt}/{attempts}), retrying in {delay:g}s: {error}",
+                   {"store_attempt": attempt, "retry_in_s": delay, "error": error})
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
+           settings: Settings) -> tuple[dict[str, Any], StoredArtifact | None]:
+    """(evaluation, stored preview). A failure is an error event and `{"error": ...}`, never an exception:
+    the artifact is stored and verified by now, and the job succeeds without its report."""
+    from PIL import Image
+
+    from zerase.report import erasure_report
+
+    try:
+        result = erasure_report(pipe, artifact, _probe(settings), settings.evaluation_seeds)
+    except Exception as exc:
+        log.exception("evaluation failed")
+        error = f"{type(exc).__name__}: {exc}"
+        _event(sessions, job_id, EventKind.ERROR, f"evaluation failed: {error}", {"evaluation": "failed"})
+        return {"error": error}, None
+    evaluation = result.evaluation
+    _event(sessions, job_id, EventKind.INFO, _summary(evaluation), {"evaluation": evaluation})
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "preview.png"
+            Image.fromarray(result.preview).save(path)
+            preview = upload(store, path, "preview", sessions, job_id, settings)
+    except Exception as exc:
+        log.exception("preview not stored")
+        _event(sessions, job_id, EventKind.ERROR, f"preview not stored: {type(exc).__name__}: {exc}",
+               {"preview": "failed"})
+        return evaluation, None
+    return evaluation, preview
+
+
+def _probe(settings: Settings) -> ConceptProbe | None:
+    """The concept probe next to the model (`<model_dir>/probe`): only the bundled world has one."""
+    from zerase.pipeline import BUNDLED_MODEL_DIR
+    from zerase.world.probe import ConceptProbe
+
+    directory = (settings.model_dir or BUNDLED_MODEL_DIR) / "probe"
+    return ConceptProbe.load(directory) if (directory / "labels.json").exists() else None
+
+
+def _summary(e: dict[str, Any]) -> str:
+    if "skipped" in e:
+        return f"evaluation skipped: {e['skipped']}"
+    return (f"evaluated: Acc_e {e['acc_e_before']:.2f}→{e['acc_e']:.2f}, Acc_ir {e['acc_ir_before']:.2f}→"
+            f"{e['acc_ir']:.2f}, Ha {e['ha']:.2f}, drift {e['drift']:.3f} ({e['images']} images, {e['seconds']}s)")
+
+
+def _event(sessions: sessionmaker[Session], job_id: str, kind: EventKind, message: str,
+           data: dict[str, Any] | None = None) -> None:
+    with sessions() as db:
+        add_event(db, job_id, kind, message, data)
+        db.commit()
