@@ -149,6 +149,12 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     table.add_row(f"/generate {PATCH_HEADER}", f"{version_before} before, {version_after} after")
     table.add_row("before/after grid", f"{grid_path} (rows: each prompt before, then after; "
                                        f"columns: seeds {list(GRID_SEEDS)})")
+    e = job.get("evaluation") or {}
+    if "acc_e" in e:  # the worker's own evaluation of the job (a small sample; see zerase.report)
+        table.add_row("job evaluation (worker)", f"Acc_e {e['acc_e_before']:.2f}→{e['acc_e']:.2f}, Acc_ir "
+                                                 f"{e['acc_ir_before']:.2f}→{e['acc_ir']:.2f}, Ha {e['ha']:.2f}")
+    if job.get("preview_url"):
+        table.add_row("job preview", f"GET {job['preview_url']}")
     console.print(table)
     _probe_report(model_dir, concept, prompts, before, after)
     return 0 if ok and version_after == version else 1

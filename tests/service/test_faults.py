@@ -66,11 +66,13 @@ def test_database_down_is_a_503_and_recovery_needs_no_restart(
 def test_redis_crash_loses_no_job_and_runs_none_twice(
         tmp_path: Path, distributed_settings: Settings, start_worker: WorkerFactory) -> None:
     """A broker of its own (persistent, as compose runs it) is killed while one job runs and two wait,
-    and a fourth is submitted while it is down; after its restart all four succeed exactly once."""
+    and a fourth is submitted while it is down; after its restart all four succeed exactly once.
+
+    The database and the S3 store are the session's: the sweepers of every process resend what this
+    broker never took, and any worker may run it, as in production."""
     broker = RedisServer(tmp_path / "redis", free_port()).start()
     settings = distributed_settings.model_copy(update={
-        "broker_url": broker.url, "queue_name": distributed_settings.queue_name + "-redis-crash",
-        "artifact_store_url": (tmp_path / "artifacts").as_uri()})
+        "broker_url": broker.url, "queue_name": distributed_settings.queue_name + "-redis-crash"})
     try:
         start_worker(settings, "redis-crash")
         with live_api(settings, role="moderator") as client:
