@@ -50,7 +50,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=60, help="per deployment size")
+    parser.add_argument("--requests", type=int, default=120, help="per deployment size")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--switches", type=int, default=10, help="activations timed")
     args = parser.parse_args()
     with fresh_database("zerase_gen") as url, tempfile.TemporaryDirectory() as var:
@@ -72,18 +73,24 @@ def main() -> None:
                     r.raise_for_status()
                     return r
 
-                print(f"POST /generate, tiny model at its default size, {args.requests} sequential requests each")
-                for n, version in versions.items():
-                    client.post(f"/deployments/{version}/activate").raise_for_status()
-                    for seed in range(3):  # warm-up: model load, patch applied, first-call allocations
-                        assert generate(seed).headers["x-safety-patch-version"] == str(version)
-                    lat = []
-                    for seed in range(args.requests):
-                        t = time.perf_counter()
-                        generate(seed)
-                        lat.append(time.perf_counter() - t)
-                    print(f"  {n:>2} erasures deployed (version {version}): p50 {statistics.median(lat) * 1000:6.1f} ms"
-                          f"  p99 {percentile(lat, 0.99) * 1000:6.1f} ms")
+                # Interleaved rounds (0, 1, 20, 0, 1, 20, ...), so background load hits every size alike.
+                print(f"POST /generate, tiny model at its default size, {args.requests} sequential requests "
+                      f"per size in {args.rounds} interleaved rounds")
+                lat: dict[int, list[float]] = {n: [] for n in versions}
+                for r in range(args.rounds):
+                    for n, version in versions.items():
+                        client.post(f"/deployments/{version}/activate").raise_for_status()
+                        # Warm-up: the first request applies the patch (and, once, loads the model).
+                        assert generate(r).headers["x-safety-patch-version"] == str(version)
+                        for seed in range(args.requests // args.rounds):
+                            t = time.perf_counter()
+                            generate(seed)
+                            lat[n].append(time.perf_counter() - t)
+                base = statistics.median(lat[0])
+                for n, values in lat.items():
+                    print(f"  {n:>2} erasures deployed (version {versions[n]}): p50 "
+                          f"{statistics.median(values) * 1000:6.1f} ms  p99 {percentile(values, 0.99) * 1000:6.1f} ms"
+                          f"  ({statistics.median(values) / base:.3f}x of 0)")
 
                 # Activate -> first response under the new version (the generation process checks the
                 # active version before every request, so this is one request plus the patch swap).
