@@ -22,9 +22,9 @@ from zerase.pipeline import load_pipeline, sampling_defaults
 from zerase.presets import resolve
 
 
-def per_step_seconds(pipe, config) -> float:
-    """Median step time, from the loop's own timestamps (setup excluded)."""
-    result = erase(pipe, config)
+def per_step_seconds(pipe, config, **options) -> float:
+    """Median step time, from the loop's own timestamps (setup excluded); `options` go to `erase`."""
+    result = erase(pipe, config, **options)
     times = [m.elapsed_s for m in result.history]
     deltas = sorted(b - a for a, b in zip(times, times[1:]))
     return deltas[len(deltas) // 2]

@@ -65,12 +65,19 @@ class AttentionMassRecorder:
         self.masses = []
         self.armed = True
 
-    def disarm(self) -> torch.Tensor:
-        """Mean over layers, heads and image queries of the concept mass (sum over concept tokens)."""
-        self.armed = False
+    def collect(self) -> torch.Tensor:
+        """Mean over layers, heads and image queries of the concept mass (sum over concept tokens).
+
+        The recorder stays armed: under gradient checkpointing the backward pass recomputes each layer,
+        hooks included, and must save the same tensors as the forward did. Disarm after the backward.
+        """
         mass = torch.stack(self.masses).mean() if self.masses else torch.zeros(())
         self.masses = []
         return mass
+
+    def disarm(self) -> None:
+        self.armed = False
+        self.masses = []  # what a recomputation recorded: not a loss term
 
     def _grab_kwargs(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self._kwargs = kwargs

@@ -112,8 +112,11 @@ def _erase_target(bank: TrajectoryBank, idx: torch.Tensor, config: EraseConfig) 
 
 def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepMetrics], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None,
-          checkpoint_every: int = 25) -> ErasureResult:
-    """Train a Z-Erase LoRA on `pipe` (left unpatched on return). Resumes from `checkpoint_dir` if it holds one."""
+          checkpoint_every: int = 25, gradient_checkpointing: bool | None = None) -> ErasureResult:
+    """Train a Z-Erase LoRA on `pipe` (left unpatched on return). Resumes from `checkpoint_dir` if it holds one.
+
+    `gradient_checkpointing`: recompute activations in the backward pass (None: on an accelerator only).
+    """
     t0 = time.monotonic()
     transformer = pipe.transformer
     device = transformer.device
@@ -138,7 +141,8 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
     fingerprint = base_fingerprint(transformer, spec)
     lora = GatedLoraModel(transformer, spec, text_only=config.gating == "text")
     # On an accelerator (bf16, 6B parameters) recompute activations instead of storing them.
-    checkpointing = device.type != "cpu" and not transformer.gradient_checkpointing
+    wanted = device.type != "cpu" if gradient_checkpointing is None else gradient_checkpointing
+    checkpointing = wanted and not transformer.gradient_checkpointing
     if checkpointing:
         transformer.enable_gradient_checkpointing()
     recorder = AttentionMassRecorder(transformer, lora.layers, lora.tracker) if config.attn_weight > 0 else None
@@ -176,7 +180,7 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
                 recorder.arm(prompts.positions[v], prompts.valid[v])
             out = transformer(list(x.to(device, transformer.dtype).unsqueeze(2).unbind(0)), t.to(device), caps,
                               return_dict=False)[0]
-            loss_attn = recorder.disarm() if recorder is not None else torch.zeros((), device=device)
+            loss_attn = recorder.collect() if recorder is not None else torch.zeros((), device=device)
             pred = torch.stack(out).squeeze(2).float()
             per_item = F.mse_loss(pred, targets.to(device), reduction="none").flatten(1).mean(1)
             loss_erase = per_item[:n_e].mean() + config.attn_weight * loss_attn  # Eq. 7
@@ -193,6 +197,8 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
             total = loss_erase + lam * loss_pr
             opt.zero_grad(set_to_none=True)
             total.backward()
+            if recorder is not None:
+                recorder.disarm()  # only now: checkpointed layers re-run the hooks during backward
             opt.step()
 
             state = {"step": state["step"] + 1, "carry": fresh, "carry_loss": pr_items[n_carry:].mean().item()}

@@ -110,3 +110,15 @@ def test_checkpoint_of_other_settings_is_refused(pipe, tmp_path):
     erase(pipe, small_config(steps=2), checkpoint_dir=tmp_path, checkpoint_every=1)
     with pytest.raises(ValueError, match="other settings"):
         erase(pipe, small_config(steps=2, seed=99), checkpoint_dir=tmp_path)
+
+
+def test_gradient_checkpointing_trains_the_same_lora(pipe):
+    """The accelerator path (activations recomputed in the backward pass, hooks included) gives the
+    same update as storing them: the attention recorder and the gating must behave alike both times."""
+    config = small_config(steps=3)
+    stored = erase(pipe, config, gradient_checkpointing=False)
+    recomputed = erase(pipe, config, gradient_checkpointing=True)
+    assert not pipe.transformer.gradient_checkpointing, "erase() leaves the model as it found it"
+    for key, tensor in stored.lora_state.items():
+        assert torch.allclose(tensor, recomputed.lora_state[key], atol=1e-6), key
+    assert [m.loss_attn for m in recomputed.history] == pytest.approx([m.loss_attn for m in stored.history])
