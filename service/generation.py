@@ -106,6 +106,12 @@ class GenerationService:
         return Generated(image, request.seed, sampling.steps, sampling.width, sampling.height,
                          sampling.guidance_scale, version, self._erasure_ids)
 
+    def validate(self, request: GenerationRequest) -> Any:
+        """The sampling settings `request` would run with, or InvalidGeneration (a 422 naming the field):
+        the checks `generate` makes first, without generating."""
+        with self._lock:
+            return self._sampling(self._pipeline(), request)
+
     def _pipeline(self) -> Any:
         if self._pipe is None:
             import torch
