@@ -12,8 +12,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import problem
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
-# The HTTP server may accept far more (httptools has no limit of its own); no request here needs it.
+# No request here needs more. The HTTP server must let such headers through to be answered here:
+# `zerase serve` gives h11 SERVER_HEADER_BYTES (h11's own default, 16 KiB, would cut some requests over it
+# off with a bare reset, depending on how they arrive over TCP); beyond that the server resets the
+# connection itself.
 MAX_HEADER_BYTES = 32 * 1024
+SERVER_HEADER_BYTES = 4 * MAX_HEADER_BYTES
 
 
 class RequestLimits:

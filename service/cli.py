@@ -30,6 +30,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     from sqlalchemy.engine import make_url
 
     from api.app import create_app
+    from api.limits import SERVER_HEADER_BYTES
     from service.db import migrate
     from service.logs import configure_logging
     from service.settings import get_settings
@@ -45,7 +46,8 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
         settings.artifact_store_url, model, settings.api_routes)
     # log_config=None: uvicorn's loggers propagate to the root handler configured above (text or JSON).
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_config=None, log_level=settings.log_level.lower())
+                log_config=None, log_level=settings.log_level.lower(),
+                h11_max_incomplete_event_size=SERVER_HEADER_BYTES)
 
 
 @app.command()
