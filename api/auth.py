@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionsDep
+from api.deps import SessionDep
 from service.audit import Actor
 from service.keys import authenticate
 from service.models import Role
@@ -28,15 +28,15 @@ class AuthError(Exception):
         self.status = status
 
 
-def current_actor(request: Request, sessions: SessionsDep,
+def current_actor(request: Request, db: SessionDep,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Actor:
+    # The request's own session (FastAPI makes one per request and shares it with the route).
     if credentials is None:
         raise AuthError(401, "an API key is required: send `Authorization: Bearer <key>`")
-    with sessions() as db:
-        key = authenticate(db, credentials.credentials)
-        if key is None:
-            raise AuthError(401, "the API key is unknown or revoked")
-        actor = Actor(key.name, key.id, key.role)
+    key = authenticate(db, credentials.credentials)
+    if key is None:
+        raise AuthError(401, "the API key is unknown or revoked")
+    actor = Actor(key.name, key.id, key.role)
     request.state.actor = actor  # for the access log
     return actor
 

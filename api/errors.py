@@ -71,7 +71,7 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     errors = None
-    if exc.status_code in (400, 413):  # the body could not be parsed (not JSON, bad UTF-8, too deep), or is too big
+    if exc.status_code == 400:  # the body could not be parsed (not JSON, bad UTF-8, too deep)
         errors = [{"field": "body", "pointer": "#/", "detail": str(exc.detail)}]
     return problem(exc.status_code, str(exc.detail), code=HTTPStatus(exc.status_code).name.lower(), errors=errors,
                    headers=getattr(exc, "headers", None))

@@ -17,9 +17,9 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from service.audit import Actor
-from service.db import migrate, session_factory
+from service.db import migrate
 from service.demo import free_port
-from service.keys import create_key
+from service.keys import issue_key
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parents[1]
@@ -43,9 +43,7 @@ def fresh_database(prefix: str = "zerase_bench") -> Iterator[str]:
 
 
 def admin_key(database_url: str) -> dict[str, str]:
-    with session_factory(database_url)() as db:
-        _, secret = create_key(db, "benchmark", "admin", Actor("benchmark"))
-        db.commit()
+    _, secret = issue_key(database_url, "benchmark", "admin", Actor("benchmark"))
     return {"Authorization": f"Bearer {secret}"}
 
 

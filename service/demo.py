@@ -48,13 +48,11 @@ def run_demo(url: str | None, concept: str, category: str, steps: int | None, ke
     server = None
     if url is None:
         from service.audit import Actor
-        from service.db import migrate, session_factory
-        from service.keys import create_key
+        from service.db import migrate
+        from service.keys import issue_key
 
         migrate(settings.database_url)
-        with session_factory(settings.database_url)() as db:
-            made, key = create_key(db, "demo-admin", "admin", Actor("zerase demo"))
-            db.commit()
+        made, key = issue_key(settings.database_url, "demo-admin", "admin", Actor("zerase demo"))
         console.print(f"made admin key {made.id} (shown once): [bold]{key}[/]")
     elif key is None:
         raise SystemExit("--api-key (or ZERASE_API_KEY) is needed to use a running service")
@@ -112,7 +110,9 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     console.print(f"submitted {job['id']} (POST /erasures -> 202, Location {response.headers['location']}): "
                   f"erase {concept!r} ({category}), ε={hp['epsilon']}, anchor={hp['anchor']!r}, "
                   f"{hp['steps']} steps, {len(hp['preservation'])} preservation prompts")
-    prompts = _grid_prompts(concept, hp["preservation"])
+    from zerase.report import preview_prompts
+
+    prompts = preview_prompts(concept, hp["preservation"])  # the concept, then 3 preserved prompts
     before, version_before = _generate_rows(client, prompts)  # what is served now, before the deploy
     job = _follow(client, job)
     took = time.monotonic() - started
@@ -158,16 +158,6 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     console.print(table)
     _probe_report(model_dir, concept, prompts, before, after)
     return 0 if ok and version_after == version else 1
-
-
-def _grid_prompts(concept: str, preservation: list[str]) -> list[str]:
-    """The concept as the world draws it, then three preserved prompts."""
-    from zerase.evaluation import concept_prompts
-    from zerase.presets import world_axis
-
-    axis = world_axis(concept)
-    shown = concept_prompts(axis, concept).prompts[0] if axis else concept
-    return [shown, *preservation[:3]]
 
 
 def _generate_rows(client: httpx.Client, prompts: list[str]) -> tuple[np.ndarray, int]:

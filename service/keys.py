@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service import audit
 from service.audit import Actor
+from service.db import session_factory
 from service.models import ApiKey, Role, utcnow
 
 SECRET_PREFIX = "zk_"
@@ -44,6 +45,14 @@ def create_key(db: Session, name: str, role: Role | str, actor: Actor) -> tuple[
     db.add(key)
     db.flush()
     audit.record(db, actor, "key.create", key.id, {"name": name, "role": role.value})
+    return key, secret
+
+
+def issue_key(database_url: str, name: str, role: Role | str, actor: Actor) -> tuple[ApiKey, str]:
+    """`create_key` in a session of its own, committed: for the command line, the demo and scripts."""
+    with session_factory(database_url)() as db:
+        key, secret = create_key(db, name, role, actor)
+        db.commit()
     return key, secret
 
 

@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.jobs import add_event, fresh, transition
@@ -106,17 +106,15 @@ def sweep(db: Session, settings: Settings) -> list[str]:
                    error=f"worker lost {job.attempts} times")
         elif finish(db, job.id, JobStatus.QUEUED, f"{silent}; queued again"):
             requeued.append(job.id)
-    # A grace period, so a job the API has just committed but not yet handed over is left to the API.
+    # Never sent (after a grace period, so a job the API has just committed is left to the API), or sent
+    # long ago and still queued: that message may be gone with a broker's data. A resend costs a no-op
+    # claim if it was not; enqueued_at is renewed when it goes out.
     grace = now - timedelta(seconds=settings.sweep_interval_s)
-    unsent = db.scalars(select(ErasureJob.id).where(
-        ErasureJob.status == JobStatus.QUEUED, ErasureJob.enqueued_at.is_(None),
-        ErasureJob.updated_at < grace).order_by(ErasureJob.id))
-    # Sent long ago and still queued: the message may be gone with a broker's data. Sending it again
-    # costs a no-op claim if it was not; enqueued_at is renewed when the resend goes out.
-    overdue = db.scalars(select(ErasureJob.id).where(
+    overdue = now - timedelta(seconds=settings.resend_queued_after_s)
+    resend = db.scalars(select(ErasureJob.id).where(
         ErasureJob.status == JobStatus.QUEUED,
-        ErasureJob.enqueued_at < now - timedelta(seconds=settings.resend_queued_after_s)).order_by(ErasureJob.id))
-    resend = [*unsent, *overdue]
+        or_(and_(ErasureJob.enqueued_at.is_(None), ErasureJob.updated_at < grace), ErasureJob.enqueued_at < overdue),
+    ).order_by(ErasureJob.id))
     return requeued + [job_id for job_id in resend if job_id not in requeued]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,12 +16,14 @@ import uvicorn
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.limits import SERVER_HEADER_BYTES
 from service.db import session_factory
 from service.demo import free_port
 from service.models import ErasureJob, JobStatus, new_job_id, utcnow
 from service.settings import Settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
+REPO = Path(__file__).resolve().parents[2]
 WorkerFactory = Callable[[Settings, str], "subprocess.Popen[bytes]"]
 
 
@@ -43,14 +46,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def api_key(settings: Settings, role: str = "admin", name: str = "test-admin") -> str:
     """A new API key on the settings' database (schema brought to head first), as `zerase keys create`."""
     from service.audit import Actor
-    from service.db import migrate, session_factory
-    from service.keys import create_key
+    from service.db import migrate
+    from service.keys import issue_key
 
     migrate(settings.database_url)
-    with session_factory(settings.database_url)() as db:
-        _, secret = create_key(db, name, role, Actor("tests"))
-        db.commit()
-    return secret
+    return issue_key(settings.database_url, name, role, Actor("tests"))[1]
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -62,7 +62,8 @@ def live_api(settings: Settings, role: str = "admin") -> Iterator[httpx.Client]:
     """The app under a real uvicorn server (thread of this process); a client bound to it that
     authenticates with a new key of `role`."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                            h11_max_incomplete_event_size=SERVER_HEADER_BYTES)  # as `zerase serve` does
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -77,6 +78,27 @@ def live_api(settings: Settings, role: str = "admin") -> Iterator[httpx.Client]:
     finally:
         server.should_exit = True
         thread.join(timeout=90)
+
+
+def start_serve(env: dict[str, str], log: Path,
+                headers: dict[str, str]) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`zerase serve` as a subprocess with `env` (its output appended to `log`), once /readyz answers 200;
+    a client bound to it with `headers`. The caller stops both."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, f"zerase serve exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"zerase serve not ready:\n{log.read_text()[-3000:]}"
+        try:
+            if client.get("/readyz").status_code == 200:
+                return proc, client
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
 
 
 def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:

@@ -7,19 +7,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 from faults import RedisServer, TcpProxy
-from jobclient import FINISHED, WorkerFactory, all_events, api_key, bearer, live_api, submit, wait_for
+from jobclient import FINISHED, WorkerFactory, all_events, api_key, bearer, live_api, start_serve, submit, wait_for
 from sqlalchemy.engine import make_url
 
 from service.demo import free_port
 from service.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 PROBLEM = "application/problem+json"
 
 
@@ -104,23 +102,7 @@ def test_restarted_generation_serves_the_active_deployment_and_fails_closed_unti
     artifacts = tmp_path / "var" / "artifacts"
     request = {"prompt": "a red circle", "seed": 11}
 
-    def serve() -> tuple[subprocess.Popen[bytes], httpx.Client]:
-        port = free_port()
-        log = (tmp_path / "serve.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=key)
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return proc, client
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-
-    proc, client = serve()
+    proc, client = start_serve(env, tmp_path / "serve.log", key)
     try:
         job = submit(client, concept="red", category="abstraction", steps=40)
         assert wait_for(client, job["id"], FINISHED)["status"] == "succeeded"
@@ -137,7 +119,7 @@ def test_restarted_generation_serves_the_active_deployment_and_fails_closed_unti
     cache = tmp_path / "var" / "patch-cache"
     for cached in cache.glob("*"):
         cached.unlink()
-    proc, client = serve()
+    proc, client = start_serve(env, tmp_path / "serve.log", key)
     try:
         refused = client.post("/generate", json=request)
         assert refused.status_code == 503 and refused.headers["content-type"] == PROBLEM, refused.text

@@ -13,11 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from jobclient import all_events, submit, wait_for
-
-from service.demo import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from jobclient import REPO, all_events, start_serve, submit, wait_for
 
 
 @contextmanager
@@ -31,25 +27,11 @@ def serve(var_dir: Path, model_dir: Path | None, log: Path) -> Iterator[tuple[ht
                            "on-call"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     secret = made.stdout.strip()
     assert secret.startswith("zk_") and "created key_" in made.stderr
-    port = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc, client = start_serve(env, log, {"Authorization": f"Bearer {secret}"})
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                          headers={"Authorization": f"Bearer {secret}"}) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, f"zerase serve exited:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"zerase serve not ready:\n{log.read_text()[-3000:]}"
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.3)
-            yield client, proc
+        yield client, proc
     finally:
+        client.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
