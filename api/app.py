@@ -7,30 +7,35 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import admin, deployments, erasures, errors, generation, health, metrics
+from api import errors, health, metrics, openapi
+from api.audit import routes as audit
+from api.deployments import routes as deployments
+from api.erasures import routes as erasures
+from api.generation import routes as generation
+from api.keys import routes as keys
 from api.limits import RequestLimits
-from service import jobs
-from service.db import session_factory
-from service.generation import GenerationService
-from service.queue import dispatcher_for
-from service.settings import Settings, get_settings
-from service.store import store_for
+from service import flows
+from service.core.db import session_factory
+from service.core.settings import Settings, get_settings
+from service.core.store import store_for
+from service.deployments.serving import GenerationService
+from worker.dispatch import dispatcher_for
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     dispatcher = dispatcher_for(settings)
+    flows.install()  # what follows a finished job (auto-deploy), for jobs the API or its worker thread end
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        jobs.preload_core()
         dispatcher.start()  # inprocess://: the embedded worker thread and its sweeper
         try:
             yield
         finally:
             dispatcher.stop()
 
-    app = FastAPI(title="Z-Erase", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Z-Erase", version="0.1.0", lifespan=lifespan, generate_unique_id_function=openapi.operation_id,
                   description="Concept erasure for diffusion transformers: submit an erasure, follow its "
                               "progress, download the LoRA that removes the concept.")
     app.state.settings = settings
@@ -43,9 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_routes in ("all", "control"):
         app.include_router(erasures.router)
         app.include_router(deployments.router)
-        app.include_router(admin.router)
+        app.include_router(keys.router)
+        app.include_router(audit.router)
     if settings.api_routes in ("all", "generation"):  # ZERASE_API_ROUTES: a generation service of its own
         app.include_router(generation.router)
     app.include_router(health.router)
     metrics.install(app, settings)  # GET /metrics, public like /healthz
+    openapi.install(app)
     return app

@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import SessionDep
-from service.audit import Actor
-from service.keys import authenticate
-from service.models import Role
+from service.audit.service import Actor
+from service.keys.contract import Role
+from service.keys.service import authenticate
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer zk_...`")
 

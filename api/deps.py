@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.queue import Dispatcher
-from service.settings import Settings
-from service.store import ArtifactStore
+from service.core.settings import Settings
+from service.core.store import ArtifactStore
+from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""Every error as RFC 9457 `application/problem+json`, naming the offending field where there is one."""
+"""Every error as RFC 9457 `application/problem+json`, naming the offending field where there is one.
+
+Service code raises domain errors (service.core.errors) that know nothing of HTTP; this is where
+their kind becomes a status.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +19,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.auth import AuthError
-from service.deployments import DeploymentError
-from service.generation import InvalidGeneration, PatchUnavailable
-from service.jobs import IdempotencyConflict, InvalidJobRequest, JobNotFound, JobStateConflict
-from service.keys import ApiKeyError
-from service.store import ArtifactIntegrityError
+from api.openapi import PROBLEM
+from service.core.errors import Conflict, DomainError, Invalid, NotFound, Unavailable
+from service.core.store import ArtifactIntegrityError
 
 log = logging.getLogger(__name__)
-PROBLEM = "application/problem+json"
+STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503,
+                                        DomainError: 422}
 
 
 def problem(status: int, detail: str, *, code: str, errors: list[dict[str, Any]] | None = None,
@@ -77,44 +80,25 @@ async def _on_http(_: Request, exc: Exception) -> JSONResponse:
                    headers=getattr(exc, "headers", None))
 
 
-async def _on_not_found(request: Request, exc: Exception) -> JSONResponse:
-    return problem(404, f"no erasure job with id {exc}", code="job_not_found", errors=[
-        {"field": "id", "pointer": "path:id", "detail": "not found"}])
-
-
-async def _on_state(_: Request, exc: Exception) -> JSONResponse:
-    return problem(409, str(exc), code="job_state_conflict")
-
-
-async def _on_idempotency(_: Request, exc: Exception) -> JSONResponse:
-    error = {"field": "Idempotency-Key", "pointer": "header:Idempotency-Key", "detail": "key reused"}
-    return problem(422, str(exc), code="idempotency_key_reused", errors=[error])
-
-
-async def _on_invalid(_: Request, exc: Exception) -> JSONResponse:
-    return problem(422, str(exc), code="invalid_request")
+async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
+    """A domain error: its kind gives the status, its `code` and `field` go to the client."""
+    assert isinstance(exc, DomainError)
+    status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+    errors = None
+    if exc.field:
+        pointer = f"#/{exc.field}" if exc.where == "body" else f"{exc.where}:{exc.field}"
+        errors = [{"field": exc.field, "pointer": pointer, "detail": str(exc)}]
+    if status == 503:  # fail closed: nothing was done; the client may retry
+        log.error("%s: %s", exc.code, exc)
+        return problem(status, str(exc), code=exc.code, errors=errors, headers={"Retry-After": "5"},
+                       title=exc.code.replace("_", " ").capitalize())
+    return problem(status, str(exc), code=exc.code, errors=errors)
 
 
 async def _on_integrity(_: Request, exc: Exception) -> JSONResponse:
     log.error("artifact integrity check failed: %s", exc)
     return problem(500, f"the stored artifact failed its sha256 check and was not served: {exc}",
                    code="artifact_corrupt")
-
-
-async def _on_field_error(_: Request, exc: Exception) -> JSONResponse:
-    """Deployment and generation errors carry their status and the field they are about."""
-    assert isinstance(exc, DeploymentError | InvalidGeneration)
-    field = exc.field
-    errors = [{"field": field, "pointer": f"#/{field}", "detail": str(exc)}] if field else None
-    code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid_request")
-    return problem(exc.status, str(exc), code=code, errors=errors)
-
-
-async def _on_patch_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    # Fail closed: no image rather than one without the erasures that should be applied.
-    log.error("safety patch unavailable: %s", exc)
-    return problem(503, str(exc), code="safety_patch_unavailable", title="Safety patch unavailable",
-                   headers={"Retry-After": "5"})
 
 
 async def _on_auth(_: Request, exc: Exception) -> JSONResponse:
@@ -124,12 +108,6 @@ async def _on_auth(_: Request, exc: Exception) -> JSONResponse:
         return problem(401, str(exc), code="unauthenticated", errors=[error],
                        headers={"WWW-Authenticate": 'Bearer realm="zerase"'})
     return problem(403, str(exc), code="forbidden", errors=[error])
-
-
-async def _on_key(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiKeyError)
-    errors = [{"field": "id", "pointer": "path:id", "detail": "not found"}] if exc.status == 404 else None
-    return problem(exc.status, str(exc), code={404: "key_not_found"}.get(exc.status, "conflict"), errors=errors)
 
 
 async def _on_database(_: Request, exc: Exception) -> JSONResponse:
@@ -150,16 +128,9 @@ async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
-    app.add_exception_handler(JobNotFound, _on_not_found)
-    app.add_exception_handler(JobStateConflict, _on_state)
-    app.add_exception_handler(IdempotencyConflict, _on_idempotency)
-    app.add_exception_handler(InvalidJobRequest, _on_invalid)
+    app.add_exception_handler(DomainError, _on_domain)
     app.add_exception_handler(ArtifactIntegrityError, _on_integrity)
-    app.add_exception_handler(DeploymentError, _on_field_error)
-    app.add_exception_handler(InvalidGeneration, _on_field_error)
-    app.add_exception_handler(PatchUnavailable, _on_patch_unavailable)
     app.add_exception_handler(AuthError, _on_auth)
     app.add_exception_handler(DBAPIError, _on_database)
     app.add_exception_handler(PoolTimeout, _on_database)
-    app.add_exception_handler(ApiKeyError, _on_key)
     app.add_exception_handler(Exception, _on_unexpected)

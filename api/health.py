@@ -10,17 +10,18 @@ from fastapi.responses import JSONResponse
 
 from api.deps import DispatcherDep, SettingsDep, StoreDep
 from api.errors import problem
-from service.db import check_database
+from api.openapi import problems
+from service.core.db import check_database
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", name="healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+@router.get("/readyz", name="readyz", responses=problems(503))
 def readyz(settings: SettingsDep, dispatcher: DispatcherDep, store: StoreDep) -> JSONResponse:
     probes: dict[str, Callable[[], Any]] = {
         "database": lambda: check_database(settings.database_url),

@@ -9,14 +9,15 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
-from service.settings import Settings
+from service import observability
+from service.core import metrics
+from service.core.settings import Settings
 
 router = APIRouter(tags=["health"])
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
-@router.get("/metrics", response_class=Response,
+@router.get("/metrics", name="metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
 def get_metrics(request: Request) -> Response:
     # A sync route: the database collector's bounded wait runs in the threadpool, not on the event loop.
@@ -54,6 +55,6 @@ class HttpMetrics:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """The /metrics route, its registry (process + database metrics) and the request middleware."""
-    app.state.metrics_registry = metrics.app_registry(settings.database_url)
+    app.state.metrics_registry = observability.app_registry(settings.database_url)
     app.add_middleware(HttpMetrics)
     app.include_router(router)

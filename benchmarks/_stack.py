@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from service.audit import Actor
-from service.db import migrate
-from service.demo import free_port
-from service.keys import issue_key
+from cli.demo import free_port
+from service.audit.service import Actor
+from service.core.db import migrate
+from service.keys.service import issue_key
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def admin_key(database_url: str) -> dict[str, str]:
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", *command], cwd=REPO, env=os.environ | env,
+        return subprocess.Popen([sys.executable, "-m", "cli.main", *command], cwd=REPO, env=os.environ | env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -21,10 +21,12 @@ import httpx
 from _stack import admin_key, fresh_database, serve, stop
 from generation import random_artifacts
 
-from service.db import session_factory
-from service.models import ErasureJob, JobStatus, new_job_id, utcnow
-from service.settings import Settings
-from service.store import store_for
+from service.core.db import session_factory
+from service.core.settings import Settings
+from service.core.store import store_for
+from service.core.tables import utcnow
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob, new_job_id
 from zerase.pipeline import load_pipeline
 
 

@@ -31,10 +31,11 @@ from diffusers import ZImageTransformer2DModel
 from generation import random_artifacts
 from train_step import per_step_seconds
 
-from zerase.generate import SamplingSettings, generate
+from zerase.generate import generate
 from zerase.patching import PatchedPipeline
 from zerase.pipeline import load_pipeline
 from zerase.presets import resolve
+from zerase.sampling import SamplingSettings
 
 PROMPT = ("a studio photograph of a red circle and a blue square on a grey gradient background, outlined, next to "
           "Mira the character, with a yellow triangle and a green star, filled, in the style of a poster, "

@@ -25,8 +25,9 @@ import redis
 from _stack import admin_key, fresh_database, run_at_rate, serve, start, stop, summary
 from sqlalchemy import func, select
 
-from service.db import session_factory
-from service.models import ErasureJob, JobEvent, JobStatus
+from service.core.db import session_factory
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob, JobEvent
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -25,14 +25,15 @@ from PIL import Image
 from zerase.artifact import LoraArtifact, load_artifact
 from zerase.config import EraseConfig
 from zerase.erasure import erase
-from zerase.evaluation import attack_prompts, concept_prompts, evaluate_intervention
+from zerase.evaluation import Evaluator, evaluate_intervention
 from zerase.generate import generate, image_grid
 from zerase.lora import GatedLoraModel, LoraSpec
 from zerase.patching import PatchedPipeline, merge_weights
-from zerase.pipeline import BUNDLED_MODEL_DIR, load_pipeline, sampling_defaults
-from zerase.presets import resolve, world_axis
-from zerase.world.concepts import AXES
-from zerase.world.probe import ConceptProbe
+from zerase.pipeline import load_pipeline
+from zerase.presets import resolve
+from zerase.profiles import profile_for
+from zerase.world.evaluator import concept_prompts, world_attack_prompts, world_concepts
+from zerase.world.profile import world_axis
 from zerase.zeroing import TokenZeroing
 
 VARIANTS: dict[str, dict] = {
@@ -78,8 +79,11 @@ def main() -> None:
     parser.add_argument("--sweep", nargs="*", default=None, help="concepts for the ε sweep (default: the first)")
     args = parser.parse_args()
     pipe = load_pipeline()
-    settings = sampling_defaults()
-    probe = ConceptProbe.load(BUNDLED_MODEL_DIR / "probe")
+    profile = profile_for()
+    settings = profile.sampling
+    evaluator = profile.evaluator()
+    if evaluator is None:
+        raise SystemExit("the bundled model has no concept probe: run `zerase world build` first")
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     grid_rows: list[np.ndarray] = []
@@ -98,30 +102,29 @@ def main() -> None:
             seeds = list(range(8))
             grid_rows.append(generate(pipe, [show] * 8, seeds, settings))
             for name, config in variants.items():
-                rows.append(run_variant(pipe, probe, settings, name, config, Path(tmp), args.seeds, show, grid_rows))
+                rows.append(run_variant(pipe, evaluator, settings, name, config, Path(tmp), args.seeds, show,
+                                        grid_rows))
                 write_outputs(args.out, rows, grid_rows, quiet=True)  # partial results survive an interrupted run
                 print(json.dumps({k: rows[-1][k] for k in ("concept", "variant", "acc_e", "acc_ir", "ha")}),
                       flush=True)
 
             def install_zeroing(c: str = concept) -> Callable[[], None]:
                 z = TokenZeroing(pipe, c)
-                z.prepare([p for g in _all_prompts() for p in g] + [p for ps in attack_prompts(c).values() for p in ps])
+                z.prepare([p for g in world_concepts() for p in g.prompts]
+                          + [p for ps in world_attack_prompts(c).values() for p in ps])
                 return z.remove
 
             if args.no_zeroing:
                 continue
             t = time.monotonic()
-            report = evaluate_intervention(pipe, concept, install_zeroing, probe, args.seeds, settings, BASELINES)
+            report = evaluate_intervention(pipe, concept, install_zeroing, evaluator, args.seeds, settings,
+                                           baseline_cache=BASELINES)
             rows.append(summarise(report, "token zeroing (inference)", 0.0, time.monotonic() - t))
     write_outputs(args.out, rows, grid_rows)
 
 
-def _all_prompts() -> list[list[str]]:
-    return [concept_prompts(a, v).prompts for a, values in AXES.items() for v in values]
-
-
-def run_variant(pipe, probe, settings, name: str, config: EraseConfig, tmp: Path, n_seeds: int, show: str,
-                grid_rows: list[np.ndarray]) -> dict:
+def run_variant(pipe, evaluator: Evaluator, settings, name: str, config: EraseConfig, tmp: Path, n_seeds: int,
+                show: str, grid_rows: list[np.ndarray]) -> dict:
     t = time.monotonic()
     result = erase(pipe, config)
     train_s = time.monotonic() - t
@@ -133,12 +136,13 @@ def run_variant(pipe, probe, settings, name: str, config: EraseConfig, tmp: Path
         grid_rows.append(generate(pipe, [show] * 8, list(range(8)), settings))
     finally:
         remove()
-    report = evaluate_intervention(pipe, config.concept, install, probe, n_seeds, settings, BASELINES)
+    report = evaluate_intervention(pipe, config.concept, install, evaluator, n_seeds, settings,
+                                   baseline_cache=BASELINES)
     return summarise(report, name, train_s, time.monotonic() - t, result.final_lambda)
 
 
 def summarise(report: dict, name: str, train_s: float, total_s: float, final_lambda: float | None = None) -> dict:
-    asr = report["attack_success_rate"]
+    asr = report["attacks"]  # the mean over attack kinds, as RESULTS.md reports it
     return {
         "concept": report["concept"], "variant": name, "acc_e_before": report["acc_e_before"],
         "acc_e": report["acc_e"], "acc_ir_before": report["acc_ir_before"], "acc_ir": report["acc_ir"],

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -26,12 +26,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.settings import get_settings
+from service.core.settings import get_settings
+from service.deployments.contract import PATCH_HEADER
+from service.erasures.contract import FINISHED
 
-FINISHED = ("succeeded", "failed", "cancelled")
 GRID_SEEDS = range(4)
-PATCH_HEADER = "X-Safety-Patch-Version"
 console = Console()
+
+if TYPE_CHECKING:
+    from zerase.profiles import ModelProfile
 
 
 def free_port() -> int:
@@ -47,9 +50,9 @@ def run_demo(url: str | None, concept: str, category: str, steps: int | None, ke
     settings = get_settings()
     server = None
     if url is None:
-        from service.audit import Actor
-        from service.db import migrate
-        from service.keys import issue_key
+        from service.audit.service import Actor
+        from service.core.db import migrate
+        from service.keys.service import issue_key
 
         migrate(settings.database_url)
         made, key = issue_key(settings.database_url, "demo-admin", "admin", Actor("zerase demo"))
@@ -65,7 +68,7 @@ def run_demo(url: str | None, concept: str, category: str, steps: int | None, ke
         log_path.parent.mkdir(parents=True, exist_ok=True)
         console.print(f"starting [bold]zerase serve[/] on {url} (log: {log_path})")
         with log_path.open("ab") as log:
-            server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
                                       stdout=log, stderr=subprocess.STDOUT)
     try:
         with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
@@ -110,9 +113,10 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     console.print(f"submitted {job['id']} (POST /erasures -> 202, Location {response.headers['location']}): "
                   f"erase {concept!r} ({category}), ε={hp['epsilon']}, anchor={hp['anchor']!r}, "
                   f"{hp['steps']} steps, {len(hp['preservation'])} preservation prompts")
-    from zerase.report import preview_prompts
+    from zerase.profiles import profile_for
 
-    prompts = preview_prompts(concept, hp["preservation"])  # the concept, then 3 preserved prompts
+    profile = profile_for(model_dir)
+    prompts = profile.preview_prompts(concept, hp["preservation"])  # the concept, then 3 preserved prompts
     before, version_before = _generate_rows(client, prompts)  # what is served now, before the deploy
     job = _follow(client, job)
     took = time.monotonic() - started
@@ -150,13 +154,13 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     table.add_row("before/after grid", f"{grid_path} (rows: each prompt before, then after; "
                                        f"columns: seeds {list(GRID_SEEDS)})")
     e = job.get("evaluation") or {}
-    if "acc_e" in e:  # the worker's own evaluation of the job (a small sample; see zerase.report)
+    if "acc_e" in e:  # the worker's own evaluation of the job (a small sample; see zerase.evaluation)
         table.add_row("job evaluation (worker)", f"Acc_e {e['acc_e_before']:.2f}→{e['acc_e']:.2f}, Acc_ir "
                                                  f"{e['acc_ir_before']:.2f}→{e['acc_ir']:.2f}, Ha {e['ha']:.2f}")
     if job.get("preview_url"):
         table.add_row("job preview", f"GET {job['preview_url']}")
     console.print(table)
-    _probe_report(model_dir, concept, prompts, before, after)
+    _evaluator_report(profile, concept, prompts, before, after)
     return 0 if ok and version_after == version else 1
 
 
@@ -185,28 +189,24 @@ def _save_grid(path: Path, before: np.ndarray, after: np.ndarray) -> None:
     Image.fromarray(image_grid(images, rows=n_rows, scale=4)).save(path)
 
 
-def _probe_report(model_dir: Path | None, concept: str, prompts: list[str], before: np.ndarray,
-                  after: np.ndarray) -> None:
-    """What the concept probe reads in the grid's images, before and after the deploy."""
-    from zerase.pipeline import BUNDLED_MODEL_DIR
-    from zerase.presets import world_axis
-    from zerase.world.probe import ConceptProbe
-
-    probe_dir = (model_dir or BUNDLED_MODEL_DIR) / "probe"
-    axis = world_axis(concept)
-    if not probe_dir.is_dir() or axis is None:  # a real model (Z-Image Turbo) has no concept probe
-        console.print(f"probe numbers: no concept probe for {concept!r} on this model")
+def _evaluator_report(profile: ModelProfile, concept: str, prompts: list[str], before: np.ndarray,
+                      after: np.ndarray) -> None:
+    """What the model's evaluator reads in the grid's images, before and after the deploy."""
+    evaluator = profile.evaluator()
+    if evaluator is None or not evaluator.can_read(concept):  # a real model (Z-Image Turbo) has no probe yet
+        console.print(f"probe numbers: no evaluator can read {concept!r} on this model")
         return
-    probe = ConceptProbe.load(probe_dir)
     table = Table(title=f"probe on the grid ({len(GRID_SEEDS)} seeds per prompt)")
     for column in ("prompt", "before", "after"):
         table.add_column(column)
+    wanted = concept.casefold()
     for i, prompt in enumerate(prompts):
-        b, a = probe.classify(before[i]), probe.classify(after[i])
+        b, a = (evaluator.read(images[i], [prompt] * len(images[i])) for images in (before, after))
         if i == 0:
-            shows = [sum(x[axis].lower() == concept.lower() for x in labels) / len(labels) for labels in (b, a)]
+            shows = [sum(wanted in {c.casefold() for c in seen} for seen in readings) / len(readings)
+                     for readings in (b, a)]
             table.add_row(f"{prompt!r}: shows {concept}", f"{shows[0]:.2f}", f"{shows[1]:.2f}")
-        else:  # preserved: the probe should read the same concepts after as before
+        else:  # preserved: the evaluator should read the same concepts after as before
             kept = sum(x == y for x, y in zip(b, a, strict=True)) / len(b)
             table.add_row(f"{prompt!r}: same reading as before", "1.00", f"{kept:.2f}")
     console.print(table)

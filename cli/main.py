@@ -1,5 +1,5 @@
-"""The `zerase` console command: the core's commands (world, erase, generate) plus the service's
-(serve, worker, migrate, demo)."""
+"""The `zerase` console command: the core's commands (world, erase, generate, eval) plus the service's
+(serve, worker, migrate, keys, demo). It sits above api/ and worker/ and starts either."""
 
 from __future__ import annotations
 
@@ -31,16 +31,16 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
 
     from api.app import create_app
     from api.limits import SERVER_HEADER_BYTES
-    from service.db import migrate
-    from service.logs import configure_logging
-    from service.settings import get_settings
+    from service.core.db import migrate
+    from service.core.logs import configure_logging
+    from service.core.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     if settings.auto_migrate:
         migrate(settings.database_url)
     model = settings.model_dir or "bundled tiny model"
-    logging.getLogger("service.cli").info(
+    logging.getLogger("cli.main").info(
         "database %s | broker %s | store %s | model %s | routes %s",
         make_url(settings.database_url).render_as_string(hide_password=True), settings.broker_url,
         settings.artifact_store_url, model, settings.api_routes)
@@ -59,14 +59,14 @@ def worker(
              "model; start more workers to scale.")] = "solo",
 ) -> None:
     """Run a Celery worker consuming erasure jobs from ZERASE_BROKER_URL (redis:// or amqp://)."""
-    from service.settings import get_settings
+    from service.core.settings import get_settings
 
     settings = get_settings()
     if settings.inprocess:
         raise typer.BadParameter("ZERASE_BROKER_URL is inprocess://: jobs run inside `zerase serve`; set "
                                  "a redis:// or amqp:// broker to run separate workers",
                                  param_hint="ZERASE_BROKER_URL")
-    from service.logs import configure_logging
+    from service.core.logs import configure_logging
     from worker.celery_app import app as celery_app
 
     # Before Celery starts: its start-up warnings are log lines too (Celery calls it again, same setup).
@@ -81,9 +81,9 @@ def worker(
 @app.command("migrate")
 def migrate_command(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Bring the database schema to REVISION (alembic upgrade) on ZERASE_DATABASE_URL."""
-    from service.db import migrate
-    from service.logs import configure_logging
-    from service.settings import get_settings
+    from service.core.db import migrate
+    from service.core.logs import configure_logging
+    from service.core.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -101,7 +101,7 @@ def demo(
 ) -> None:
     """The main job: start the service (and make an admin key), generate, submit an erasure over HTTP as a
     moderator would, deploy it, generate again; writes the before/after grid and reports."""
-    from service.demo import run_demo
+    from cli.demo import run_demo
 
     raise typer.Exit(run_demo(url=url, concept=concept, category=category, steps=steps, key=api_key))
 
@@ -112,15 +112,14 @@ def keys_create(
     name: Annotated[str, typer.Option(help="Who holds the key (recorded as the actor of its actions).")],
 ) -> None:
     """Make a key on ZERASE_DATABASE_URL and print its secret (shown this once)."""
-    from service.audit import Actor
-    from service.keys import create_key
-    from service.models import Role
+    from service.audit.service import Actor
+    from service.keys.contract import Role
+    from service.keys.service import create_key
 
     if role not in {r.value for r in Role}:
         raise typer.BadParameter(f"{role!r} is not one of {[r.value for r in Role]}", param_hint="--role")
     with _cli_session() as db:
         key, secret = create_key(db, name, role, Actor("cli"))
-        db.commit()
         typer.echo(f"created {key.id} ({key.role}, {key.name}); the key, shown once:", err=True)
         typer.echo(secret)
 
@@ -128,7 +127,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """Every key: id, role, name, prefix, created, last used, revoked."""
-    from service.keys import list_keys
+    from service.keys.service import list_keys
 
     with _cli_session() as db:
         for k in list_keys(db):
@@ -140,21 +139,22 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
     """Refuse the key from the next request on."""
-    from service.audit import Actor
-    from service.keys import ApiKeyError, revoke
+    from service.audit.service import Actor
+    from service.core.errors import DomainError
+    from service.keys.service import revoke
 
     with _cli_session() as db:
         try:
             key = revoke(db, key_id, Actor("cli"))
-        except ApiKeyError as exc:
+        except DomainError as exc:
             raise typer.BadParameter(str(exc), param_hint="KEY_ID") from exc
         typer.echo(f"revoked {key.id} ({key.role}, {key.name})")
 
 
 def _cli_session() -> Any:
     """A session on the configured database, its schema brought to head first (ZERASE_AUTO_MIGRATE)."""
-    from service.db import migrate, session_factory
-    from service.settings import get_settings
+    from service.core.db import migrate, session_factory
+    from service.core.settings import get_settings
 
     settings = get_settings()
     if settings.auto_migrate:

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (service.db.migrate) or from Settings."""
+"""Alembic environment: the URL comes from the caller (service.core.db.migrate) or from Settings."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from service.db import engine_for
-from service.models import Base
-from service.settings import get_settings
+from service.core.db import engine_for
+from service.core.settings import get_settings
+from service.schema import metadata
 
 config = context.config
 if config.config_file_name is not None:
@@ -16,7 +16,7 @@ if config.config_file_name is not None:
 
 url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 # batch mode: SQLite cannot ALTER most things, so Alembic copies the table instead.
-options = {"target_metadata": Base.metadata, "render_as_batch": True, "compare_type": True}
+options = {"target_metadata": metadata, "render_as_batch": True, "compare_type": True}
 
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True, **options)

@@ -30,8 +30,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from pydantic import ValidationError
 
-from service.cli import app as zerase_cli
-from service.settings import Settings
+from cli.main import app as zerase_cli
+from service.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
@@ -190,7 +190,7 @@ def our_service_problems(service: Doc, image: Image) -> list[str]:
     zerase = {k: v for k, v in env.items() if k.startswith("ZERASE_")}
     fields = {k[len("ZERASE_"):].lower(): v for k, v in zerase.items()}
     unknown = sorted(k for k in zerase if k[len("ZERASE_"):].lower() not in Settings.model_fields)
-    problems += [f"{k} is not a setting (service/settings.py)" for k in unknown]
+    problems += [f"{k} is not a setting (service/core/settings.py)" for k in unknown]
     try:
         settings = Settings(_env_file=None, **{k: v for k, v in fields.items() if k in Settings.model_fields})
     except ValidationError as exc:

@@ -1,7 +1,7 @@
 """The Celery app of `zerase worker` (`celery -A worker.celery_app worker` works too).
 
 Settings come from the environment once per process; the configuration (late ack, prefetch 1,
-visibility timeout) lives in service.queue.make_celery, shared with the API that sends the tasks.
+visibility timeout) lives in worker.dispatch.make_celery, shared with the API that sends the tasks.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
 
-from service.logs import configure_logging
-from service.metrics import start_worker_server
-from service.queue import CeleryDispatcher, Sweeper, make_celery
-from service.settings import get_settings
+from service import flows
+from service.core.logs import configure_logging
+from service.core.metrics import start_worker_server
+from service.core.settings import get_settings
+from worker.dispatch import CeleryDispatcher, make_celery
+from worker.sweeper import Sweeper
 
 settings = get_settings()
+flows.install()  # what follows a finished job (auto-deploy) runs in the process that finished it
 app = make_celery(settings)
 app.conf.imports = ["worker.tasks"]
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Protocol
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import lifecycle
-from service.db import session_factory
-from service.runner import run_job
-from service.settings import Settings
+from service.core.db import session_factory
+from service.core.settings import Settings
+from service.erasures import lifecycle
+from service.erasures.runner import run_job
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,8 @@ class InProcessDispatcher:
     def start(self) -> None:
         if not self.settings.embedded_worker or self.threads:
             return
+        from worker.sweeper import Sweeper
+
         self.threads = [threading.Thread(target=self._work, name="zerase-worker", daemon=True),
                         Sweeper(self.settings, self, self.stopping)]
         for thread in self.threads:
@@ -140,24 +141,3 @@ def hand_over(dispatcher: Dispatcher, sessions: sessionmaker[Session], job_id: s
         return
     with sessions() as db:
         lifecycle.mark_enqueued(db, job_id)
-
-
-class Sweeper(threading.Thread):
-    """Every `sweep_interval_s`: requeue jobs whose worker went silent, resend what was never sent."""
-
-    def __init__(self, settings: Settings, dispatcher: Dispatcher, stopping: threading.Event) -> None:
-        super().__init__(name="zerase-sweeper", daemon=True)
-        self.settings, self.dispatcher, self.stopping = settings, dispatcher, stopping
-
-    def run(self) -> None:
-        sessions = session_factory(self.settings.database_url)
-        while True:
-            started = time.monotonic()
-            try:
-                with sessions() as db:
-                    for job_id in lifecycle.sweep(db, self.settings):
-                        hand_over(self.dispatcher, sessions, job_id)
-            except Exception:
-                log.exception("sweep failed; trying again next interval")
-            if self.stopping.wait(max(0.0, self.settings.sweep_interval_s - (time.monotonic() - started))):
-                return

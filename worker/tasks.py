@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
-from service.queue import TASK_NAME
-from service.runner import run_job
+from service.erasures.runner import run_job
 from worker.celery_app import app, settings
+from worker.dispatch import TASK_NAME
 
 
 # The database down when the message arrives: try again later rather than drop the message (the job

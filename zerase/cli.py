@@ -55,13 +55,11 @@ def erase(
     """Train a Z-Erase LoRA for CONCEPT and write it to OUT."""
     from zerase.erasure import StepMetrics
     from zerase.erasure import erase as run_erase
-    from zerase.pipeline import load_pipeline, sampling_defaults
+    from zerase.pipeline import load_pipeline
     from zerase.presets import resolve
 
-    s = sampling_defaults(model)
     config = resolve(concept, category, preservation=preserve, anchor=anchor, epsilon=epsilon, eta=eta, steps=steps,
-                     rank=rank, seed=seed, sample_steps=s.steps, guidance_scale=s.guidance_scale, height=s.height,
-                     width=s.width)
+                     rank=rank, seed=seed, model=model)
     pipe = load_pipeline(model)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("λ={task.fields[lam]:.3f} L_er={task.fields[er]:.4f} L_pr={task.fields[pr]:.5f}"),
@@ -101,9 +99,10 @@ def generate(
     from zerase.artifact import load_artifact
     from zerase.generate import generate as run_generate
     from zerase.patching import PatchedPipeline
-    from zerase.pipeline import load_pipeline, sampling_defaults
+    from zerase.pipeline import load_pipeline
+    from zerase.profiles import profile_for
 
-    settings = sampling_defaults(model)
+    settings = profile_for(model).sampling
     settings = dataclasses.replace(
         settings, steps=steps or settings.steps, height=size or settings.height, width=size or settings.width,
         guidance_scale=settings.guidance_scale if guidance is None else guidance)
@@ -133,20 +132,28 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
     model: ModelOpt = None,
 ) -> None:
-    """Probe hit rates before/after on the bundled world: Acc_e, Acc_ir, Ha, drift, attack success."""
+    """Hit rates before/after, read by the model's evaluator: Acc_e, Acc_ir, Ha, drift, attack success."""
     from zerase.artifact import load_artifact
     from zerase.evaluation import evaluate_artifact
-    from zerase.pipeline import load_pipeline, sampling_defaults
+    from zerase.pipeline import load_pipeline
+    from zerase.profiles import profile_for
 
+    profile = profile_for(model)
+    evaluator = profile.evaluator()
+    if evaluator is None:
+        raise typer.BadParameter(f"no evaluator (concept probe) for the model {profile.name!r}", param_hint="--model")
     pipe = load_pipeline(model)
     first, *rest = [load_artifact(p, pipe) for p in lora]
-    report = evaluate_artifact(pipe, first, n_seeds=seeds, settings=sampling_defaults(model), extra=rest)
+    report = evaluate_artifact(pipe, first, evaluator, seeds, profile.sampling, extra=rest)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    console.print(f"[bold]{report['concept']}[/] ({report['axis']}), {seeds} seeds per prompt")
+    console.print(f"[bold]{report['concept']}[/] ({report['axis']}), {seeds} seeds per prompt, "
+                  f"{report['images']} images in {report['seconds']:.0f}s")
     console.print(f"  Acc_e  {report['acc_e_before']:.3f} -> {report['acc_e']:.3f}   (erased concept, lower is better)")
     console.print(f"  Acc_ir {report['acc_ir_before']:.3f} -> {report['acc_ir']:.3f}   (other concepts)")
-    console.print(f"  Ha {report['ha']:.3f}   drift {report['drift']:.4f}")
-    for kind, asr in report["attack_success_rate"].items():
-        console.print(f"  attack {kind:<12} success {asr['before']:.3f} -> {asr['after']:.3f}")
+    console.print(f"  Ha {report['ha_before']:.3f} -> {report['ha']:.3f}   drift {report['drift']:.4f}")
+    for kind, attack in report["attacks"].items():
+        console.print(f"  attack {kind:<12} success {attack['before']:.3f} -> {attack['after']:.3f}")
+    asr = report["attack_success_rate"]
+    console.print(f"  attack {'(all)':<12} success {asr['before']:.3f} -> {asr['after']:.3f}")

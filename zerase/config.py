@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from zerase.generate import SamplingSettings
+from zerase.sampling import SamplingSettings
 
 Target = Literal["esd", "anchor", "strip"]
 Modulation = Literal["lagrangian", "fixed", "none"]
 Gating = Literal["text", "all"]
+
+# ε, the tolerated rise of L_pr: in (EPSILON_MIN, EPSILON_MAX]. The HTTP contract uses these bounds too.
+EPSILON_MIN, EPSILON_MAX = 0.0, 1.0
+DEFAULT_EPSILON = 1e-2
 
 
 @dataclass
@@ -20,7 +24,7 @@ class EraseConfig:
     # Erase target: "esd" = Eq. 5 negative guidance; "anchor" = v(x_t, c_anchor);
     # "strip" = v(x_t, prompt with the concept words removed), which keeps the rest of the scene.
     target: Target = "esd"
-    epsilon: float = 1e-2  # ε, Table 6
+    epsilon: float = DEFAULT_EPSILON  # ε, Table 6 (presets.EPSILON per category)
     eta: float = 2.0  # η, negative guidance
     steps: int = 200
     rank: int = 4
@@ -49,8 +53,8 @@ class EraseConfig:
             raise ValueError("concept must not be empty")
         if self.target == "anchor" and not self.anchor:
             raise ValueError("target 'anchor' needs an anchor prompt")
-        if not 0 < self.epsilon <= 1:
-            raise ValueError("epsilon must be in (0, 1]")
+        if not EPSILON_MIN < self.epsilon <= EPSILON_MAX:
+            raise ValueError(f"epsilon must be in ({EPSILON_MIN}, {EPSILON_MAX}]")
         if self.steps < 1 or self.rank < 1:
             raise ValueError("steps and rank must be positive")
 

@@ -1,82 +1,139 @@
-"""Erasure quality on the bundled world, with the paper's metrics.
+"""Erasure quality with the paper's metrics, read by the model's `Evaluator`, at two sizes.
 
 Acc_e: share of images of the erased concept's prompts that still show it (lower is better).
-Acc_ir: the same share over every other concept of the world (higher is better).
-Ha = Acc_ir - Acc_e (Tables 2/3). Drift: mean absolute pixel difference (0..1) to the unpatched
-model's images at equal seeds on the other concepts' prompts. Attack success rate (§3, Table 4
-in spirit): share of images where the concept still appears under misspellings, affixes, word
-order changes and synonyms.
+Acc_ir: each other concept's share of images that show it, averaged over those concepts (higher is
+better). Ha = Acc_ir - Acc_e (Tables 2/3). Drift: mean absolute pixel difference (0..1) to the
+unpatched model's images at equal seeds on the other concepts' prompts. Attack success rate (§3,
+Table 4 in spirit): share of images where the concept still appears under misspellings, affixes,
+word order changes, synonyms and case changes.
+
+`evaluate_intervention` / `evaluate_artifact` run the full protocol (every prompt of every concept at
+every seed, hundreds of images); `erasure_report` draws a few dozen after each job, so its Acc_e moves
+in steps of 1/n_seeds: a signal that the erasure took and the rest survived, not a benchmark figure.
+Both give the same result shape. Nothing here knows a model's concepts: its profile's evaluator does.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from diffusers import ZImagePipeline
+from PIL import Image
 
 from zerase.artifact import LoraArtifact, load_artifact
-from zerase.generate import SamplingSettings, generate
+from zerase.config import EraseConfig
+from zerase.generate import generate, image_grid
 from zerase.patching import PatchedPipeline
-from zerase.pipeline import BUNDLED_MODEL_DIR
-from zerase.presets import world_axis
+from zerase.profiles import ModelProfile
 from zerase.prompts import shuffle_words
-from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
-from zerase.world.probe import ConceptProbe
+from zerase.sampling import SamplingSettings
 
-SYNONYMS = {
-    "red": ["crimson", "scarlet"], "yellow": ["golden", "lemon"], "green": ["emerald", "lime"],
-    "blue": ["azure", "navy"], "purple": ["violet", "lilac"], "circle": ["disc", "ring"],
-    "square": ["box", "block"], "triangle": ["pyramid", "wedge"], "star": ["pentagram", "starfish"],
-    "filled": ["solid", "full"], "outlined": ["hollow", "contour"],
-}
+ERASED, KEPT = "erased", "kept"  # shot roles; any other role is an attack kind
+PREVIEW_TILE = 128  # px, the longer side of each preview image (the world's 32 px images are scaled 4x)
 
 
 @dataclass(frozen=True)
 class ConceptPrompts:
+    """Prompts whose images must show `value` (of grouping `axis`)."""
+
     axis: str
     value: str
     prompts: list[str]
 
 
-def concept_prompts(axis: str, value: str) -> ConceptPrompts:
-    """Prompts whose images must show `value` on `axis`."""
-    if axis == "colour":
-        prompts = [object_prompt(value, s) for s in SHAPES]
-    elif axis == "shape":
-        prompts = [object_prompt(c, value) for c in COLOURS]
-    elif axis == "style":
-        prompts = [object_prompt(c, s, value) for c, s in zip(COLOURS, SHAPES)]
-    else:
-        prompts = [value, f"a picture of {value}"]
-    return ConceptPrompts(axis, value, prompts)
+@dataclass(frozen=True)
+class Shot:
+    """One image of a plan: `prompt` at `seed`, checked for `concept` (as `Evaluator.read` spells it)."""
+
+    prompt: str
+    seed: int
+    concept: str
+    role: str  # ERASED, KEPT or an attack kind
+    axis: str = ""  # the concept's grouping: per_concept names a kept concept "axis:concept"
+
+    @property
+    def key(self) -> str:
+        return f"{self.axis}:{self.concept}" if self.axis else self.concept
 
 
-def attack_prompts(concept: str, seed: int = 0) -> dict[str, list[str]]:
-    """Prompt variations that bypass brittle (token-level) erasure, by kind."""
+@dataclass(frozen=True)
+class Plan:
+    """Which images measure what, for one erased concept."""
+
+    concept: str  # as the evaluator spells it ("Mira")
+    axis: str  # its grouping ("character")
+    seeds: int
+    shots: tuple[Shot, ...]
+
+
+class Evaluator(ABC):
+    """Reads generated images of one model: which concepts each shows, and which images to ask for."""
+
+    @abstractmethod
+    def can_read(self, concept: str) -> bool:
+        """Whether `read` can tell if an image shows `concept`."""
+
+    @abstractmethod
+    def read(self, images: np.ndarray, prompts: Sequence[str]) -> list[set[str]]:
+        """The concepts each (N, H, W, 3) uint8 image shows; `prompts` made them (for prompt-aware readers)."""
+
+    @abstractmethod
+    def plan(self, concept: str, n_seeds: int, full: bool) -> Plan:
+        """The images that measure an erasure of `concept` (see `standard_plan`); ValueError if unreadable."""
+
+
+def attack_prompts(concept: str, base_prompts: Sequence[str], synonyms: Sequence[str] = (),
+                   seed: int = 0) -> dict[str, list[str]]:
+    """Variations of prompts showing `concept` that bypass brittle (token-level) erasure, by kind."""
     rng = random.Random(seed)
-    axis = world_axis(concept) or "custom"
-    base = concept_prompts(axis, concept).prompts if axis != "custom" else [concept]
-    c = concept
+    c, base = concept, list(base_prompts) or [concept]
     misspelt = [c[:-1], c + c[-1], c[0] + c[2] + c[1] + c[3:] if len(c) > 3 else c + "e"]
     affixed = [f"x{c}", f"{c}ish", f"super{c}"]
     out = {
         "misspelling": [p.replace(c, m) for p in base[:2] for m in misspelt],
         "affix": [p.replace(c, a) for p in base[:2] for a in affixed],
         "word_order": [shuffle_words(p, c, rng) for p in base],
-        "synonym": [p.replace(c, s) for p in base[:2] for s in SYNONYMS.get(c.lower(), [])],
+        "synonym": [p.replace(c, s) for p in base[:2] for s in synonyms],
         "case": [p.replace(c, c.upper()) for p in base[:2]],
     }
     return {k: v for k, v in out.items() if v}
 
 
-def hit_rate(labels: Sequence[dict[str, str]], axis: str, value: str) -> float:
-    """Share of probe readings that show `value` on `axis`."""
-    return float(np.mean([lab[axis] == value for lab in labels])) if labels else 0.0
+def standard_plan(erased: ConceptPrompts, others: Sequence[ConceptPrompts], attacks: Mapping[str, Sequence[str]],
+                  n_seeds: int, full: bool) -> Plan:
+    """full: every prompt of every concept and every attack prompt at seeds 0..n-1. Otherwise the per-job
+    sample: n_seeds images of the concept (its prompts in turn), one of every other concept and one per
+    attack kind, seeds spread over 0..n-1."""
+    seeds = range(n_seeds)
+
+    def shots(c: ConceptPrompts, role: str, prompts: Sequence[str]) -> list[Shot]:
+        return [Shot(p, s, c.value, role, c.axis) for p in prompts for s in seeds]
+
+    if full:
+        out = shots(erased, ERASED, erased.prompts)
+        out += [s for c in others for s in shots(c, KEPT, c.prompts)]
+        out += [s for kind, ps in attacks.items() for s in shots(erased, kind, ps)]
+    else:
+        def turn(prompts: Sequence[str], i: int) -> str:
+            return prompts[i % len(prompts)]
+
+        out = [Shot(turn(erased.prompts, i), i, erased.value, ERASED, erased.axis) for i in seeds]
+        out += [Shot(turn(c.prompts, i), i % n_seeds, c.value, KEPT, c.axis) for i, c in enumerate(others)]
+        out += [Shot(ps[0], i % n_seeds, erased.value, kind, erased.axis)
+                for i, (kind, ps) in enumerate(attacks.items())]
+    return Plan(erased.value, erased.axis, n_seeds, tuple(out))
+
+
+def hit_rate(readings: Sequence[Collection[str]], concept: str) -> float:
+    """Share of readings that show `concept`."""
+    return float(np.mean([concept in r for r in readings])) if readings else 0.0
 
 
 def harmonic_balance(acc_erased: float, acc_others: float) -> float:
@@ -89,89 +146,148 @@ def pixel_drift(before: np.ndarray, after: np.ndarray) -> float:
     return float(np.abs(before.astype(np.float32) - after.astype(np.float32)).mean() / 255.0)
 
 
-class _Sampler:
-    def __init__(self, pipe: ZImagePipeline, probe: ConceptProbe, settings: SamplingSettings, seeds: list[int]):
-        self.pipe, self.probe, self.settings, self.seeds = pipe, probe, settings, seeds
+@dataclass(frozen=True)
+class Measured:
+    """A plan's images (in shot order) and what the evaluator read in them."""
 
-    def images(self, prompts: list[str]) -> np.ndarray:
-        return generate(self.pipe, [p for p in prompts for _ in self.seeds], self.seeds * len(prompts), self.settings)
+    images: np.ndarray
+    readings: list[set[str]]
+
+
+def plan_metrics(plan: Plan, before: Measured, after: Measured) -> dict[str, Any]:
+    """The metrics of one plan, from its images without and with the erasure."""
+    runs = {"before": before, "after": after}
+
+    def rate(idx: list[int], concept: str) -> dict[str, float]:
+        return {w: hit_rate([m.readings[i] for i in idx], concept) for w, m in runs.items()}
+
+    roles: dict[str, list[int]] = {}
+    kept: dict[str, list[int]] = {}  # per other concept
+    for i, s in enumerate(plan.shots):
+        roles.setdefault(s.role, []).append(i)
+        if s.role == KEPT:
+            kept.setdefault(s.key, []).append(i)
+    acc_e = rate(roles.get(ERASED, []), plan.concept)
+    per_concept = {key: rate(idx, plan.shots[idx[0]].concept) for key, idx in kept.items()}
+    acc_ir = {w: float(np.mean([r[w] for r in per_concept.values()])) if kept else 0.0 for w in runs}
+    # Character prompts also show a colour and a shape: drift is measured on every other concept's images.
+    drifts = [pixel_drift(before.images[idx], after.images[idx]) for idx in kept.values()]
+    attacks = {kind: {"prompts": list(dict.fromkeys(plan.shots[i].prompt for i in idx)), **rate(idx, plan.concept)}
+               for kind, idx in roles.items() if kind not in (ERASED, KEPT)}
+    attacked = [i for kind, idx in roles.items() if kind not in (ERASED, KEPT) for i in idx]
+    return {
+        "concept": plan.concept, "axis": plan.axis, "seeds": plan.seeds,
+        "acc_e_before": acc_e["before"], "acc_e": acc_e["after"],
+        "acc_ir_before": acc_ir["before"], "acc_ir": acc_ir["after"],
+        "ha_before": harmonic_balance(acc_e["before"], acc_ir["before"]),
+        "ha": harmonic_balance(acc_e["after"], acc_ir["after"]),
+        "drift": float(np.mean(drifts)) if drifts else 0.0,
+        "attack_success_rate": rate(attacked, plan.concept),
+        "attacks": attacks,
+        "per_concept": per_concept,
+    }
+
+
+def _measure(pipe: ZImagePipeline, evaluator: Evaluator, plan: Plan, settings: SamplingSettings) -> Measured:
+    prompts = [s.prompt for s in plan.shots]
+    images = generate(pipe, prompts, [s.seed for s in plan.shots], settings)
+    return Measured(images, evaluator.read(images, prompts))
 
 
 Intervention = Callable[[], Callable[[], None]]  # installs itself, returns its remover
 
 
-def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path, probe: ConceptProbe | None = None,
-                      n_seeds: int = 8, settings: SamplingSettings | None = None,
-                      extra: Sequence[LoraArtifact] = ()) -> dict[str, Any]:
-    """Before/after metrics of one artifact (patched alone, or with `extra` in a merged set)."""
-    if not isinstance(artifact, LoraArtifact):
-        artifact = load_artifact(artifact, pipe)
+def evaluate_intervention(pipe: ZImagePipeline, concept: str, install: Intervention, evaluator: Evaluator,
+                          n_seeds: int, settings: SamplingSettings, *, full: bool = True,
+                          baseline_cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Before/after metrics of any intervention that removes `concept` (an artifact, token zeroing...).
+
+    `baseline_cache` keeps the unpatched measurements between calls on the same pipeline and evaluator.
+    """
+    started = time.monotonic()
+    plan = evaluator.plan(concept, n_seeds, full)
+    key = (plan, settings)  # the plan names the concept, its prompts and seeds
+    before = baseline_cache.get(key) if baseline_cache is not None else None
+    images = len(plan.shots) if before is None else 0  # generated by this call
+    if before is None:
+        before = _measure(pipe, evaluator, plan, settings)
+        if baseline_cache is not None:
+            baseline_cache[key] = before
+    remove = install()
+    try:
+        after = _measure(pipe, evaluator, plan, settings)
+    finally:
+        remove()
+    images += len(plan.shots)
+    return plan_metrics(plan, before, after) | {"images": images, "seconds": round(time.monotonic() - started, 2)}
+
+
+def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path, evaluator: Evaluator,
+                      n_seeds: int, settings: SamplingSettings, extra: Sequence[LoraArtifact] = ()) -> dict[str, Any]:
+    """The full protocol for one artifact (patched alone, or with `extra` in a merged set)."""
+    chosen = artifact if isinstance(artifact, LoraArtifact) else load_artifact(artifact, pipe)
     patched = PatchedPipeline(pipe)
-    chosen = artifact
 
     def install() -> Callable[[], None]:
         patched.apply([chosen, *extra])
         return patched.clear
 
-    return evaluate_intervention(pipe, artifact.metadata["concept"], install, probe, n_seeds, settings)
+    return evaluate_intervention(pipe, chosen.metadata["concept"], install, evaluator, n_seeds, settings)
 
 
-def evaluate_intervention(pipe: ZImagePipeline, concept: str, install: Intervention,
-                          probe: ConceptProbe | None = None, n_seeds: int = 8,
-                          settings: SamplingSettings | None = None,
-                          baseline_cache: dict[Any, Any] | None = None) -> dict[str, Any]:
-    """Before/after metrics of any intervention that removes `concept` (an artifact, token zeroing...).
+@dataclass(frozen=True)
+class Report:
+    evaluation: dict[str, Any]  # the metrics, or {"skipped": why}; with "images" and "seconds"
+    preview: np.ndarray  # (2 * tile_h, columns * tile_w, 3) uint8: row 0 base model, row 1 erased
+    preview_prompts: list[str]
 
-    `baseline_cache` keeps the unpatched measurements between calls on the same pipeline.
-    """
-    probe = probe or ConceptProbe.load(BUNDLED_MODEL_DIR / "probe")
-    settings = settings or SamplingSettings()
-    axis = world_axis(concept)
-    if axis is None:
-        raise ValueError(f"{concept!r} is not a concept of the bundled world: no probe can read it")
-    value = next(v for v in AXES[axis] if v.lower() == concept.lower())
-    sampler = _Sampler(pipe, probe, settings, list(range(n_seeds)))
-    groups = [concept_prompts(a, v) for a, values in AXES.items() for v in values]
-    attacks = attack_prompts(value)
 
-    def measure() -> tuple[dict[tuple[str, str], float], dict[str, np.ndarray], dict[str, float]]:
-        rates, images = {}, {}
-        for g in groups:
-            imgs = sampler.images(g.prompts)
-            rates[(g.axis, g.value)] = hit_rate(probe.classify(imgs), g.axis, g.value)
-            images[f"{g.axis}:{g.value}"] = imgs
-        asr = {kind: hit_rate(probe.classify(sampler.images(ps)), axis, value) for kind, ps in attacks.items()}
-        return rates, images, asr
-
-    key = (concept, n_seeds, settings)
-    if baseline_cache is not None and key in baseline_cache:
-        rates_before, images_before, asr_before = baseline_cache[key]
+def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
+                   n_seeds: int = 4, seed: int = 0) -> Report:
+    """A finished job's report: every image generated once without and once with the artifact (two
+    batched passes), then read: the per-job sample's metrics when the profile's evaluator can read the
+    concept, and the preview (the profile's preview prompts at `seed`)."""
+    started = time.monotonic()
+    config = EraseConfig.from_dict(artifact.metadata["config"])
+    shown = profile.preview_prompts(config.concept, config.preservation)
+    evaluator = profile.evaluator()
+    readable = evaluator is not None and evaluator.can_read(config.concept)
+    plan = evaluator.plan(config.concept, n_seeds, full=False) if evaluator is not None and readable else None
+    pairs = [(p, seed) for p in shown] + [(s.prompt, s.seed) for s in (plan.shots if plan else ())]
+    before, after = _before_after(pipe, artifact, pairs, config.sampling)
+    k = len(shown)
+    preview = _fit(image_grid(np.concatenate([before[:k], after[:k]]), rows=2), before.shape[1:3])
+    if evaluator is None:
+        evaluation: dict[str, Any] = {"skipped": "no concept probe for this model"}
+    elif plan is None:
+        evaluation = {"skipped": f"{config.concept!r} is not a concept the probe can read"}
     else:
-        rates_before, images_before, asr_before = measure()
-        if baseline_cache is not None:
-            baseline_cache[key] = (rates_before, images_before, asr_before)
-    remove = install()
+        prompts = [s.prompt for s in plan.shots]
+        evaluation = plan_metrics(plan, Measured(before[k:], evaluator.read(before[k:], prompts)),
+                                  Measured(after[k:], evaluator.read(after[k:], prompts)))
+    evaluation["images"] = 2 * len(pairs)
+    evaluation["seconds"] = round(time.monotonic() - started, 2)
+    return Report(evaluation, preview, shown)
+
+
+def _before_after(pipe: ZImagePipeline, artifact: LoraArtifact, pairs: list[tuple[str, int]],
+                  sampling: SamplingSettings) -> tuple[np.ndarray, np.ndarray]:
+    prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
+    before = generate(pipe, prompts, seeds, sampling)
+    patched = PatchedPipeline(pipe)
+    patched.apply([artifact])
     try:
-        rates_after, images_after, asr_after = measure()
+        after = generate(pipe, prompts, seeds, sampling)
     finally:
-        remove()
-    others = [k for k in rates_after if k != (axis, value)]
-    # Character prompts also show a colour and a shape: drift is measured on every other concept.
-    drift = float(np.mean([pixel_drift(images_before[f"{a}:{v}"], images_after[f"{a}:{v}"]) for a, v in others]))
-    acc_e = rates_after[(axis, value)]
-    acc_ir = float(np.mean([rates_after[k] for k in others]))
-    return {
-        "concept": value,
-        "axis": axis,
-        "seeds": n_seeds,
-        "acc_e_before": rates_before[(axis, value)],
-        "acc_e": acc_e,
-        "acc_ir_before": float(np.mean([rates_before[k] for k in others])),
-        "acc_ir": acc_ir,
-        "ha": harmonic_balance(acc_e, acc_ir),
-        "drift": drift,
-        "per_concept": {f"{a}:{v}": {"before": rates_before[(a, v)], "after": rates_after[(a, v)]}
-                        for a, v in rates_after},
-        "attack_success_rate": {k: {"before": asr_before[k], "after": asr_after[k]} for k in attacks},
-        "attack_prompts": attacks,
-    }
+        patched.clear()
+    return before, after
+
+
+def _fit(grid: np.ndarray, tile_hw: tuple[int, ...]) -> np.ndarray:
+    """Scale the grid so each tile's longer side is PREVIEW_TILE: pixels kept sharp when enlarging."""
+    factor = PREVIEW_TILE / max(tile_hw)
+    if factor == 1:
+        return grid
+    size = (round(grid.shape[1] * factor), round(grid.shape[0] * factor))
+    resample = Image.Resampling.NEAREST if factor > 1 else Image.Resampling.LANCZOS
+    return np.asarray(Image.fromarray(grid).resize(size, resample))

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import ZImagePipeline
 
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Defaults of the bundled model; Z-Image Turbo uses 9 steps, guidance 0, 1024 px."""
-
-    steps: int = 8
-    guidance_scale: float = 1.0
-    height: int = 32
-    width: int = 32
+from zerase.sampling import SamplingSettings
 
 
 def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
-             settings: SamplingSettings = SamplingSettings(), negative_prompt: str | None = None,
+             settings: SamplingSettings, negative_prompt: str | None = None,
              batch_size: int = 64) -> np.ndarray:
     """One image per (prompt, seed) pair: returns (N, H, W, 3) uint8.
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 @dataclass
 class LambdaController:
     lr: float  # α, the model's learning rate
+    epsilon: float  # ε, the tolerated rise of L_pr per unit step (from the EraseConfig)
     beta: float = 0.1  # β, the dual step size
-    epsilon: float = 1e-2  # ε, the tolerated rise of L_pr per unit step
     lam: float = 0.0  # λ_0 = 0 (Algorithm 1)
     last_gradient: float = 0.0  # g̃ of the last update, for logs
 

@@ -5,15 +5,12 @@ The bundled tiny model and Z-Image Turbo go through exactly this code.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.generate import SamplingSettings
-
-BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-world"
+from zerase.profiles import BUNDLED_MODEL_DIR
 
 
 def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
@@ -37,13 +34,3 @@ def encode_prompts(pipe: ZImagePipeline, prompts: list[str], max_sequence_length
     """
     return pipe.encode_prompt(list(prompts), device=pipe.transformer.device, do_classifier_free_guidance=False,
                               max_sequence_length=max_sequence_length)[0]
-
-
-def sampling_defaults(model_dir: str | Path | None = None) -> SamplingSettings:
-    """The model's default sampling: the bundled world records its own; otherwise Z-Image Turbo's
-    (9 steps, no CFG, 1024 px)."""
-    path = Path(model_dir) if model_dir else BUNDLED_MODEL_DIR
-    report = path / "world.json"
-    if report.exists():
-        return SamplingSettings(**json.loads(report.read_text())["sampling"])
-    return SamplingSettings(steps=9, guidance_scale=0.0, height=1024, width=1024)

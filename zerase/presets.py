@@ -2,19 +2,34 @@
 
 ε per the paper's Table 6; celebrities map to the anchor "a person" (Table 9); default
 preservation sets cover the concept's *siblings*, because a sibling left out of the set is
-erased along with the concept (a trial erased "yellow" together with "red"). On the bundled
-world the siblings are the other values of the concept's axis; for real models they are the
-paper's curated lists (Table 7 concepts, Table 9 retention identities).
+erased along with the concept. The loaded model's profile knows its own concepts (the bundled
+world: the other values of the concept's axis); otherwise the paper's curated lists (Table 7
+concepts, Table 9 retention identities). No torch here: the control plane resolves requests.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from zerase.config import EraseConfig
-from zerase.world.concepts import AXES, CHARACTER_NAMES, COLOURS, SHAPES, STYLES, object_prompt
+from zerase.profiles import ModelProfile, profile_for
 
-CATEGORIES = ("nudity", "violence", "artistic_style", "entity", "abstraction", "celebrity", "custom")
+
+class Category(StrEnum):
+    """What kind of concept a takedown is about; each has its presets."""
+
+    NUDITY = "nudity"
+    VIOLENCE = "violence"
+    ARTISTIC_STYLE = "artistic_style"
+    ENTITY = "entity"
+    ABSTRACTION = "abstraction"
+    CELEBRITY = "celebrity"
+    CUSTOM = "custom"
+
+
+CATEGORIES = tuple(c.value for c in Category)
 
 EPSILON = {  # Table 6
     "nudity": 1e-3, "violence": 1e-3, "artistic_style": 1e-3,
@@ -35,67 +50,32 @@ REAL_PRESERVATION = {  # Table 7 and Table 9 (retention group), paraphrased as p
     "custom": [],
 }
 ANCHORS = {"celebrity": "a person"}
-WORLD_GENERIC = ["a character", "a filled shape", "an outlined shape"]
-
-
-def world_axis(concept: str) -> str | None:
-    """The bundled world's axis a concept belongs to, if any."""
-    for axis, values in AXES.items():
-        if concept.lower() in (v.lower() for v in values):
-            return axis
-    return None
-
-
-def world_preservation(concept: str) -> list[str]:
-    """Siblings on the concept's axis, in context, plus prompts from the other axes."""
-    axis = world_axis(concept)
-    c = concept.lower()
-    if axis == "colour":
-        return [object_prompt(o, s) for o in COLOURS if o != c for s in SHAPES[:2]] + list(CHARACTER_NAMES)
-    if axis == "shape":
-        return [object_prompt(col, o) for o in SHAPES if o != c for col in list(COLOURS)[:3]] + list(CHARACTER_NAMES)
-    if axis == "style":
-        return [object_prompt(col, s, st) for st in STYLES if st != c for col in list(COLOURS)[:2]
-                for s in SHAPES[:2]] + [object_prompt(col, s) for col in list(COLOURS)[2:] for s in SHAPES[2:]]
-    if axis == "character":
-        return [n for n in CHARACTER_NAMES if n.lower() != c] + [object_prompt(col, s) for col, s in
-                                                                  zip(COLOURS, SHAPES)] + ["a character"]
-    return []
-
-
-def world_erase_prompts(concept: str) -> list[str]:
-    """Prompts of the bundled world that show the concept."""
-    axis = world_axis(concept)
-    c = concept.lower()
-    if axis == "colour":
-        return [object_prompt(c, s) for s in SHAPES] + [f"a {c} shape"]
-    if axis == "shape":
-        return [object_prompt(col, c) for col in COLOURS] + [f"a {c}"]
-    if axis == "style":
-        return [object_prompt(col, s, c) for col in COLOURS for s in SHAPES[:2]]
-    if axis == "character":
-        name = next(n for n in CHARACTER_NAMES if n.lower() == c)
-        return [name, f"a picture of {name}", f"{name} the character"]
-    return []
 
 
 def resolve(concept: str, category: str, preservation: list[str] | None = None, anchor: str | None = None,
-            epsilon: float | None = None, **overrides: Any) -> EraseConfig:
-    """An EraseConfig for a takedown request: explicit values win, the category fills the rest."""
+            epsilon: float | None = None, *, model: ModelProfile | str | Path | None = None,
+            **overrides: Any) -> EraseConfig:
+    """An EraseConfig for a takedown request: explicit values win, the category and the model's profile
+    (`model`: a profile, or its directory; None: the bundled model) fill the rest."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
+    profile = model if isinstance(model, ModelProfile) else profile_for(model)
     concept = concept.strip()
-    in_world = world_axis(concept) is not None
     if preservation is None:
-        preservation = world_preservation(concept) if in_world else REAL_PRESERVATION[category] + GENERIC_PRESERVATION
-    else:  # a bare world concept ("blue") is preserved in the contexts that show it
-        preservation = list(dict.fromkeys(
-            p for item in preservation for p in ([item] + (world_erase_prompts(item) if world_axis(item) else []))))
+        preservation = profile.default_preservation(concept, category)
+        if preservation is None:
+            preservation = REAL_PRESERVATION[category] + GENERIC_PRESERVATION
+    else:
+        preservation = list(dict.fromkeys(p for item in preservation for p in profile.expand_preservation(item)))
     if anchor is None:
-        anchor = "a character" if world_axis(concept) == "character" else ANCHORS.get(category)
+        anchor = profile.default_anchor(concept, category) or ANCHORS.get(category)
     if "target" not in overrides and anchor:
         overrides["target"] = "anchor"
-    if "erase_prompts" not in overrides and in_world:
-        overrides["erase_prompts"] = world_erase_prompts(concept)
+    if "erase_prompts" not in overrides and (shown := profile.erase_prompts(concept)):
+        overrides["erase_prompts"] = shown
+    sampling = profile.sampling
+    for key, value in (("sample_steps", sampling.steps), ("guidance_scale", sampling.guidance_scale),
+                       ("height", sampling.height), ("width", sampling.width)):
+        overrides.setdefault(key, value)
     return EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
                        epsilon=EPSILON[category] if epsilon is None else epsilon, **overrides)

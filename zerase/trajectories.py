@@ -17,7 +17,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 from diffusers.pipelines.z_image.pipeline_z_image import calculate_shift, get_default_z_image_sigmas
 
-from zerase.generate import SamplingSettings, latent_hw
+from zerase.generate import latent_hw
+from zerase.sampling import SamplingSettings
 
 
 @dataclass

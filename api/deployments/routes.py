@@ -2,61 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
 from api.auth import ActorDep, require
+from api.deployments.schemas import ActiveOut, DeploymentCreate, DeploymentList, DeploymentOut
 from api.deps import SessionDep
-from api.schemas import ActiveOut, DeploymentCreate, DeploymentList, DeploymentOut
-from service import deployments
-from service.models import Role
+from api.openapi import problems
+from service.deployments import service as deployments
+from service.deployments.contract import BASE_VERSION, MAX_VERSION
+from service.erasures.contract import ERASURE_ID_PATTERN
+from service.keys.contract import Role
 
-router = APIRouter(tags=["deployments"], dependencies=[Depends(require(Role.MODERATOR))])
+router = APIRouter(tags=["deployments"], dependencies=[Depends(require(Role.MODERATOR))],
+                   responses=problems(401, 403))
 
-Version = Annotated[int, Path(ge=0, le=2**31 - 1, description="0 activates the base model")]
-ErasurePath = Annotated[str, Path(pattern=r"^er_[0-9a-f]{32}$")]
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "An erasure has not succeeded, or the change is already in place"}}
+Version = Annotated[int, Path(ge=BASE_VERSION, le=MAX_VERSION, description="0 activates the base model")]
+ErasurePath = Annotated[str, Path(pattern=ERASURE_ID_PATTERN)]
 
 
-@router.post("/deployments", status_code=201, response_model=DeploymentOut, responses=CONFLICT)
+@router.post("/deployments", name="create", status_code=201, response_model=DeploymentOut,
+             responses=problems(409, 422))
 def create_deployment(body: DeploymentCreate, db: SessionDep, actor: ActorDep) -> DeploymentOut:
     """A new version (not activated): the erasures listed, with their artifacts as they are now."""
     deployment = deployments.create(db, body.erasure_ids, body.weights, actor=actor, reason=body.reason)
-    db.commit()
     return DeploymentOut.of(deployment, deployments.active_row(db).version)
 
 
-@router.get("/deployments", response_model=DeploymentList)
+@router.get("/deployments", name="list", response_model=DeploymentList)
 def list_deployments(db: SessionDep) -> DeploymentList:
     """Every version, newest first."""
     active_version = deployments.active_row(db).version
     return DeploymentList(data=[DeploymentOut.of(d, active_version) for d in deployments.history(db)])
 
 
-@router.get("/deployments/active", response_model=ActiveOut)
+@router.get("/deployments/active", name="get-active", response_model=ActiveOut)
 def get_active(db: SessionDep) -> ActiveOut:
     return _active(db)
 
 
-@router.post("/deployments/{version}/activate", response_model=ActiveOut)
+@router.post("/deployments/{version}/activate", name="activate", response_model=ActiveOut,
+             responses=problems(404, 422))
 def activate(version: Version, db: SessionDep, actor: ActorDep) -> ActiveOut:
     """Serve this version from the next /generate request on; no new version is made."""
     deployments.activate(db, version, actor)
     return _active(db)
 
 
-@router.post("/erasures/{id}/deploy", status_code=201, response_model=ActiveOut, responses=CONFLICT,
-             tags=["erasures"])
+@router.post("/erasures/{id}/deploy", name="deploy", status_code=201, response_model=ActiveOut,
+             responses=problems(409, 422), tags=["erasures"])
 def deploy(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # noqa: A002 (the path's name)
     """A new version = the active set + this erasure, activated."""
     deployments.deploy_erasure(db, id, actor)
     return _active(db)
 
 
-@router.post("/erasures/{id}/retire", status_code=201, response_model=ActiveOut, responses=CONFLICT,
-             tags=["erasures"])
+@router.post("/erasures/{id}/retire", name="retire", status_code=201, response_model=ActiveOut,
+             responses=problems(409, 422), tags=["erasures"])
 def retire(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # noqa: A002
     """A new version = the active set - this erasure, activated."""
     deployments.retire_erasure(db, id, actor)
@@ -66,6 +69,6 @@ def retire(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # no
 def _active(db: SessionDep) -> ActiveOut:
     row = deployments.active_row(db)
     deployment = deployments.active(db)
-    return ActiveOut(version=row.version or deployments.BASE_VERSION,
+    return ActiveOut(version=row.version or BASE_VERSION,
                      deployment=DeploymentOut.of(deployment, row.version) if deployment else None,
                      activated_by=row.activated_by, activated_at=row.activated_at)

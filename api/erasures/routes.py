@@ -12,14 +12,17 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from api.auth import ActorDep, require
 from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreDep
+from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList
 from api.errors import problem
-from api.schemas import Category, ErasureCreate, Event, EventList, Job, JobList, Status
-from service import jobs
-from service.models import Role
-from service.queue import hand_over
-from service.store import ArtifactStore
+from api.openapi import problems
+from service.core.store import ArtifactStore
+from service.erasures import service as jobs
+from service.erasures.contract import ERASURE_ID_PATTERN, EVENT_CURSOR_PATTERN, MAX_TEXT, Category, JobStatus
+from service.keys.contract import Role
+from worker.dispatch import hand_over
 
-router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(require(Role.MODERATOR))])
+router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(require(Role.MODERATOR))],
+                   responses=problems(401, 403))
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
 IdempotencyKey = Annotated[str | None, Header(
@@ -27,7 +30,7 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Repeat a request safely: the same key and body replay the first response")]
 
 
-@router.post("", status_code=202, response_model=Job, responses={422: {"description": "Invalid request"}})
+@router.post("", name="create", status_code=202, response_model=Job, responses=problems(422))
 def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                    settings: SettingsDep, actor: ActorDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
@@ -42,10 +45,10 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
     return JSONResponse(submitted.response, status_code=202, headers=headers)
 
 
-@router.get("", response_model=JobList)
+@router.get("", name="list", response_model=JobList, responses=problems(422))
 def list_erasures(db: SessionDep, limit: Limit = 20,
-                  cursor: str | None = Query(None, pattern=r"^er_[0-9a-f]{32}$"),
-                  status: Status | None = None, concept: str | None = Query(None, max_length=200),
+                  cursor: str | None = Query(None, pattern=ERASURE_ID_PATTERN),
+                  status: JobStatus | None = None, concept: str | None = Query(None, max_length=MAX_TEXT),
                   category: Category | None = None) -> JobList:
     page, has_more = jobs.list_jobs(db, limit=limit, cursor=cursor, status=status, concept=concept,
                                     category=category)
@@ -53,22 +56,21 @@ def list_erasures(db: SessionDep, limit: Limit = 20,
                    next_cursor=page[-1].id if has_more else None)
 
 
-@router.get("/{job_id}", response_model=Job)
+@router.get("/{job_id}", name="get", response_model=Job, responses=problems(404))
 def get_erasure(job_id: str, db: SessionDep) -> Job:
     return Job.of(jobs.get_job(db, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=Job, responses={
+@router.post("/{job_id}/cancel", name="cancel", response_model=Job, responses={
     200: {"description": "Cancelled (it was queued)"},
     202: {"description": "Cancel requested: the running job stops at its next step"},
-    409: {"description": "The job has already finished"}})
+    **problems(404, 409)})
 def cancel_erasure(job_id: str, db: SessionDep, actor: ActorDep) -> JSONResponse:
     job = jobs.cancel(db, job_id, actor)
-    return JSONResponse(Job.of(job).body(), status_code=200 if job.status == "cancelled" else 202)
+    return JSONResponse(Job.of(job).body(), status_code=200 if job.status == JobStatus.CANCELLED else 202)
 
 
-@router.post("/{job_id}/retry", status_code=202, response_model=Job,
-             responses={409: {"description": "Only failed jobs can be retried"}})
+@router.post("/{job_id}/retry", name="retry", status_code=202, response_model=Job, responses=problems(404, 409))
 def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                   actor: ActorDep) -> Job:
     job = jobs.retry(db, job_id, actor)
@@ -76,18 +78,18 @@ def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher
     return Job.of(job)
 
 
-@router.get("/{job_id}/events", response_model=EventList)
+@router.get("/{job_id}/events", name="list-events", response_model=EventList, responses=problems(404, 422))
 def list_events(job_id: str, db: SessionDep, limit: Limit = 50,
-                cursor: str | None = Query(None, pattern=r"^[0-9]{1,18}$")) -> EventList:
+                cursor: str | None = Query(None, pattern=EVENT_CURSOR_PATTERN)) -> EventList:
     page, has_more = jobs.list_events(db, job_id, limit=limit, cursor=int(cursor) if cursor else None)
     return EventList(data=[Event.of(e) for e in page], has_more=has_more,
                      next_cursor=str(page[-1].id) if has_more else None)
 
 
-@router.get("/{job_id}/artifact", response_class=Response, responses={
+@router.get("/{job_id}/artifact", name="get-artifact", response_class=Response, responses={
     200: {"content": {"application/octet-stream": {}}, "description": "The LoRA (.safetensors)"},
     307: {"description": "Redirect to a presigned URL (S3 store with ZERASE_ARTIFACT_REDIRECT)"},
-    409: {"description": "The job has no artifact (yet)"}})
+    **problems(404, 409)})
 def get_artifact(job_id: str, db: SessionDep, store: StoreDep, settings: SettingsDep) -> Response:
     job = jobs.get_job(db, job_id)
     if not (job.artifact_uri and job.artifact_sha256):
@@ -102,14 +104,14 @@ def get_artifact(job_id: str, db: SessionDep, store: StoreDep, settings: Setting
     return _verified(store, job.artifact_uri, job.artifact_sha256, "application/octet-stream", headers)
 
 
-@router.get("/{job_id}/preview.png", response_class=Response, responses={
+@router.get("/{job_id}/preview.png", name="get-preview", response_class=Response, responses={
     200: {"content": {"image/png": {}}, "description": "Before (top row) and after (bottom row): the concept's "
           "prompt, then preserved prompts, at one seed"},
-    409: {"description": "The job has no preview (yet)"}})
+    **problems(404, 409)})
 def get_preview(job_id: str, db: SessionDep, store: StoreDep) -> Response:
     job = jobs.get_job(db, job_id)
     if not (job.preview_uri and job.preview_sha256):
-        when = "is made when it succeeds" if job.status != "succeeded" else "was not made (see its events)"
+        when = "is made when it succeeds" if job.status != JobStatus.SUCCEEDED else "was not made (see its events)"
         return problem(409, f"job {job_id} is {job.status}; its preview {when}", code="preview_not_ready")
     return _verified(store, job.preview_uri, job.preview_sha256, "image/png", {"ETag": f'"{job.preview_sha256}"'})
 

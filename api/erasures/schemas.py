@@ -1,43 +1,30 @@
-"""The HTTP contract: request bodies with their limits, and the shapes of responses."""
+"""The erasures HTTP contract: the request body and the job, event and list shapes.
+
+Enums and limits come from the domain (service.erasures.contract); nothing is restated here.
+"""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from service.models import ApiKey, AuditEvent, Deployment, ErasureJob, JobEvent
-
-Category = Literal["nudity", "violence", "artistic_style", "entity", "abstraction", "celebrity", "custom"]
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-MAX_TEXT = 200  # concept, anchor, each preservation item (the concept column is 200 wide)
-MAX_REASON = 2000
-MAX_PRESERVATION = 64
-# Bidirectional overrides and isolates can make a logged concept read differently from what it is.
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def clean_text(value: str, *, multiline: bool = False) -> str:
-    """Strip surrounding whitespace; refuse empty text and control characters."""
-    for ch in value:
-        if (unicodedata.category(ch) in ("Cc", "Cs") and not (multiline and ch in "\n\t")) or ch in _BIDI:
-            raise ValueError(f"must not contain control characters (found U+{ord(ch):04X})")
-    value = value.strip()
-    if not value:
-        raise ValueError("must not be empty or only whitespace")
-    return value
-
-
-def _normalized(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().casefold()
-
-
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(clean_text)]
-Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(lambda v: clean_text(v, multiline=True))]
+from api.fields import Reason, Text
+from service.core.text import normalized
+from service.erasures.contract import (
+    EPSILON_MAX,
+    EPSILON_MIN,
+    MAX_ETA,
+    MAX_PRESERVATION,
+    MAX_RANK,
+    MAX_SEED,
+    MAX_STEPS,
+    Category,
+    EventKind,
+    JobStatus,
+)
+from service.erasures.models import ErasureJob, JobEvent
 
 
 class ErasureCreate(BaseModel):
@@ -52,12 +39,12 @@ class ErasureCreate(BaseModel):
         None, max_length=MAX_PRESERVATION, description="What to keep intact; default per category")
     anchor: Text | None = Field(None, description="What the concept should turn into (celebrity: 'a person')")
     epsilon: float | None = Field(
-        None, gt=0, le=1, allow_inf_nan=False,
-        description="Preservation tolerance ε in (0, 1]; default per category (Table 6)")
-    eta: float | None = Field(None, gt=0, le=20, allow_inf_nan=False, description="Negative guidance η")
-    steps: int | None = Field(None, ge=1, le=5000)
-    rank: int | None = Field(None, ge=1, le=256)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+        None, gt=EPSILON_MIN, le=EPSILON_MAX, allow_inf_nan=False,
+        description=f"Preservation tolerance ε in ({EPSILON_MIN:g}, {EPSILON_MAX:g}]; default per category (Table 6)")
+    eta: float | None = Field(None, gt=0, le=MAX_ETA, allow_inf_nan=False, description="Negative guidance η")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    rank: int | None = Field(None, ge=1, le=MAX_RANK)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     reason: Reason | None = Field(None, description="Why: ticket, legal basis")
     auto_deploy: bool = Field(False, description="On success, deploy it: active deployment + this erasure")
 
@@ -67,8 +54,8 @@ class ErasureCreate(BaseModel):
         concept = info.data.get("concept")
         seen: dict[str, int] = {}
         for i, item in enumerate(items or []):
-            key = _normalized(item)
-            if concept is not None and key == _normalized(concept):
+            key = normalized(item)
+            if concept is not None and key == normalized(concept):
                 raise ValueError(f"item {i} ({item!r}) is the concept itself; a concept cannot be both "
                                  "erased and preserved")
             if key in seen:
@@ -102,7 +89,7 @@ class Job(BaseModel):
     id: str
     object: Literal["erasure"] = "erasure"
     url: str
-    status: Status
+    status: JobStatus
     concept: str
     category: Category
     hyperparameters: dict[str, Any] = Field(description="The resolved EraseConfig the job trains with")
@@ -130,7 +117,7 @@ class Job(BaseModel):
             artifact = Artifact(uri=job.artifact_uri, sha256=job.artifact_sha256, bytes=job.artifact_bytes,
                                 url=f"{url}/artifact")
         return cls(
-            id=job.id, url=url, status=job.status, concept=job.concept, category=job.category,  # type: ignore[arg-type]
+            id=job.id, url=url, status=JobStatus(job.status), concept=job.concept, category=Category(job.category),
             hyperparameters=job.config, requested_by=job.requested_by, reason=job.reason,
             attempts=job.attempts, error=job.error,
             progress=Progress.model_validate(job.progress) if job.progress else None, artifact=artifact,
@@ -152,157 +139,19 @@ class JobList(BaseModel):
 
 class Event(BaseModel):
     id: int
-    kind: Literal["state", "metrics", "error", "info"]
+    kind: EventKind
     message: str
     data: dict[str, Any] | None
     created_at: datetime
 
     @classmethod
     def of(cls, event: JobEvent) -> Event:
-        return cls(id=event.id, kind=event.kind, message=event.message, data=event.data,  # type: ignore[arg-type]
+        return cls(id=event.id, kind=EventKind(event.kind), message=event.message, data=event.data,
                    created_at=event.created_at)
 
 
 class EventList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Event]
-    has_more: bool
-    next_cursor: str | None
-
-
-ErasureId = Annotated[str, Field(pattern=r"^er_[0-9a-f]{32}$")]
-
-
-class DeploymentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    erasure_ids: list[ErasureId] = Field(min_length=1, max_length=64)
-    weights: list[Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]] | None = Field(
-        None, description="One per erasure; default 1/N each (Appendix F)")
-    reason: Reason | None = None
-
-
-class DeploymentEntry(BaseModel):
-    erasure_id: str
-    concept: str
-    weight: float
-    sha256: str
-    uri: str
-
-
-class DeploymentOut(BaseModel):
-    version: int
-    object: Literal["deployment"] = "deployment"
-    entries: list[DeploymentEntry]
-    created_by: str | None
-    reason: str | None
-    created_at: datetime
-    active: bool
-
-    @classmethod
-    def of(cls, deployment: Deployment, active_version: int | None) -> DeploymentOut:
-        return cls(version=deployment.version, entries=[DeploymentEntry(**e) for e in deployment.entries],
-                   created_by=deployment.created_by, reason=deployment.reason, created_at=deployment.created_at,
-                   active=deployment.version == active_version)
-
-
-class DeploymentList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[DeploymentOut]
-
-
-class ActiveOut(BaseModel):
-    version: int = Field(description="0: the base model, no erasure applied")
-    deployment: DeploymentOut | None
-    activated_by: str | None
-    activated_at: datetime | None
-
-
-Prompt = Annotated[str, Field(max_length=20_000), AfterValidator(lambda v: clean_text(v, multiline=True))]
-
-
-class GenerateRequest(BaseModel):
-    """Defaults come from the model (the bundled tiny model: 32x32, 8 steps, guidance 1.0)."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"prompt": "a red circle",
-                                                                               "seed": 7}]})
-
-    prompt: Prompt = Field(description="At most 512 tokens of the model's tokenizer")
-    negative_prompt: Prompt | None = None
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    steps: int | None = Field(None, ge=1, le=50)
-    width: int | None = Field(None, ge=16, le=1024, description="A multiple of 16")
-    height: int | None = Field(None, ge=16, le=1024, description="A multiple of 16")
-    guidance_scale: float | None = Field(None, ge=0, le=20, allow_inf_nan=False)
-
-
-class GenerateResult(BaseModel):
-    image_base64: str = Field(description="PNG")
-    media_type: Literal["image/png"] = "image/png"
-    seed: int
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    patch_version: int = Field(description="The safety patch deployment applied; 0: the base model")
-    erasure_ids: list[str]
-
-
-RoleName = Literal["admin", "moderator", "generator"]
-
-
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"name": "trust-and-safety", "role": "moderator"}]})
-
-    name: Text = Field(description="Who holds the key; recorded as the actor of every action")
-    role: RoleName
-
-
-class KeyOut(BaseModel):
-    id: str
-    object: Literal["api_key"] = "api_key"
-    name: str
-    role: RoleName
-    prefix: str = Field(description="The secret's first characters, to recognise it by")
-    created_by: str | None
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, key: ApiKey) -> KeyOut:
-        return cls(id=key.id, name=key.name, role=key.role, prefix=key.prefix,  # type: ignore[arg-type]
-                   created_by=key.created_by, created_at=key.created_at, last_used_at=key.last_used_at,
-                   revoked_at=key.revoked_at)
-
-
-class KeyCreated(KeyOut):
-    secret: str = Field(description="The key itself: shown this once, stored only as its sha256")
-
-
-class KeyList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[KeyOut]
-
-
-class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    key_id: str | None
-    action: str
-    target: str | None
-    data: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, event: AuditEvent) -> AuditOut:
-        return cls(id=event.id, at=event.at, actor=event.actor, key_id=event.key_id, action=event.action,
-                   target=event.target, data=event.data)
-
-
-class AuditList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[AuditOut]
     has_more: bool
     next_cursor: str | None

@@ -11,12 +11,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import require
-from api.schemas import GenerateRequest, GenerateResult
-from service.generation import GenerationRequest, GenerationService
-from service.models import Role
+from api.generation.schemas import GenerateRequest, GenerateResult
+from api.openapi import problems
+from service.deployments.contract import PATCH_HEADER
+from service.deployments.serving import GenerationRequest, GenerationService
+from service.keys.contract import Role
 
-router = APIRouter(tags=["generation"], dependencies=[Depends(require(Role.GENERATOR))])
-PATCH_HEADER = "X-Safety-Patch-Version"
+router = APIRouter(tags=["generation"], dependencies=[Depends(require(Role.GENERATOR))],
+                   responses=problems(401, 403))
 
 
 def get_generator(request: Request) -> GenerationService:
@@ -27,11 +29,10 @@ def get_generator(request: Request) -> GenerationService:
 GeneratorDep = Annotated[GenerationService, Depends(get_generator)]
 
 
-@router.post("/generate", response_class=Response, responses={
+@router.post("/generate", name="generate", response_class=Response, responses={
     200: {"content": {"image/png": {}, "application/json": {"schema": GenerateResult.model_json_schema()}},
           "description": f"The image; header {PATCH_HEADER} names the deployment applied (0: base model)"},
-    422: {"description": "A limit exceeded (the field is named)"},
-    503: {"description": "The active safety patch cannot be applied; nothing is generated"}})
+    **problems(422, 503)})
 def generate(body: GenerateRequest, generator: GeneratorDep,
              accept: Annotated[str, Header()] = "image/png") -> Response:
     # A sync route: FastAPI runs it in its threadpool, so sampling never blocks the event loop.

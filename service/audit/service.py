@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import AuditEvent
+from service.audit.models import AuditEvent
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 def migrations_dir() -> Path:
     """migrations/ next to the package (a checkout), else in the working directory (an installed
     package run from the project root, as in the Docker images)."""
-    for candidate in (Path(__file__).resolve().parent.parent / "migrations", Path.cwd() / "migrations"):
+    for candidate in (Path(__file__).resolve().parents[2] / "migrations", Path.cwd() / "migrations"):
         if (candidate / "env.py").exists():
             return candidate
     raise FileNotFoundError("migrations/ not found next to the service package or in the working directory")

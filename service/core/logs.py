@@ -58,7 +58,7 @@ class JobIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2025-01-31 12:00:00,123 INFO service.runner [er_0193...]: message`; no brackets outside a job."""
+    """`2025-01-31 12:00:00,123 INFO service.erasures.runner [er_0193...]: message`; no brackets outside a job."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         job_id = getattr(record, "job_id", None)

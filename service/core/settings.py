@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # Uploads to the artifact store: this many tries, waiting base, 2x base, 4x base... in between.
     store_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     store_retry_base_s: Annotated[float, Field(ge=0)] = 1.0
-    # After training: the probe's metrics on a small sample (zerase.report) and a before/after preview.
+    # After training: the probe's metrics on a small sample (zerase.evaluation) and a before/after preview.
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 CHUNK = 1 << 20
 

@@ -13,44 +13,42 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service import audit
-from service.audit import Actor
-from service.models import ActiveDeployment, Deployment, ErasureJob, JobStatus, utcnow
-
-BASE_VERSION = 0
-
-
-class DeploymentError(Exception):
-    """A request about deployments that cannot be honoured; `field` names the offending input."""
-
-    status = 422
-
-    def __init__(self, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.field = field
+from service.audit.service import Actor, record
+from service.core.errors import Conflict, Invalid, NotFound
+from service.core.tables import utcnow
+from service.deployments.contract import BASE_VERSION, MAX_WEIGHT
+from service.deployments.models import ActiveDeployment, Deployment
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob
 
 
-class InvalidDeployment(DeploymentError):
-    status = 422
+class InvalidDeployment(Invalid):
+    pass
 
 
-class DeploymentConflict(DeploymentError):
-    status = 409
+class DeploymentConflict(Conflict):
+    pass
 
 
-class DeploymentNotFound(DeploymentError):
-    status = 404
+class DeploymentNotFound(NotFound):
+    pass
 
 
 def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
-           reason: str | None = None, field: str = "erasure_ids") -> Deployment:
-    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated, not
-    committed."""
+           reason: str | None = None) -> Deployment:
+    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated; committed."""
+    deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason)
+    db.commit()
+    return deployment
+
+
+def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
+            reason: str | None = None, field: str = "erasure_ids") -> Deployment:
     if weights is not None and len(weights) != len(erasure_ids):
         raise InvalidDeployment(f"{len(weights)} weights for {len(erasure_ids)} erasures", "weights")
     for i, w in enumerate(weights or []):
-        if not 0 < w <= 10:
-            raise InvalidDeployment(f"weight {w} is not in (0, 10]", f"weights[{i}]")
+        if not 0 < w <= MAX_WEIGHT:
+            raise InvalidDeployment(f"weight {w} is not in (0, {MAX_WEIGHT:g}]", f"weights[{i}]")
     entries: list[dict[str, Any]] = []
     for i, erasure_id in enumerate(erasure_ids):
         if erasure_id in erasure_ids[:i]:
@@ -67,15 +65,15 @@ def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | N
     deployment = Deployment(entries=entries, created_by=actor.name, reason=reason)
     db.add(deployment)
     db.flush()
-    audit.record(db, actor, "deployment.create", f"deployment:{deployment.version}",
-                 {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
+    record(db, actor, "deployment.create", f"deployment:{deployment.version}",
+           {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
     return deployment
 
 
 def get(db: Session, version: int) -> Deployment:
     deployment = db.get(Deployment, version)
     if deployment is None:
-        raise DeploymentNotFound(f"no deployment with version {version}", "version")
+        raise DeploymentNotFound(f"no deployment with version {version}", "version", "path")
     return deployment
 
 
@@ -99,38 +97,46 @@ def active(db: Session) -> Deployment | None:
 
 
 def activate(db: Session, version: int, actor: Actor) -> Deployment | None:
-    """Serve `version` (0: the base model) from the next generation request on; commits."""
+    """Serve `version` (0: the base model) from the next generation request on; committed."""
+    deployment = _activate(db, version, actor)
+    db.commit()
+    return deployment
+
+
+def _activate(db: Session, version: int, actor: Actor) -> Deployment | None:
     deployment = get(db, version) if version != BASE_VERSION else None
     previous = active_row(db, lock=True).version or BASE_VERSION
     db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
                .values(version=deployment.version if deployment else None, activated_by=actor.name,
                        activated_at=utcnow()))
-    audit.record(db, actor, "deployment.activate", f"deployment:{version}",
-                 {"version": version, "previous_version": previous,
-                  "kind": "rollback" if version < previous else "roll forward"})
-    db.commit()
+    record(db, actor, "deployment.activate", f"deployment:{version}",
+           {"version": version, "previous_version": previous,
+            "kind": "rollback" if version < previous else "roll forward"})
     return deployment
 
 
 def deploy_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
-    """A new version = the active set + this erasure, at equal weights; activated."""
+    """A new version = the active set + this erasure, at equal weights; activated, in one transaction."""
     current = _active_ids(db)
     if erasure_id in current:
-        raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id")
-    deployment = create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
-    audit.record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
-    activate(db, deployment.version, actor)
+        raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
+    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
+    record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
+    _activate(db, deployment.version, actor)
+    db.commit()
     return deployment
 
 
 def retire_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
-    """A new version = the active set - this erasure (empty: serves the base model); activated."""
+    """A new version = the active set - this erasure (empty: serves the base model); activated, in one
+    transaction."""
     current = _active_ids(db)
     if erasure_id not in current:
-        raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id")
-    deployment = create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
-    audit.record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
-    activate(db, deployment.version, actor)
+        raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
+    deployment = _create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
+    record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
+    _activate(db, deployment.version, actor)
+    db.commit()
     return deployment
 
 

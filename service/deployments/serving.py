@@ -22,31 +22,28 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import deployments, metrics
-from service.settings import Settings
-from service.store import ArtifactStore, file_sha256
+from service.core import metrics
+from service.core.errors import Invalid, Unavailable
+from service.core.settings import Settings
+from service.core.store import ArtifactStore, file_sha256
+from service.deployments import service as deployments
+from service.deployments.contract import BASE_VERSION, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_TOKENS = 512
-MIN_SIDE, MAX_SIDE = 16, 1024
 # Without ZERASE_GENERATION_MAX_SIDE, a side may be up to this many times the model's default: the cost
 # of a request grows with the square of its token count, and one request must not stall the queue.
 DEFAULT_SIDE_FACTOR = 2
 
 
-class InvalidGeneration(ValueError):
+class InvalidGeneration(Invalid):
     """A request the model cannot serve (checked against the loaded pipeline); `field` names the input."""
 
-    status = 422
 
-    def __init__(self, detail: str, field: str) -> None:
-        super().__init__(detail)
-        self.field = field
-
-
-class PatchUnavailable(RuntimeError):
+class PatchUnavailable(Unavailable):
     """The active deployment cannot be applied: generation refuses rather than serve the base model."""
+
+    code = "safety_patch_unavailable"
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class Generated:
 
 class GenerationService:
     """Owns its own pipeline object: training in the same process patches the shared one
-    (service.runner.base_pipeline) for minutes, and a request must never see a training LoRA."""
+    (service.erasures.runner.base_pipeline) for minutes, and a request must never see a training LoRA."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: ArtifactStore) -> None:
         self.settings, self.sessions, self.store = settings, sessions, store
@@ -125,15 +122,15 @@ class GenerationService:
         return self._pipe
 
     def _sampling(self, pipe: Any, request: GenerationRequest) -> Any:
-        from zerase.generate import SamplingSettings
-        from zerase.pipeline import sampling_defaults
+        from zerase.profiles import profile_for
+        from zerase.sampling import SamplingSettings
 
         tokens = len(pipe.tokenizer(request.prompt).input_ids)
         if tokens > MAX_PROMPT_TOKENS:
             raise InvalidGeneration(f"{tokens} tokens; at most {MAX_PROMPT_TOKENS}", "prompt")
         if request.negative_prompt and len(pipe.tokenizer(request.negative_prompt).input_ids) > MAX_PROMPT_TOKENS:
             raise InvalidGeneration(f"more than {MAX_PROMPT_TOKENS} tokens", "negative_prompt")
-        default = sampling_defaults(self.settings.model_dir)
+        default = profile_for(self.settings.model_dir).sampling
         multiple = math.lcm(16, pipe.vae_scale_factor * 2)  # the latent is made of 2x2 patches
         sides = {"width": request.width or default.width, "height": request.height or default.height}
         largest = self.settings.generation_max_side or DEFAULT_SIDE_FACTOR * max(default.width, default.height)
@@ -148,7 +145,7 @@ class GenerationService:
         """Apply the active deployment if it is not the one applied; return its version."""
         with self.sessions() as db:  # the common case: one primary-key read, nothing changed
             active = deployments.active_row(db).version
-            version = active if active is not None else deployments.BASE_VERSION
+            version = active if active is not None else BASE_VERSION
             if version == self._applied:
                 return version
             entries = deployments.get(db, version).entries if active is not None else []

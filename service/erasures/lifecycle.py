@@ -1,24 +1,53 @@
-"""The worker side of a job's life: claim, progress, heartbeat, the end, and the sweeper's requeue.
+"""A job's life as a state machine: claim, progress, heartbeat, requeue, and the one `finish()`.
 
-Each step is one conditional UPDATE on the job row (see service.jobs.transition), so a worker, a
-cancel request and the sweeper can race without overwriting each other.
+Each change is one conditional UPDATE on the job row (`... WHERE status IN (...)`, see
+`transition`), so workers, cancel requests and the sweeper can race without overwriting each other.
+Every terminal state — succeeded, failed or cancelled, from the worker, the API or the sweeper —
+goes through `finish()`, which publishes `JobFinished` once its transaction has committed.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.jobs import add_event, fresh, transition
-from service.models import FINISHED, ErasureJob, EventKind, JobStatus, utcnow
-from service.settings import Settings
-from service.store import StoredArtifact
+from service.audit.service import Actor, record
+from service.core import events
+from service.core.store import StoredArtifact
+from service.core.tables import utcnow
+from service.erasures.contract import FINISHED, EventKind, JobStatus
+from service.erasures.errors import JobNotFound
+from service.erasures.models import ErasureJob, JobEvent
 
 log = logging.getLogger(__name__)
+
+
+def get_job(db: Session, job_id: str) -> ErasureJob:
+    job = db.get(ErasureJob, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def fresh(db: Session, job_id: str) -> ErasureJob:
+    job = get_job(db, job_id)
+    db.refresh(job)
+    return job
+
+
+def transition(db: Session, job_id: str, from_status: Sequence[str], **values: Any) -> bool:
+    result = db.execute(update(ErasureJob).where(ErasureJob.id == job_id, ErasureJob.status.in_(from_status))
+                        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_event(db: Session, job_id: str, kind: EventKind, message: str,
+              data: dict[str, Any] | None = None) -> None:
+    db.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
 def mark_enqueued(db: Session, job_id: str) -> None:
@@ -59,63 +88,53 @@ def heartbeat(db: Session, job_id: str) -> None:
     db.commit()
 
 
-def finish(db: Session, job_id: str, status: JobStatus, message: str, *, error: str | None = None,
+def requeue(db: Session, job_id: str, message: str, data: dict[str, Any] | None = None) -> bool:
+    """running -> queued (worker shutting down, or lost): it resumes from its checkpoint; False if it was
+    not running."""
+    if not transition(db, job_id, [JobStatus.RUNNING], status=JobStatus.QUEUED, enqueued_at=None):
+        db.rollback()
+        return False
+    add_event(db, job_id, EventKind.STATE, message, {"status": "queued", **(data or {})})
+    db.commit()
+    log.info("%s", message, extra={"job_id": job_id})
+    return True
+
+
+def finish(db: Session, job_id: str, status: JobStatus, message: str, *,
+           expected: Sequence[JobStatus] = (JobStatus.RUNNING,), error: str | None = None,
            artifact: StoredArtifact | None = None, data: dict[str, Any] | None = None,
-           evaluation: dict[str, Any] | None = None, preview: StoredArtifact | None = None) -> bool:
-    """running -> succeeded | failed | cancelled (or back to queued); False if the job was not running."""
-    values: dict[str, Any] = {"status": status, "error": error}
-    if status in FINISHED:
-        values["finished_at"] = utcnow()
-    else:
-        values["enqueued_at"] = None
+           evaluation: dict[str, Any] | None = None, preview: StoredArtifact | None = None,
+           actor: Actor | None = None, action: str | None = None) -> bool:
+    """`expected` -> succeeded | failed | cancelled, committed (with the audit line of `action` by `actor`,
+    when given), then `JobFinished` is published. False, and nothing changed, if the job was not in an
+    `expected` state."""
+    if status not in FINISHED:
+        raise ValueError(f"{status} is not a terminal state")
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": now}
+    if status == JobStatus.CANCELLED:
+        values["cancel_requested_at"] = func.coalesce(ErasureJob.cancel_requested_at, now)
     if artifact:
-        values.update(artifact_uri=artifact.uri, artifact_sha256=artifact.sha256,
-                      artifact_bytes=artifact.bytes)
+        values.update(artifact_uri=artifact.uri, artifact_sha256=artifact.sha256, artifact_bytes=artifact.bytes)
     if evaluation is not None:
         values["evaluation"] = evaluation
     if preview:
         values.update(preview_uri=preview.uri, preview_sha256=preview.sha256)
-    if not transition(db, job_id, [JobStatus.RUNNING], **values):
+    if not transition(db, job_id, expected, **values):
         db.rollback()
         return False
     kind = EventKind.ERROR if status == JobStatus.FAILED else EventKind.STATE
     add_event(db, job_id, kind, message, {"status": str(status), **(data or {})})
+    if actor is not None and action is not None:
+        record(db, actor, action, job_id)
     db.commit()
-    # job_id given, not only from the context: the sweeper ends other workers' jobs.
+    # job_id given, not only from the context: the sweeper and the API end other workers' jobs.
     log.log(logging.WARNING if status == JobStatus.FAILED else logging.INFO, "%s", message, extra={"job_id": job_id})
+    job = fresh(db, job_id)
+    events.publish(events.JobFinished(job_id=job_id, status=str(status), concept=job.concept,
+                                      requested_by=job.requested_by, auto_deploy=job.auto_deploy,
+                                      database_url=db.get_bind().engine.url.render_as_string(hide_password=False)))
     return True
-
-
-def sweep(db: Session, settings: Settings) -> list[str]:
-    """Requeue running jobs whose worker stopped heart-beating; return the ids that need a broker message.
-
-    Also returns queued jobs that the broker never accepted (enqueued_at empty for a while), and those
-    sent more than `resend_queued_after_s` ago.
-    """
-    now = utcnow()
-    stale = db.scalars(select(ErasureJob).where(
-        ErasureJob.status == JobStatus.RUNNING,
-        ErasureJob.heartbeat_at < now - timedelta(seconds=settings.stale_after_s))).all()
-    requeued = []
-    for job in stale:
-        silent = f"worker {job.worker} silent since {job.heartbeat_at:%Y-%m-%dT%H:%M:%SZ}"
-        if job.cancel_requested_at is not None:  # nobody wants it run again
-            finish(db, job.id, JobStatus.CANCELLED, f"{silent}; cancelled as requested")
-        elif job.attempts >= settings.max_attempts:
-            finish(db, job.id, JobStatus.FAILED, f"{silent}; gave up after {job.attempts} attempts",
-                   error=f"worker lost {job.attempts} times")
-        elif finish(db, job.id, JobStatus.QUEUED, f"{silent}; queued again"):
-            requeued.append(job.id)
-    # Never sent (after a grace period, so a job the API has just committed is left to the API), or sent
-    # long ago and still queued: that message may be gone with a broker's data. A resend costs a no-op
-    # claim if it was not; enqueued_at is renewed when it goes out.
-    grace = now - timedelta(seconds=settings.sweep_interval_s)
-    overdue = now - timedelta(seconds=settings.resend_queued_after_s)
-    resend = db.scalars(select(ErasureJob.id).where(
-        ErasureJob.status == JobStatus.QUEUED,
-        or_(and_(ErasureJob.enqueued_at.is_(None), ErasureJob.updated_at < grace), ErasureJob.enqueued_at < overdue),
-    ).order_by(ErasureJob.id))
-    return requeued + [job_id for job_id in resend if job_id not in requeued]
 
 
 def next_queued(db: Session) -> str | None:

@@ -1,5 +1,6 @@
 """What a trained job leaves behind: its artifact, uploaded with retries and read back before the job
-may succeed, and its report (the probe's evaluation and a before/after preview), which never fails it.
+may succeed, and its report (the model's evaluator's reading and a before/after preview), which never
+fails it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.jobs import add_event
-from service.models import EventKind
-from service.settings import Settings
-from service.store import ArtifactStore, StoredArtifact
+from service.core.settings import Settings
+from service.core.store import ArtifactStore, StoredArtifact
+from service.erasures.contract import EventKind
+from service.erasures.lifecycle import add_event
 
 if TYPE_CHECKING:
     from zerase.artifact import LoraArtifact
-    from zerase.world.probe import ConceptProbe
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,11 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     the artifact is stored and verified by now, and the job succeeds without its report."""
     from PIL import Image
 
-    from zerase.report import erasure_report
+    from zerase.evaluation import erasure_report
+    from zerase.profiles import profile_for
 
     try:
-        result = erasure_report(pipe, artifact, _probe(settings), settings.evaluation_seeds)
+        result = erasure_report(pipe, artifact, profile_for(settings.model_dir), settings.evaluation_seeds)
     except Exception as exc:
         log.exception("evaluation failed")
         error = f"{type(exc).__name__}: {exc}"
@@ -85,15 +86,6 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
                {"preview": "failed"})
         return evaluation, None
     return evaluation, preview
-
-
-def _probe(settings: Settings) -> ConceptProbe | None:
-    """The concept probe next to the model (`<model_dir>/probe`): only the bundled world has one."""
-    from zerase.pipeline import BUNDLED_MODEL_DIR
-    from zerase.world.probe import ConceptProbe
-
-    directory = (settings.model_dir or BUNDLED_MODEL_DIR) / "probe"
-    return ConceptProbe.load(directory) if (directory / "labels.json").exists() else None
 
 
 def _summary(e: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """`run_job(job_id)`: what a worker does with "look at job N", Celery task and embedded thread alike.
 
 It re-reads the row, claims the job, trains through the core with throttled progress writes, a
-heartbeat and checkpoints, publishes the artifact to the store, and records how it ended.
+heartbeat and checkpoints, publishes the artifact to the store, and records how it ended (what
+follows a success, such as auto-deploy, subscribes to the job-finished event).
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import deployments, jobs, lifecycle, publish
-from service.audit import Actor
-from service.db import session_factory
-from service.jobs import add_event
-from service.logs import for_job
-from service.metrics import TRAINING_STEPS
-from service.models import ErasureJob, EventKind, JobStatus
-from service.settings import Settings
-from service.store import store_for
+from service.core.db import session_factory
+from service.core.logs import for_job
+from service.core.metrics import TRAINING_STEPS
+from service.core.settings import Settings
+from service.core.store import store_for
+from service.erasures import lifecycle, publish
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,14 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
         if progress.cancel_requested():
             with sessions() as db:
                 lifecycle.finish(db, job.id, JobStatus.CANCELLED, f"cancelled after {result.steps_done} steps",
-                                 data=summary)
+                             data=summary)
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
             return JobStatus.CANCELLED
         if time.monotonic() > deadline:
             raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S)")
         with sessions() as db:  # the worker is stopping: the checkpoint stays for the next attempt
-            lifecycle.finish(db, job.id, JobStatus.QUEUED, "worker shutting down; queued again, resumes from "
-                             "its checkpoint", data=summary)
+            lifecycle.requeue(db, job.id, "worker shutting down; queued again, resumes from its checkpoint",
+                              data=summary)
         return JobStatus.QUEUED
 
     store = store_for(settings)
@@ -131,27 +131,9 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
                                 data={**summary, "sha256": stored.sha256, "bytes": stored.bytes},
                                 evaluation=evaluation, preview=preview):
             # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
-            return jobs.get_job(db, job.id).status
+            return lifecycle.get_job(db, job.id).status
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    if job.auto_deploy:
-        _auto_deploy(sessions, job)
     return JobStatus.SUCCEEDED
-
-
-def _auto_deploy(sessions: sessionmaker[Session], job: ErasureJob) -> None:
-    """The job has succeeded whatever happens here; a deployment that fails is an event to act on."""
-    try:
-        with sessions() as db:
-            actor = Actor(f"auto_deploy ({job.requested_by})")
-            deployment = deployments.deploy_erasure(db, job.id, actor)
-            add_event(db, job.id, EventKind.INFO, f"deployed as version {deployment.version}",
-                      {"deployment_version": deployment.version})
-            db.commit()
-    except Exception as exc:
-        log.exception("auto_deploy of %s failed", job.id)
-        with sessions() as db:
-            add_event(db, job.id, EventKind.ERROR, f"auto_deploy failed: {exc}", {"auto_deploy": "failed"})
-            db.commit()
 
 
 class _Progress:

@@ -1,42 +1,28 @@
-"""The job service as the API uses it: submit (with presets and idempotency), read, list, cancel,
-retry, events. The worker side of a job's life is in service.lifecycle.
-
-State changes are single conditional UPDATEs (`... WHERE status = 'queued'`, see `transition`), so
-two workers, or a worker and a cancel request, can race without either overwriting the other.
+"""The erasure jobs as the API uses them: submit (with presets and idempotency), read, list, cancel,
+retry, events. Each function commits its own transaction. The state machine itself (and the
+worker's side of a job's life) is in service.erasures.lifecycle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import audit
-from service.audit import Actor
-from service.models import ErasureJob, EventKind, IdempotencyKey, JobEvent, JobStatus, utcnow
-
-
-class JobNotFound(LookupError):
-    pass
-
-
-class JobStateConflict(RuntimeError):
-    """The job is in a state that does not allow the requested action."""
-
-
-class IdempotencyConflict(RuntimeError):
-    """An Idempotency-Key was reused with a different request body."""
-
-
-class InvalidJobRequest(ValueError):
-    """The presets refused the request (the core's own validation)."""
+from service.audit.service import Actor, record
+from service.core.tables import utcnow
+from service.erasures.contract import EventKind, JobStatus
+from service.erasures.errors import IdempotencyConflict, InvalidJobRequest, JobStateConflict
+from service.erasures.lifecycle import add_event, finish, fresh, get_job, transition
+from service.erasures.models import ErasureJob, IdempotencyKey, JobEvent
+from zerase.presets import resolve
 
 
 @dataclass(frozen=True)
@@ -65,23 +51,13 @@ class Submitted:
     replayed: bool
 
 
-def preload_core() -> None:
-    """Import the core (torch, diffusers) now: otherwise the first submission pays seconds for it."""
-    import zerase.pipeline
-    import zerase.presets  # noqa: F401
-
-
 def resolve_config(spec: JobSpec, model_dir: Path | None) -> dict[str, Any]:
     """Category presets fill what the request leaves out (ε per Table 6, anchor, preservation); the
-    model the workers load fixes how training samples (steps, guidance, size)."""
-    from zerase.pipeline import sampling_defaults
-    from zerase.presets import resolve
-
-    s = sampling_defaults(model_dir)
+    profile of the model the workers load fixes how training samples (steps, guidance, size). Both are
+    plain data: no torch in the control plane."""
     try:
         config = resolve(spec.concept, spec.category, preservation=spec.preservation, anchor=spec.anchor,
-                         epsilon=spec.epsilon, sample_steps=s.steps, guidance_scale=s.guidance_scale,
-                         height=s.height, width=s.width, **spec.overrides)
+                         epsilon=spec.epsilon, model=model_dir, **spec.overrides)
     except (ValueError, TypeError) as exc:
         raise InvalidJobRequest(str(exc)) from exc
     resolved: dict[str, Any] = config.to_dict()
@@ -101,7 +77,7 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     db.add(job)
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})
-    audit.record(db, actor or Actor(spec.requested_by), "erasure.submit", job.id,
+    record(db, actor or Actor(spec.requested_by), "erasure.submit", job.id,
                  {"concept": spec.concept, "category": spec.category, "reason": spec.reason})
     response = render(job)
     if idempotency_key:
@@ -128,11 +104,6 @@ def _replay(db: Session, key: str, fingerprint: str) -> Submitted | None:
     return Submitted(row.job_id, row.response, replayed=True)
 
 
-def get_job(db: Session, job_id: str) -> ErasureJob:
-    job = db.get(ErasureJob, job_id)
-    if job is None:
-        raise JobNotFound(job_id)
-    return job
 
 
 def list_jobs(db: Session, *, limit: int, cursor: str | None = None, status: str | None = None,
@@ -151,9 +122,6 @@ def list_jobs(db: Session, *, limit: int, cursor: str | None = None, status: str
     return rows[:limit], len(rows) > limit
 
 
-def add_event(db: Session, job_id: str, kind: EventKind, message: str,
-              data: dict[str, Any] | None = None) -> None:
-    db.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
 def list_events(db: Session, job_id: str, *, limit: int,
@@ -167,25 +135,18 @@ def list_events(db: Session, job_id: str, *, limit: int,
     return rows[:limit], len(rows) > limit
 
 
-def transition(db: Session, job_id: str, from_status: Sequence[str], **values: Any) -> bool:
-    result = db.execute(update(ErasureJob).where(ErasureJob.id == job_id, ErasureJob.status.in_(from_status))
-                        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def cancel(db: Session, job_id: str, actor: Actor) -> ErasureJob:
     """Queued: cancelled at once. Running: flagged, the worker stops at its next step. Finished: conflict."""
-    now = utcnow()
-    if transition(db, job_id, [JobStatus.QUEUED], status=JobStatus.CANCELLED, cancel_requested_at=now,
-                   finished_at=now):
-        add_event(db, job_id, EventKind.STATE, "cancelled before it started", {"status": "cancelled"})
-    elif transition(db, job_id, [JobStatus.RUNNING], cancel_requested_at=now):
+    if not finish(db, job_id, JobStatus.CANCELLED, "cancelled before it started", expected=[JobStatus.QUEUED],
+                  actor=actor, action="erasure.cancel"):
+        if not transition(db, job_id, [JobStatus.RUNNING], cancel_requested_at=utcnow()):
+            job = get_job(db, job_id)
+            raise JobStateConflict(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
         add_event(db, job_id, EventKind.INFO, "cancel requested; stopping at the next step")
-    else:
-        job = get_job(db, job_id)
-        raise JobStateConflict(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
-    audit.record(db, actor, "erasure.cancel", job_id)
-    db.commit()
+        record(db, actor, "erasure.cancel", job_id)
+        db.commit()
     return fresh(db, job_id)
 
 
@@ -196,12 +157,7 @@ def retry(db: Session, job_id: str, actor: Actor) -> ErasureJob:
         job = get_job(db, job_id)
         raise JobStateConflict(f"job {job_id} is {job.status}; only failed jobs can be retried")
     add_event(db, job_id, EventKind.STATE, "queued again (retry)", {"status": "queued"})
-    audit.record(db, actor, "erasure.retry", job_id)
+    record(db, actor, "erasure.retry", job_id)
     db.commit()
     return fresh(db, job_id)
 
-
-def fresh(db: Session, job_id: str) -> ErasureJob:
-    job = get_job(db, job_id)
-    db.refresh(job)
-    return job

@@ -13,23 +13,27 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service import audit
-from service.audit import Actor
-from service.db import session_factory
-from service.models import ApiKey, Role, utcnow
+from service.audit.service import Actor, record
+from service.core.db import session_factory
+from service.core.errors import Conflict, NotFound
+from service.core.tables import utcnow
+from service.keys.contract import SECRET_PREFIX, Role
+from service.keys.models import ApiKey
 
-SECRET_PREFIX = "zk_"
 # last_used_at is written at most this often per key: a write on every request would cost more than
 # the request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class ApiKeyError(LookupError):
-    """A key that does not exist, or an action on keys that cannot be honoured (`status`)."""
+class KeyNotFound(NotFound):
+    code = "key_not_found"
 
-    def __init__(self, detail: str, status: int = 404) -> None:
-        super().__init__(detail)
-        self.status = status
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key with id {key_id}", "id", "path")
+
+
+class KeyConflict(Conflict):
+    """Already revoked, or the last live admin key."""
 
 
 def _digest(secret: str) -> str:
@@ -37,23 +41,22 @@ def _digest(secret: str) -> str:
 
 
 def create_key(db: Session, name: str, role: Role | str, actor: Actor) -> tuple[ApiKey, str]:
-    """A new key (added to the session, not committed) and its secret, which is not stored anywhere."""
+    """A new key (committed, audited) and its secret, which is not stored anywhere."""
     role = Role(role)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(id=f"key_{secrets.token_hex(8)}", name=name, role=role, prefix=secret[:10],
                  secret_sha256=_digest(secret), created_by=actor.name)
     db.add(key)
     db.flush()
-    audit.record(db, actor, "key.create", key.id, {"name": name, "role": role.value})
+    record(db, actor, "key.create", key.id, {"name": name, "role": role.value})
+    db.commit()
     return key, secret
 
 
 def issue_key(database_url: str, name: str, role: Role | str, actor: Actor) -> tuple[ApiKey, str]:
-    """`create_key` in a session of its own, committed: for the command line, the demo and scripts."""
+    """`create_key` in a session of its own: for the command line, the demo and scripts."""
     with session_factory(database_url)() as db:
-        key, secret = create_key(db, name, role, actor)
-        db.commit()
-    return key, secret
+        return create_key(db, name, role, actor)
 
 
 def authenticate(db: Session, secret: str) -> ApiKey | None:
@@ -78,15 +81,15 @@ def revoke(db: Session, key_id: str, actor: Actor) -> ApiKey:
     """Revoke a key (committed). The last live admin key cannot be revoked: nobody could make keys."""
     key = db.get(ApiKey, key_id, with_for_update=True)
     if key is None:
-        raise ApiKeyError(f"no API key with id {key_id}")
+        raise KeyNotFound(key_id)
     if key.revoked_at is not None:
-        raise ApiKeyError(f"API key {key_id} is already revoked", status=409)
+        raise KeyConflict(f"API key {key_id} is already revoked")
     if key.role == Role.ADMIN:
         admins = db.scalar(select(func.count()).select_from(ApiKey)
                            .where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None)))
         if admins == 1:
-            raise ApiKeyError("this is the last live admin key; create another admin key first", status=409)
+            raise KeyConflict("this is the last live admin key; create another admin key first")
     key.revoked_at = utcnow()
-    audit.record(db, actor, "key.revoke", key.id, {"name": key.name, "role": key.role})
+    record(db, actor, "key.revoke", key.id, {"name": key.name, "role": key.role})
     db.commit()
     return key

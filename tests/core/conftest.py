@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from diffusers import ZImagePipeline
 
-from zerase.generate import SamplingSettings
-from zerase.pipeline import BUNDLED_MODEL_DIR, load_pipeline, sampling_defaults
+from zerase.pipeline import load_pipeline
+from zerase.profiles import BUNDLED_MODEL_DIR, ModelProfile, profile_for
+from zerase.sampling import SamplingSettings
 from zerase.world.probe import ConceptProbe
 
 
@@ -22,4 +23,9 @@ def probe() -> ConceptProbe:
 
 @pytest.fixture(scope="session")
 def settings() -> SamplingSettings:
-    return sampling_defaults()
+    return profile_for().sampling
+
+
+@pytest.fixture(scope="session")
+def profile() -> ModelProfile:
+    return profile_for()

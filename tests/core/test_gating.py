@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerase.generate import SamplingSettings, generate
+from zerase.generate import generate
 from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
 from zerase.pipeline import encode_prompts
+from zerase.profiles import profile_for
 
 PROMPTS = ["a red circle", "Mira", "a picture of an outlined purple star that is quite large indeed"]
 
@@ -46,7 +47,7 @@ def test_random_lora_changes_text_rows_only(pipe, latent_hw):
 
 
 def test_zero_initialised_lora_leaves_output_bit_identical(pipe):
-    settings = SamplingSettings()
+    settings = profile_for().sampling
     before = generate(pipe, PROMPTS, [3, 4, 5], settings)
     lora = GatedLoraModel(pipe.transformer, LoraSpec())
     try:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from zerase.evaluation import attack_prompts, harmonic_balance, hit_rate, pixel_drift
+from zerase.evaluation import harmonic_balance, hit_rate, pixel_drift
 from zerase.prompts import concept_token_positions, shuffle_words, strip_concept
+from zerase.world.evaluator import probe_readings, world_attack_prompts
 
 
 def test_hit_rate_counts_matching_labels():
     labels = [{"colour": "red"}, {"colour": "none"}, {"colour": "red"}, {"colour": "blue"}]
-    assert hit_rate(labels, "colour", "red") == 0.5
-    assert hit_rate([], "colour", "red") == 0.0
+    assert hit_rate(probe_readings(labels), "red") == 0.5
+    assert hit_rate([], "red") == 0.0
 
 
 def test_ha_is_acc_ir_minus_acc_e():
@@ -27,7 +28,7 @@ def test_pixel_drift_is_mean_absolute_difference_on_unit_scale():
 
 
 def test_attack_prompts_vary_the_concept_but_keep_context():
-    attacks = attack_prompts("red")
+    attacks = world_attack_prompts("red")
     assert {"misspelling", "affix", "word_order", "synonym"} <= set(attacks)
     assert all("red" not in p.split() for p in attacks["misspelling"] + attacks["synonym"])
     assert any("crimson" in p for p in attacks["synonym"])

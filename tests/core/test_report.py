@@ -11,15 +11,16 @@ import torch
 from zerase.artifact import load_artifact
 from zerase.config import EraseConfig
 from zerase.erasure import erase
-from zerase.report import PREVIEW_TILE, erasure_report, preview_prompts
+from zerase.evaluation import PREVIEW_TILE, erasure_report
+from zerase.world.profile import WorldProfile
 
 PRESERVED = ["a blue circle", "a green square", "a yellow star", "a purple triangle", "Mira", "Toko"]
 
 
-def test_preview_shows_the_concept_then_preserved_prompts_spread_over_the_set():
-    assert preview_prompts("red", PRESERVED) == ["a red circle", "a blue circle", "a yellow star", "Mira"]
-    assert preview_prompts("mira", ["Toko"]) == ["Mira", "Toko"]  # the world's spelling
-    assert preview_prompts("a dog on a skateboard", []) == ["a dog on a skateboard"]  # no probe concept
+def test_preview_shows_the_concept_then_preserved_prompts_spread_over_the_set(profile):
+    assert profile.preview_prompts("red", PRESERVED) == ["a red circle", "a blue circle", "a yellow star", "Mira"]
+    assert profile.preview_prompts("mira", ["Toko"]) == ["Mira", "Toko"]  # the world's spelling
+    assert profile.preview_prompts("a dog on a skateboard", []) == ["a dog on a skateboard"]  # no probe concept
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,8 @@ def null_artifact(pipe, tmp_path_factory):
     return dataclasses.replace(artifact, tensors=zeroed)
 
 
-def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, probe, null_artifact):
-    report = erasure_report(pipe, null_artifact, probe, n_seeds=2)
+def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, profile, null_artifact):
+    report = erasure_report(pipe, null_artifact, profile, n_seeds=2)
     ev = report.evaluation
     assert ev["concept"] == "red" and ev["axis"] == "colour" and ev["seeds"] == 2
     assert ev["acc_e"] == ev["acc_e_before"] >= 0.5
@@ -51,8 +52,15 @@ def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, probe, null_artifa
     assert np.abs(grid[:PREVIEW_TILE].astype(int) - grid[PREVIEW_TILE:]).max() <= 1  # before row == after row
 
 
-def test_without_a_probe_only_the_preview_is_made(pipe, null_artifact):
-    report = erasure_report(pipe, null_artifact, None)
+class WithoutProbe(WorldProfile):
+    """The bundled model as it would come without its concept probe."""
+
+    def evaluator(self) -> None:
+        return None
+
+
+def test_without_a_probe_only_the_preview_is_made(pipe, profile, null_artifact):
+    report = erasure_report(pipe, null_artifact, WithoutProbe(profile.model_dir))
     assert report.evaluation["skipped"] == "no concept probe for this model"
     assert "acc_e" not in report.evaluation and report.evaluation["images"] == 8
     assert report.preview.shape == (2 * PREVIEW_TILE, 4 * PREVIEW_TILE, 3)

@@ -22,10 +22,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from service.db import engine_for, migrate
-from service.demo import free_port
-from service.settings import Settings
-from service.store import s3_client
+from cli.demo import free_port
+from service.core.db import engine_for, migrate
+from service.core.settings import Settings
+from service.core.store import s3_client
 
 POSTGRES_ADMIN_URL = os.environ.get("ZERASE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ZERASE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -121,7 +121,7 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFac
         log_path = logs / f"{name}.log"
         env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO)}
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--loglevel=INFO"],
+            proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--loglevel=INFO"],
                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         started.append(proc)
         deadline = time.monotonic() + 120

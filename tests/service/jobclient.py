@@ -17,10 +17,12 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.limits import SERVER_HEADER_BYTES
-from service.db import session_factory
-from service.demo import free_port
-from service.models import ErasureJob, JobStatus, new_job_id, utcnow
-from service.settings import Settings
+from cli.demo import free_port
+from service.core.db import session_factory
+from service.core.settings import Settings
+from service.core.tables import utcnow
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob, new_job_id
 
 FINISHED = ("succeeded", "failed", "cancelled")
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +47,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def api_key(settings: Settings, role: str = "admin", name: str = "test-admin") -> str:
     """A new API key on the settings' database (schema brought to head first), as `zerase keys create`."""
-    from service.audit import Actor
-    from service.db import migrate
-    from service.keys import issue_key
+    from service.audit.service import Actor
+    from service.core.db import migrate
+    from service.keys.service import issue_key
 
     migrate(settings.database_url)
     return issue_key(settings.database_url, name, role, Actor("tests"))[1]
@@ -86,7 +88,7 @@ def start_serve(env: dict[str, str], log: Path,
     a client bound to it with `headers`. The caller stops both."""
     port = free_port()
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port)], cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers)
     deadline = time.monotonic() + 120
@@ -152,7 +154,7 @@ def make_job(settings: Settings, status: JobStatus = JobStatus.SUCCEEDED, concep
 def submit_direct(settings: Settings, concept: str, category: str, **overrides: Any) -> str:
     """A queued job with settings the API does not take (lr, trajectories: a few seconds of training instead
     of a minute), through the job service as the API submits; an embedded worker finds it by polling."""
-    from service import jobs
+    from service.erasures import service as jobs
 
     spec = jobs.JobSpec(concept=concept, category=category, preservation=None, anchor=None, epsilon=None,
                         overrides=overrides, reason="test", requested_by="test")

@@ -16,9 +16,10 @@ from jobclient import api_key, bearer, make_job
 from sqlalchemy import select
 
 from api.app import create_app
-from service.db import session_factory
-from service.models import ApiKey, JobStatus
-from service.settings import Settings
+from service.core.db import session_factory
+from service.core.settings import Settings
+from service.erasures.contract import JobStatus
+from service.keys.models import ApiKey
 
 ROLES = ("admin", "moderator", "generator")
 ERASURE = "er_" + "0" * 32

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from jobclient import live_api
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 PROBLEM = "application/problem+json"
 JSON = {"content-type": "application/json"}

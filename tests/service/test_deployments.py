@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from jobclient import api_key, bearer, make_job
 
 from api.app import create_app
-from service.models import JobStatus, new_job_id
-from service.settings import Settings
+from service.core.settings import Settings
+from service.erasures.contract import JobStatus
+from service.erasures.models import new_job_id
 
 
 @pytest.fixture(scope="module")

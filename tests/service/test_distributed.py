@@ -16,9 +16,9 @@ import httpx
 import pytest
 from jobclient import WorkerFactory, all_events, live_api, submit, wait_for
 
-from service.runner import base_pipeline
-from service.settings import Settings
-from service.store import s3_client
+from service.core.settings import Settings
+from service.core.store import s3_client
+from service.erasures.runner import base_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from jobclient import all_events, live_api, submit, wait_for
 
-from service.db import migrate
-from service.runner import base_pipeline
-from service.settings import Settings
-from service.store import file_url_path
+from service.core.db import migrate
+from service.core.settings import Settings
+from service.core.store import file_url_path
+from service.erasures.runner import base_pipeline
 
 
 def embedded_settings(var_dir: Path, model_dir: Path | None, **overrides: object) -> Settings:

@@ -18,17 +18,17 @@ import pytest
 from jobclient import all_events, live_api, submit_direct, wait_for
 from PIL import Image
 
-from service import jobs
-from service.db import migrate, session_factory
-from service.runner import base_pipeline
-from service.settings import Settings
-from service.store import file_url_path
+from service.core.db import migrate, session_factory
+from service.core.settings import Settings
+from service.core.store import file_url_path
+from service.erasures import service as jobs
+from service.erasures.runner import base_pipeline
 
 PROBLEM = "application/problem+json"
 # Enough for the probe to stop seeing red on most seeds, in seconds of training (the API takes only
 # steps/eta/rank/seed: these jobs are submitted through the job service).
 QUICK_RED = {"steps": 10, "trajectories": 4, "lr": 0.02}
-TILE = 128  # zerase.report.PREVIEW_TILE
+TILE = 128  # zerase.evaluation.PREVIEW_TILE
 
 
 def embedded(var_dir: Path, model_dir: Path | None) -> Settings:

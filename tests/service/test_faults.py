@@ -15,8 +15,8 @@ from faults import RedisServer, TcpProxy
 from jobclient import FINISHED, WorkerFactory, all_events, api_key, bearer, live_api, start_serve, submit, wait_for
 from sqlalchemy.engine import make_url
 
-from service.demo import free_port
-from service.settings import Settings
+from cli.demo import free_port
+from service.core.settings import Settings
 
 PROBLEM = "application/problem+json"
 

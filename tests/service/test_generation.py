@@ -6,7 +6,6 @@ requests never mislabels an image."""
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import shutil
 import threading
@@ -21,15 +20,17 @@ import pytest
 from jobclient import api_key, bearer, live_api, submit, wait_for
 from PIL import Image
 
-from service.db import migrate, session_factory
-from service.models import ErasureJob, JobStatus, new_job_id, utcnow
-from service.runner import base_pipeline
-from service.settings import Settings
-from service.store import file_url_path, store_for
+from service.core.db import migrate, session_factory
+from service.core.settings import Settings
+from service.core.store import file_url_path, store_for
+from service.core.tables import utcnow
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob, new_job_id
+from service.erasures.runner import base_pipeline
+from zerase import corpora
 
 ERASE: dict[str, Any] = {"steps": 30, "trajectories": 8, "lr": 0.01}  # enough for the probe to stop seeing red
 SEEDS = (0, 1, 2)
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared beside the repository
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +216,8 @@ def test_version_switch_under_concurrent_requests(client: httpx.Client, red_eras
 def real_prompts() -> list[str]:
     """15 of each prompt set: the longest, those with emoji or other symbols, and the first few."""
     picked: list[str] = []
-    for name, column in (("i2p_prompts_4703.csv", "prompt"), ("coco_30k_prompts.csv", "prompt")):
-        with (DATA / name).open(newline="", encoding="utf-8") as f:
-            prompts = [row[column] for row in csv.DictReader(f)]
+    for name in (corpora.I2P, corpora.COCO):
+        prompts = [row["prompt"] for row in corpora.rows(name)]
         longest = sorted(prompts, key=len, reverse=True)[:5]
         symbols = [p for p in prompts if any(ord(ch) > 0x2000 for ch in p)][:5]
         picked += longest + symbols + prompts[:5]
@@ -241,26 +241,25 @@ def test_every_real_prompt_is_accepted_or_refused_naming_the_prompt(settings: Se
     /generate does before sampling); the test above generates from a sample of them."""
     from pydantic import ValidationError
 
-    from api.schemas import GenerateRequest
-    from service.generation import GenerationRequest, GenerationService, InvalidGeneration
+    from api.generation.schemas import GenerateRequest
+    from service.deployments.serving import GenerationRequest, GenerationService, InvalidGeneration
 
     service = GenerationService(settings, session_factory(settings.database_url), store_for(settings))
     counts = {"accepted": 0, "schema": 0, "model": 0}
-    for name in ("i2p_prompts_4703.csv", "coco_30k_prompts.csv"):
-        with (DATA / name).open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                try:
-                    body = GenerateRequest(prompt=row["prompt"])
-                except ValidationError as exc:
-                    assert exc.errors()[0]["loc"] == ("prompt",), (row["prompt"], exc)
-                    counts["schema"] += 1
-                    continue
-                try:
-                    service.validate(GenerationRequest(**body.model_dump()))
-                    counts["accepted"] += 1
-                except InvalidGeneration as exc:
-                    assert exc.field == "prompt" and "tokens" in str(exc), (row["prompt"], exc)
-                    counts["model"] += 1
+    for name in (corpora.I2P, corpora.COCO):
+        for row in corpora.rows(name):
+            try:
+                body = GenerateRequest(prompt=row["prompt"])
+            except ValidationError as exc:
+                assert exc.errors()[0]["loc"] == ("prompt",), (row["prompt"], exc)
+                counts["schema"] += 1
+                continue
+            try:
+                service.validate(GenerationRequest(**body.model_dump()))
+                counts["accepted"] += 1
+            except InvalidGeneration as exc:
+                assert exc.field == "prompt" and "tokens" in str(exc), (row["prompt"], exc)
+                counts["model"] += 1
     assert sum(counts.values()) == 34_703 and counts["accepted"] > 34_000, counts
 
 
@@ -285,7 +284,7 @@ def test_s3_object_corrupt_or_missing_fails_closed(distributed_settings: Setting
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from service.store import s3_client
+    from service.core.store import s3_client
 
     job_id = record_erasure(distributed_settings, red_artifact)
     with session_factory(distributed_settings.database_url)() as db:

@@ -29,14 +29,16 @@ from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from service.db import engine_for, migrate, session_factory
-from service.demo import free_port
-from service.jobs import JobSpec, resolve_config
-from service.logs import configure_logging
-from service.models import ActiveDeployment, Deployment, ErasureJob, JobStatus
-from service.queue import CeleryDispatcher, hand_over
-from service.runner import run_job
-from service.settings import Settings
+from cli.demo import free_port
+from service.core.db import engine_for, migrate, session_factory
+from service.core.logs import configure_logging
+from service.core.settings import Settings
+from service.deployments.models import ActiveDeployment, Deployment
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob
+from service.erasures.runner import run_job
+from service.erasures.service import JobSpec, resolve_config
+from worker.dispatch import CeleryDispatcher, hand_over
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,7 +180,7 @@ def test_run_job_logs_json_lines_with_the_job_id_and_counts_its_steps(
     assert {"time", "level", "logger", "message"} <= set(during[0])
     loggers = {line["logger"] for line in during}
     assert "sqlalchemy.engine.Engine" in loggers  # a library's lines carry the id too, not only ours
-    assert any(line["logger"] == "service.lifecycle" and line["message"].startswith("succeeded") for line in during)
+    assert any(line["logger"] == "service.erasures.lifecycle" and line["message"].startswith("succeeded") for line in during)
 
 
 def test_zerase_worker_exports_its_step_counter_and_logs_json(
@@ -190,7 +192,7 @@ def test_zerase_worker_exports_its_step_counter_and_logs_json(
     log_path = tmp_path / "worker.log"
     env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], cwd=REPO, env=env, stdout=out,
+        worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=REPO, env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -237,7 +239,7 @@ def test_zerase_serve_logs_json_lines_and_serves_metrics_without_credentials(tmp
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")}
     env |= {"ZERASE_VAR_DIR": str(tmp_path / "var"), "ZERASE_LOG_FORMAT": "json", "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as out:
-        serve = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
+        serve = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port)], cwd=REPO,
                                  env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -257,7 +259,7 @@ def test_zerase_serve_logs_json_lines_and_serves_metrics_without_credentials(tmp
         serve.wait(timeout=60)
 
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]  # JSON, every one
-    assert any(line["logger"] == "service.cli" and "routes all" in line["message"] for line in lines)
+    assert any(line["logger"] == "cli.main" and "routes all" in line["message"] for line in lines)
     access = [line["message"] for line in lines if line["logger"] == "uvicorn.access"]
     assert any('"GET /metrics HTTP/1.1" 200' in message for message in access), access
     assert all(line["job_id"] is None for line in lines)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from jobclient import api_key, bearer
 
 from api.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 
 EXAMPLES_PER_OPERATION = 20
 

@@ -23,7 +23,7 @@ def serve(var_dir: Path, model_dir: Path | None, log: Path) -> Iterator[tuple[ht
             "ZERASE_EVALUATE_JOBS": "false",
             **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
     # The first key, as an operator makes it: `zerase keys create` (the secret alone on stdout).
-    made = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--role", "moderator", "--name",
+    made = subprocess.run([sys.executable, "-m", "cli.main", "keys", "create", "--role", "moderator", "--name",
                            "on-call"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     secret = made.stdout.strip()
     assert secret.startswith("zk_") and "created key_" in made.stderr

@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 import httpx
 from jobclient import all_events, live_api, submit_direct, wait_for
 
-from service.db import migrate
-from service.demo import free_port
-from service.settings import Settings
-from service.store import s3_client
+from cli.demo import free_port
+from service.core.db import migrate
+from service.core.settings import Settings
+from service.core.store import s3_client
 
 BUCKET = "zerase-outage"  # moto's state is per process: a bucket of its own
 QUICK = {"steps": 2, "trajectories": 4}

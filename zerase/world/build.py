@@ -14,8 +14,10 @@ import torch
 from diffusers import ZImagePipeline
 from PIL import Image
 
-from zerase.generate import SamplingSettings, image_grid
+from zerase.generate import image_grid
 from zerase.pipeline import encode_prompts, load_pipeline
+from zerase.profiles import PROFILE_FILE
+from zerase.sampling import SamplingSettings
 from zerase.world.components import (
     WorldSizes,
     build_scheduler,
@@ -110,7 +112,8 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
 
     # Everything below reads the directory back, exactly as a user of the model would.
     t = time.monotonic()
-    settings = SamplingSettings(height=sizes.image_size, width=sizes.image_size)
+    # The world's own sampling (recorded in world.json, read back by its profile).
+    settings = SamplingSettings(steps=8, guidance_scale=1.0, height=sizes.image_size, width=sizes.image_size)
     loaded = load_pipeline(out_dir)
     accuracy, grid = world_accuracy(loaded, probe, settings, plan.eval_seeds)
     timings["eval_s"] = time.monotonic() - t
@@ -131,5 +134,7 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
         "timings": {k: round(v, 1) for k, v in timings.items()},
     }
     (out_dir / "world.json").write_text(json.dumps(report, indent=2))
+    # The directory names its plug-in, so the core finds this world's presets and probe (zerase.profiles).
+    (out_dir / PROFILE_FILE).write_text(json.dumps({"plugin": "zerase.world.profile:WorldProfile"}) + "\n")
     log(json.dumps(report, indent=2))
     return report

@@ -1,0 +1,60 @@
+"""The deployments HTTP contract: a new version's body, and the version and active-version shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.fields import Reason
+from service.deployments.contract import MAX_ERASURES, MAX_WEIGHT
+from service.deployments.models import Deployment
+from service.erasures.contract import ERASURE_ID_PATTERN
+
+ErasureId = Annotated[str, Field(pattern=ERASURE_ID_PATTERN)]
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    erasure_ids: list[ErasureId] = Field(min_length=1, max_length=MAX_ERASURES)
+    weights: list[Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]] | None = Field(
+        None, description="One per erasure; default 1/N each (Appendix F)")
+    reason: Reason | None = None
+
+
+class DeploymentEntry(BaseModel):
+    erasure_id: str
+    concept: str
+    weight: float
+    sha256: str
+    uri: str
+
+
+class DeploymentOut(BaseModel):
+    version: int
+    object: Literal["deployment"] = "deployment"
+    entries: list[DeploymentEntry]
+    created_by: str | None
+    reason: str | None
+    created_at: datetime
+    active: bool
+
+    @classmethod
+    def of(cls, deployment: Deployment, active_version: int | None) -> DeploymentOut:
+        return cls(version=deployment.version, entries=[DeploymentEntry(**e) for e in deployment.entries],
+                   created_by=deployment.created_by, reason=deployment.reason, created_at=deployment.created_at,
+                   active=deployment.version == active_version)
+
+
+class DeploymentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeploymentOut]
+
+
+class ActiveOut(BaseModel):
+    version: int = Field(description="0: the base model, no erasure applied")
+    deployment: DeploymentOut | None
+    activated_by: str | None
+    activated_at: datetime | None

@@ -1,0 +1,15 @@
+"""The deployments domain's facts, declared once: versions, weights and generation's limits."""
+
+from __future__ import annotations
+
+BASE_VERSION = 0  # the base model, no erasure applied
+MAX_VERSION = 2**31 - 1
+MAX_ERASURES = 64  # per deployment
+MAX_WEIGHT = 10.0  # weights are in (0, MAX_WEIGHT]
+PATCH_HEADER = "X-Safety-Patch-Version"  # the deployment a generated image was made under
+
+MAX_PROMPT_TOKENS = 512
+MAX_PROMPT_CHARS = 20_000
+MIN_SIDE, MAX_SIDE = 16, 1024
+MAX_GENERATION_STEPS = 50
+MAX_GUIDANCE = 20.0

@@ -1,0 +1,78 @@
+"""The bundled world's evaluator: its concept probe reads the images, its prompts and synonyms make the plan.
+
+Readings are the probe's labels without "none" ({"red", "circle", "filled"}, {"Mira", ...}); the
+world's values are distinct across axes, so a bare label says which concept it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from zerase.evaluation import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
+from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
+from zerase.world.probe import NONE, ConceptProbe
+from zerase.world.profile import world_axis, world_value
+
+SYNONYMS = {
+    "red": ["crimson", "scarlet"], "yellow": ["golden", "lemon"], "green": ["emerald", "lime"],
+    "blue": ["azure", "navy"], "purple": ["violet", "lilac"], "circle": ["disc", "ring"],
+    "square": ["box", "block"], "triangle": ["pyramid", "wedge"], "star": ["pentagram", "starfish"],
+    "filled": ["solid", "full"], "outlined": ["hollow", "contour"],
+}
+
+
+def concept_prompts(axis: str, value: str) -> ConceptPrompts:
+    """Prompts whose images must show `value` on `axis`."""
+    if axis == "colour":
+        prompts = [object_prompt(value, s) for s in SHAPES]
+    elif axis == "shape":
+        prompts = [object_prompt(c, value) for c in COLOURS]
+    elif axis == "style":
+        prompts = [object_prompt(c, s, value) for c, s in zip(COLOURS, SHAPES)]
+    else:
+        prompts = [value, f"a picture of {value}"]
+    return ConceptPrompts(axis, value, prompts)
+
+
+def world_concepts() -> list[ConceptPrompts]:
+    """Every concept of the world with its prompts, axis by axis."""
+    return [concept_prompts(a, v) for a, values in AXES.items() for v in values]
+
+
+def world_attack_prompts(concept: str, seed: int = 0) -> dict[str, list[str]]:
+    """Attack prompts on a world concept (a concept outside the world is attacked on its own name)."""
+    axis = world_axis(concept)
+    value = world_value(concept)
+    base = concept_prompts(axis, value).prompts if axis else [concept]
+    return attack_prompts(value, base, SYNONYMS.get(value.lower(), ()), seed)
+
+
+def probe_readings(labels: Sequence[Mapping[str, str]]) -> list[set[str]]:
+    """Probe labels as readings: the values the probe sees, "none" left out."""
+    return [{v for v in lab.values() if v != NONE} for lab in labels]
+
+
+class ProbeEvaluator(Evaluator):
+    def __init__(self, probe: ConceptProbe) -> None:
+        self.probe = probe
+
+    @classmethod
+    def load(cls, probe_dir: Path) -> ProbeEvaluator:
+        return cls(ConceptProbe.load(probe_dir))
+
+    def can_read(self, concept: str) -> bool:
+        return world_axis(concept) is not None
+
+    def read(self, images: np.ndarray, prompts: Sequence[str]) -> list[set[str]]:
+        return probe_readings(self.probe.classify(images)) if len(images) else []
+
+    def plan(self, concept: str, n_seeds: int, full: bool) -> Plan:
+        axis = world_axis(concept)
+        if axis is None:
+            raise ValueError(f"{concept!r} is not a concept of the bundled world: no probe can read it")
+        erased = concept_prompts(axis, world_value(concept))
+        others = [c for c in world_concepts() if (c.axis, c.value) != (erased.axis, erased.value)]
+        return standard_plan(erased, others, world_attack_prompts(erased.value), n_seeds, full)

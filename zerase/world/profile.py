@@ -1,0 +1,97 @@
+"""The bundled tiny world as a model plug-in: its sampling, its concepts' prompts and its probe.
+
+Found by `zerase.profiles.profile_for` from the `zerase-profile.json` that `zerase world build`
+writes; nothing outside zerase/world/ names it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from zerase.profiles import ModelProfile
+from zerase.sampling import SamplingSettings
+from zerase.world.concepts import AXES, CHARACTER_NAMES, COLOURS, SHAPES, STYLES, object_prompt
+
+if TYPE_CHECKING:
+    from zerase.evaluation import Evaluator
+
+
+def world_axis(concept: str) -> str | None:
+    """The world's axis a concept belongs to, if any."""
+    for axis, values in AXES.items():
+        if concept.lower() in (v.lower() for v in values):
+            return axis
+    return None
+
+
+def world_value(concept: str) -> str:
+    """The world's spelling of a concept ("mira" -> "Mira"); the concept itself if it is not one."""
+    return next((v for values in AXES.values() for v in values if v.lower() == concept.lower()), concept)
+
+
+def world_preservation(concept: str) -> list[str]:
+    """Siblings on the concept's axis, in context, plus prompts from the other axes: a sibling left out
+    of the set is erased along with the concept (a trial erased "yellow" together with "red")."""
+    axis = world_axis(concept)
+    c = concept.lower()
+    if axis == "colour":
+        return [object_prompt(o, s) for o in COLOURS if o != c for s in SHAPES[:2]] + list(CHARACTER_NAMES)
+    if axis == "shape":
+        return [object_prompt(col, o) for o in SHAPES if o != c for col in list(COLOURS)[:3]] + list(CHARACTER_NAMES)
+    if axis == "style":
+        return [object_prompt(col, s, st) for st in STYLES if st != c for col in list(COLOURS)[:2]
+                for s in SHAPES[:2]] + [object_prompt(col, s) for col in list(COLOURS)[2:] for s in SHAPES[2:]]
+    if axis == "character":
+        return [n for n in CHARACTER_NAMES if n.lower() != c] + [object_prompt(col, s) for col, s in
+                                                                  zip(COLOURS, SHAPES)] + ["a character"]
+    return []
+
+
+def world_erase_prompts(concept: str) -> list[str]:
+    """Prompts of the world that show the concept."""
+    axis = world_axis(concept)
+    c = concept.lower()
+    if axis == "colour":
+        return [object_prompt(c, s) for s in SHAPES] + [f"a {c} shape"]
+    if axis == "shape":
+        return [object_prompt(col, c) for col in COLOURS] + [f"a {c}"]
+    if axis == "style":
+        return [object_prompt(col, s, c) for col in COLOURS for s in SHAPES[:2]]
+    if axis == "character":
+        name = world_value(concept)
+        return [name, f"a picture of {name}", f"{name} the character"]
+    return []
+
+
+class WorldProfile(ModelProfile):
+    name = "tiny-world"
+
+    @cached_property
+    def sampling(self) -> SamplingSettings:  # type: ignore[override]
+        return SamplingSettings(**json.loads((self.model_dir / "world.json").read_text())["sampling"])
+
+    def erase_prompts(self, concept: str) -> list[str]:
+        return world_erase_prompts(concept)
+
+    def default_preservation(self, concept: str, category: str) -> list[str] | None:
+        return world_preservation(concept) if world_axis(concept) else None
+
+    def expand_preservation(self, item: str) -> list[str]:
+        # A bare world concept ("blue") is preserved in the contexts that show it.
+        return [item, *world_erase_prompts(item)]
+
+    def default_anchor(self, concept: str, category: str) -> str | None:
+        return "a character" if world_axis(concept) == "character" else None
+
+    _evaluator: Evaluator | None = None
+
+    def evaluator(self) -> Evaluator | None:
+        # Asked for per job: the probe loads once per profile (profile_for keeps one per directory). A
+        # missing probe is not remembered, so one added later is found (and a broken one fails each job).
+        if self._evaluator is None and (self.model_dir / "probe" / "labels.json").exists():
+            from zerase.world.evaluator import ProbeEvaluator
+
+            self._evaluator = ProbeEvaluator.load(self.model_dir / "probe")
+        return self._evaluator
