@@ -1,14 +1,15 @@
-# Slim image for the control API and the one-shot migration: no GPU; CPU torch, because submitting a
-# job resolves its configuration against the model's files (the same ./models the workers mount).
+# Slim image for the control API and the one-shot migration: no GPU and no torch. Submitting a job
+# resolves its configuration from the model profile's plain files (the same ./models the workers
+# mount), which needs no model code; `zerase serve` with ZERASE_API_ROUTES=control never imports torch.
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md alembic.ini ./
 COPY zerase ./zerase
 COPY service ./service
 COPY api ./api
 COPY worker ./worker
+COPY cli ./cli
 COPY migrations ./migrations
 # Not root; a named volume mounted at /app/var starts out with this directory's owner.
 RUN pip install . \

@@ -13,9 +13,10 @@ COPY zerase ./zerase
 COPY service ./service
 COPY api ./api
 COPY worker ./worker
+COPY cli ./cli
 COPY migrations ./migrations
 # Not root; a named volume mounted at /app/var starts out with this directory's owner.
-RUN pip install . \
+RUN pip install ".[ml]" \
     && useradd --create-home zerase && mkdir -p /app/var && chown zerase /app/var
 USER zerase
 ENV ZERASE_DEVICE=cuda ZERASE_DTYPE=bfloat16 ZERASE_API_HOST=0.0.0.0 ZERASE_EMBEDDED_WORKER=false

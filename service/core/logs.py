@@ -91,12 +91,24 @@ def configure_logging(log_format: Literal["text", "json"], level: str | int, str
         lib.handlers.clear()
         lib.propagate = True
     logging.captureWarnings(True)  # warnings.warn(...) from libraries: logged lines too, with the job id
-    for library in ("transformers", "diffusers"):  # they print through handlers of their own by default
-        try:
-            library_logging = importlib.import_module(f"{library}.utils.logging")
-        except ImportError:
+    global _json
+    _json = log_format == "json"
+    adopt_model_libraries()
+
+
+_json = False
+MODEL_LIBRARIES = ("transformers", "diffusers")
+
+
+def adopt_model_libraries() -> None:
+    """Route transformers' and diffusers' logs through our handler (they print through handlers of their
+    own by default). Only the libraries already imported: importing them here would load torch into the
+    control plane, so the code that loads a model calls this again once it has."""
+    for library in MODEL_LIBRARIES:
+        if library not in sys.modules:
             continue
+        library_logging = importlib.import_module(f"{library}.utils.logging")
         library_logging.disable_default_handler()
         library_logging.enable_propagation()
-        if log_format == "json":  # no tqdm bars among the JSON lines
+        if _json:  # no tqdm bars among the JSON lines
             library_logging.disable_progress_bar()

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core import metrics
 from service.core.errors import Invalid, Unavailable
+from service.core.logs import adopt_model_libraries
 from service.core.settings import Settings
 from service.core.store import ArtifactStore, file_sha256
 from service.deployments import service as deployments
@@ -116,6 +117,7 @@ class GenerationService:
             from zerase.patching import PatchedPipeline
             from zerase.pipeline import load_pipeline
 
+            adopt_model_libraries()  # now imported: their logs go through our handler too
             self._pipe = load_pipeline(self.settings.model_dir, self.settings.device,
                                        getattr(torch, self.settings.dtype))
             self._patched = PatchedPipeline(self._pipe)

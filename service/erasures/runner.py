@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.db import session_factory
-from service.core.logs import for_job
+from service.core.logs import adopt_model_libraries, for_job
 from service.core.metrics import TRAINING_STEPS
 from service.core.settings import Settings
 from service.core.store import store_for
@@ -49,6 +49,7 @@ def base_pipeline(settings: Settings) -> Any:
 
             from zerase.pipeline import load_pipeline
 
+            adopt_model_libraries()  # now imported: their logs go through our handler too
             dtype = getattr(torch, settings.dtype)
             _pipelines[key] = load_pipeline(settings.model_dir, settings.device, dtype)
         return _pipelines[key]

@@ -102,13 +102,14 @@ def test_a_succeeded_job_has_the_probes_evaluation(client: httpx.Client, red_job
 
 def test_the_preview_shows_base_and_erased_model_side_by_side(client: httpx.Client, red_job: dict[str, Any],
                                                              settings: Settings) -> None:
-    from zerase.generate import SamplingSettings, generate
+    from zerase.generate import generate
+    from zerase.profiles import profile_for
 
     assert red_job["preview_url"] == f"{red_job['url']}/preview.png"
     grid = png(client.get(red_job["preview_url"]))
     assert grid.shape == (2 * TILE, 4 * TILE, 3)  # before/after x the concept + 3 preserved prompts
     # Top left is the base model's "a red circle" at seed 0, each pixel scaled up 4x.
-    base = generate(base_pipeline(settings), ["a red circle"], [0], SamplingSettings())[0]
+    base = generate(base_pipeline(settings), ["a red circle"], [0], profile_for(settings.model_dir).sampling)[0]
     expected = base.repeat(TILE // base.shape[0], 0).repeat(TILE // base.shape[1], 1)
     assert np.abs(grid[:TILE, :TILE].astype(int) - expected).mean() < 2
     # Below it, the erased model's image of the same prompt and seed differs; a preserved prompt less so.
@@ -132,7 +133,7 @@ def test_a_tampered_preview_is_never_served(client: httpx.Client, red_job: dict,
 
 def test_without_a_probe_the_job_gets_its_preview_and_a_failing_evaluation_never_fails_it(
         tmp_path: Path, model_dir: Path | None) -> None:
-    from zerase.pipeline import BUNDLED_MODEL_DIR
+    from zerase.profiles import BUNDLED_MODEL_DIR
 
     # The bundled model without its probe, as Z-Image Turbo comes: the same weights, so the same fast jobs.
     source = model_dir or BUNDLED_MODEL_DIR

@@ -95,7 +95,7 @@ def gen(client: httpx.Client, prompt: str, seed: int = 0, **extra: Any) -> tuple
 
 
 def colours(images: list[np.ndarray]) -> list[str]:
-    from zerase.pipeline import BUNDLED_MODEL_DIR
+    from zerase.profiles import BUNDLED_MODEL_DIR
     from zerase.world.probe import ConceptProbe
 
     return [c["colour"] for c in ConceptProbe.load(BUNDLED_MODEL_DIR / "probe").classify(np.stack(images))]

@@ -180,7 +180,8 @@ def test_run_job_logs_json_lines_with_the_job_id_and_counts_its_steps(
     assert {"time", "level", "logger", "message"} <= set(during[0])
     loggers = {line["logger"] for line in during}
     assert "sqlalchemy.engine.Engine" in loggers  # a library's lines carry the id too, not only ours
-    assert any(line["logger"] == "service.erasures.lifecycle" and line["message"].startswith("succeeded") for line in during)
+    assert any(line["logger"] == "service.erasures.lifecycle" and line["message"].startswith("succeeded")
+               for line in during)
 
 
 def test_zerase_worker_exports_its_step_counter_and_logs_json(
