@@ -19,6 +19,7 @@ from service.core.db import session_factory
 from service.core.settings import Settings, get_settings
 from service.core.store import store_for
 from service.deployments.serving import GenerationService
+from service.erasures.runner import preload_model_stack
 from worker.dispatch import dispatcher_for
 
 
@@ -29,6 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.api_routes != "control" or (settings.inprocess and settings.embedded_worker):
+            preload_model_stack()  # this process runs the model; a control plane alone never imports torch
         dispatcher.start()  # inprocess://: the embedded worker thread and its sweeper
         try:
             yield

@@ -23,7 +23,8 @@ from zerase.erasure import ErasureResult
 from zerase.generate import generate
 from zerase.lora import GatedLoraModel, LoraSpec
 from zerase.patching import PatchedPipeline
-from zerase.pipeline import load_pipeline, sampling_defaults
+from zerase.pipeline import load_pipeline
+from zerase.profiles import profile_for
 
 
 def random_artifacts(pipe, n: int, folder: Path) -> list:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
-    settings = sampling_defaults(args.model)
+    settings = profile_for(args.model).sampling
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = random_artifacts(pipe, 20, Path(tmp))
     patched = PatchedPipeline(pipe)

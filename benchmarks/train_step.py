@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from zerase.erasure import erase
-from zerase.pipeline import load_pipeline, sampling_defaults
+from zerase.pipeline import load_pipeline
 from zerase.presets import resolve
+from zerase.profiles import profile_for
 
 
 def per_step_seconds(pipe, config, **options) -> float:
@@ -38,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     pipe = load_pipeline(args.model)
-    s = sampling_defaults(args.model)
+    s = profile_for(args.model).sampling
     base = resolve("red", "abstraction", steps=args.steps, sample_steps=s.steps, guidance_scale=s.guidance_scale,
                    height=s.height, width=s.width)
     # Naive: the same batch through an ungated LoRA, plain MSE, no attention term, no λ.

@@ -5,12 +5,18 @@ The bundled tiny model and Z-Image Turbo go through exactly this code.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
 from diffusers import ZImagePipeline
 
 from zerase.profiles import BUNDLED_MODEL_DIR
+
+# from_pretrained is not thread-safe: its empty-weights initialisation patches torch.nn for the whole
+# process while it runs, so a second load on another thread (a worker thread and a generation request in
+# one `zerase serve`) can come out with weights left on the meta device.
+_loading = threading.Lock()
 
 
 def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
@@ -19,7 +25,8 @@ def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
     path = Path(model_dir) if model_dir else BUNDLED_MODEL_DIR
     if not (path / "model_index.json").exists():
         raise FileNotFoundError(f"no diffusers pipeline at {path} (model_index.json missing)")
-    pipe = ZImagePipeline.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    with _loading:
+        pipe = ZImagePipeline.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False).eval()

@@ -55,6 +55,17 @@ def base_pipeline(settings: Settings) -> Any:
         return _pipelines[key]
 
 
+def preload_model_stack() -> None:
+    """Import the core's model code now, in a process that will run it: diffusers' lazy modules are not
+    safe to import from two threads at once (a request and the embedded worker), and the first job or
+    request would otherwise pay seconds for the imports."""
+    import zerase.erasure
+    import zerase.evaluation
+    import zerase.pipeline  # noqa: F401
+
+    adopt_model_libraries()
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
