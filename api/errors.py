@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from api.auth import AuthError
 from api.openapi import PROBLEM
 from service.core.errors import Conflict, DomainError, Invalid, NotFound, Unavailable
-from service.core.store import ArtifactIntegrityError
+from service.core.store import ArtifactIntegrityError, ArtifactMissing
 
 log = logging.getLogger(__name__)
 STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503,
@@ -96,9 +96,15 @@ async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_integrity(_: Request, exc: Exception) -> JSONResponse:
-    log.error("artifact integrity check failed: %s", exc)
-    return problem(500, f"the stored artifact failed its sha256 check and was not served: {exc}",
+    log.error("artifact integrity check failed: %s", exc)  # the object's location stays in the log
+    return problem(500, "the stored object failed its sha256 check and was not served; see the server log",
                    code="artifact_corrupt")
+
+
+async def _on_missing(_: Request, exc: Exception) -> JSONResponse:
+    log.error("artifact missing from the store: %s", exc)
+    return problem(503, "the stored object is missing from the artifact store; see the server log",
+                   code="artifact_missing", headers={"Retry-After": "30"})
 
 
 async def _on_auth(_: Request, exc: Exception) -> JSONResponse:
@@ -130,6 +136,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http)
     app.add_exception_handler(DomainError, _on_domain)
     app.add_exception_handler(ArtifactIntegrityError, _on_integrity)
+    app.add_exception_handler(ArtifactMissing, _on_missing)
     app.add_exception_handler(AuthError, _on_auth)
     app.add_exception_handler(DBAPIError, _on_database)
     app.add_exception_handler(PoolTimeout, _on_database)

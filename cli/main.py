@@ -27,13 +27,12 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     import logging
 
     import uvicorn
-    from sqlalchemy.engine import make_url
 
     from api.app import create_app
     from api.limits import SERVER_HEADER_BYTES
     from service.core.db import migrate
     from service.core.logs import configure_logging
-    from service.core.settings import get_settings
+    from service.core.settings import get_settings, redact_url
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -42,8 +41,8 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     model = settings.model_dir or "bundled tiny model"
     logging.getLogger("cli.main").info(
         "database %s | broker %s | store %s | model %s | routes %s",
-        make_url(settings.database_url).render_as_string(hide_password=True), settings.broker_url,
-        settings.artifact_store_url, model, settings.api_routes)
+        redact_url(settings.database_url), redact_url(settings.broker_url), redact_url(settings.artifact_store_url),
+        model, settings.api_routes)
     # log_config=None: uvicorn's loggers propagate to the root handler configured above (text or JSON).
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
                 log_config=None, log_level=settings.log_level.lower(),

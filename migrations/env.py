@@ -24,6 +24,17 @@ if context.is_offline_mode():
         context.run_migrations()
 else:
     with engine_for(url).connect() as connection:
-        context.configure(connection=connection, **options)
-        with context.begin_transaction():
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations copy a table and drop the old one: with foreign keys on, the DROP would
+            # cascade and empty every table that refers to it. The pragma only works outside a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # end SQLAlchemy's implicit transaction, so Alembic's own one commits
+        try:
+            context.configure(connection=connection, **options)
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ CHECKPOINT_NAME = "checkpoint.pt"
 def save_checkpoint(directory: Path, config: EraseConfig, lora: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, controller: LambdaController, generator: torch.Generator,
                     loop: dict[str, Any]) -> Path:
-    """Atomic write (temp file + rename): a worker killed mid-write leaves the previous checkpoint intact."""
+    """Atomic write (temp file + rename): a worker killed mid-write leaves the previous checkpoint intact. The
+    temp file is this writer's own, so two writers (a stalled worker and its successor) never share one."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
-    tmp = directory / (CHECKPOINT_NAME + ".tmp")
+    tmp = directory / f"{CHECKPOINT_NAME}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     torch.save({
         "config": config.to_dict(),
         "lora": lora,
@@ -38,7 +40,8 @@ def load_checkpoint(directory: Path, config: EraseConfig) -> dict[str, Any] | No
     path = directory / CHECKPOINT_NAME
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain containers only, so a writable checkpoint volume is not code execution.
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if ckpt["config"] != config.to_dict():
         raise ValueError(f"checkpoint at {path} belongs to a run with other settings")
     return ckpt

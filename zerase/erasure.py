@@ -28,6 +28,7 @@ from diffusers import ZImagePipeline
 
 from zerase.artifact import artifact_metadata, base_fingerprint, save_artifact
 from zerase.attention import AttentionMassRecorder
+from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.checkpoint import load_checkpoint, save_checkpoint
 from zerase.config import EraseConfig
 from zerase.lagrangian import LambdaController
@@ -83,6 +84,13 @@ def _prepare_prompts(pipe: ZImagePipeline, config: EraseConfig, rng: random.Rand
     variants = base + [shuffle_words(p, config.concept, rng) for p in base for _ in range(config.shuffle_variants)]
     variants = list(dict.fromkeys(variants))
     pos = [concept_token_positions(pipe.tokenizer, p, config.concept) for p in variants]
+    # The pipeline keeps the first MAX_CAPTION_TOKENS tokens: a variant whose concept lies past the cut
+    # would train on a caption without it, and gather attention past the sequence's end.
+    kept = [i for i, p in enumerate(pos) if all(t < MAX_CAPTION_TOKENS for t in p)]
+    if not kept:
+        raise ValueError(f"{config.concept!r} lies past the {MAX_CAPTION_TOKENS} caption tokens the pipeline "
+                         "keeps in every training prompt")
+    variants, pos = [variants[i] for i in kept], [pos[i] for i in kept]
     width = max(1, max(len(p) for p in pos))
     positions = torch.tensor([p + [0] * (width - len(p)) for p in pos])
     valid = torch.tensor([[1.0] * len(p) + [0.0] * (width - len(p)) for p in pos])

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import ZImagePipeline
 
+from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.profiles import BUNDLED_MODEL_DIR
 
 # from_pretrained is not thread-safe: its empty-weights initialisation patches torch.nn for the whole
@@ -34,7 +35,8 @@ def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
 
 
 @torch.no_grad()
-def encode_prompts(pipe: ZImagePipeline, prompts: list[str], max_sequence_length: int = 512) -> list[torch.Tensor]:
+def encode_prompts(pipe: ZImagePipeline, prompts: list[str],
+                   max_sequence_length: int = MAX_CAPTION_TOKENS) -> list[torch.Tensor]:
     """Caption features as the pipeline computes them: one (L_i, D) tensor per prompt.
 
     `_encode_prompt` writes the chat-templated strings back into the list it is given, so it gets a copy.

@@ -12,10 +12,11 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zerase.captions import CaptionTokens
 from zerase.sampling import SamplingSettings
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ class ModelProfile:
     def evaluator(self) -> Evaluator | None:
         """The evaluator that can read this model's images, if any."""
         return None
+
+    @cached_property
+    def captions(self) -> CaptionTokens:
+        """Counts prompts' tokens as the pipeline encodes them (no torch)."""
+        return CaptionTokens(self.model_dir / "tokenizer")
 
     def preview_prompts(self, concept: str, preservation: Sequence[str], n_preserved: int = 3) -> list[str]:
         """The concept in a prompt that shows it, then preserved prompts spread over the preservation set."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # the control plane uses erase_prompts without the model stack
+    from transformers import PreTrainedTokenizerBase
 
 GENERIC_TEMPLATES = ("{c}", "a picture of {c}", "an image of {c}", "{c}, high quality", "a photo of {c}")
 

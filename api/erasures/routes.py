@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from api.auth import ActorDep, require
@@ -16,6 +16,7 @@ from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList
 from api.errors import problem
 from api.openapi import problems
 from service.core.store import ArtifactStore
+from service.core.text import PLAIN_PARAMETER
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, EVENT_CURSOR_PATTERN, MAX_TEXT, Category, JobStatus
 from service.keys.contract import Role
@@ -25,6 +26,7 @@ router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(
                    responses=problems(401, 403))
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size")]
+JobId = Annotated[str, Path(pattern=ERASURE_ID_PATTERN, description="An erasure id, er_...")]
 IdempotencyKey = Annotated[str | None, Header(
     min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
     description="Repeat a request safely: the same key and body replay the first response")]
@@ -48,7 +50,8 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
 @router.get("", name="list", response_model=JobList, responses=problems(422))
 def list_erasures(db: SessionDep, limit: Limit = 20,
                   cursor: str | None = Query(None, pattern=ERASURE_ID_PATTERN),
-                  status: JobStatus | None = None, concept: str | None = Query(None, max_length=MAX_TEXT),
+                  status: JobStatus | None = None,
+                  concept: str | None = Query(None, max_length=MAX_TEXT, pattern=PLAIN_PARAMETER),
                   category: Category | None = None) -> JobList:
     page, has_more = jobs.list_jobs(db, limit=limit, cursor=cursor, status=status, concept=concept,
                                     category=category)
@@ -57,7 +60,7 @@ def list_erasures(db: SessionDep, limit: Limit = 20,
 
 
 @router.get("/{job_id}", name="get", response_model=Job, responses=problems(404))
-def get_erasure(job_id: str, db: SessionDep) -> Job:
+def get_erasure(job_id: JobId, db: SessionDep) -> Job:
     return Job.of(jobs.get_job(db, job_id))
 
 
@@ -65,13 +68,13 @@ def get_erasure(job_id: str, db: SessionDep) -> Job:
     200: {"description": "Cancelled (it was queued)"},
     202: {"description": "Cancel requested: the running job stops at its next step"},
     **problems(404, 409)})
-def cancel_erasure(job_id: str, db: SessionDep, actor: ActorDep) -> JSONResponse:
+def cancel_erasure(job_id: JobId, db: SessionDep, actor: ActorDep) -> JSONResponse:
     job = jobs.cancel(db, job_id, actor)
     return JSONResponse(Job.of(job).body(), status_code=200 if job.status == JobStatus.CANCELLED else 202)
 
 
 @router.post("/{job_id}/retry", name="retry", status_code=202, response_model=Job, responses=problems(404, 409))
-def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
+def retry_erasure(job_id: JobId, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                   actor: ActorDep) -> Job:
     job = jobs.retry(db, job_id, actor)
     hand_over(dispatcher, sessions, job_id)
@@ -79,7 +82,7 @@ def retry_erasure(job_id: str, db: SessionDep, sessions: SessionsDep, dispatcher
 
 
 @router.get("/{job_id}/events", name="list-events", response_model=EventList, responses=problems(404, 422))
-def list_events(job_id: str, db: SessionDep, limit: Limit = 50,
+def list_events(job_id: JobId, db: SessionDep, limit: Limit = 50,
                 cursor: str | None = Query(None, pattern=EVENT_CURSOR_PATTERN)) -> EventList:
     page, has_more = jobs.list_events(db, job_id, limit=limit, cursor=int(cursor) if cursor else None)
     return EventList(data=[Event.of(e) for e in page], has_more=has_more,
@@ -90,7 +93,7 @@ def list_events(job_id: str, db: SessionDep, limit: Limit = 50,
     200: {"content": {"application/octet-stream": {}}, "description": "The LoRA (.safetensors)"},
     307: {"description": "Redirect to a presigned URL (S3 store with ZERASE_ARTIFACT_REDIRECT)"},
     **problems(404, 409)})
-def get_artifact(job_id: str, db: SessionDep, store: StoreDep, settings: SettingsDep) -> Response:
+def get_artifact(job_id: JobId, db: SessionDep, store: StoreDep, settings: SettingsDep) -> Response:
     job = jobs.get_job(db, job_id)
     if not (job.artifact_uri and job.artifact_sha256):
         return problem(409, f"job {job_id} is {job.status}; its artifact exists once it has succeeded",
@@ -108,7 +111,7 @@ def get_artifact(job_id: str, db: SessionDep, store: StoreDep, settings: Setting
     200: {"content": {"image/png": {}}, "description": "Before (top row) and after (bottom row): the concept's "
           "prompt, then preserved prompts, at one seed"},
     **problems(404, 409)})
-def get_preview(job_id: str, db: SessionDep, store: StoreDep) -> Response:
+def get_preview(job_id: JobId, db: SessionDep, store: StoreDep) -> Response:
     job = jobs.get_job(db, job_id)
     if not (job.preview_uri and job.preview_sha256):
         when = "is made when it succeeds" if job.status != JobStatus.SUCCEEDED else "was not made (see its events)"

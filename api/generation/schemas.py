@@ -17,7 +17,8 @@ from service.deployments.contract import (
 )
 from service.erasures.contract import MAX_SEED
 
-Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(lambda v: clean_text(v, multiline=True))]
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS),
+                   AfterValidator(lambda v: clean_text(v, multiline=True, allow_zwj=True))]
 
 
 class GenerateRequest(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,6 +132,19 @@ class Settings(BaseSettings):
     @property
     def checkpoint_dir(self) -> Path:
         return self.var_dir.resolve() / "checkpoints"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (or a lone user-info token, as in `redis://:secret@host`) masked, for logs."""
+    parts = urlsplit(url)
+    if not (parts.password or parts.username):
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    masked = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
+    return urlunsplit(parts._replace(netloc=masked))
 
 
 def _scheme(url: str) -> str:

@@ -25,6 +25,10 @@ class ArtifactIntegrityError(RuntimeError):
     """The stored bytes do not hash to the recorded sha256."""
 
 
+class ArtifactMissing(RuntimeError):
+    """The store has no object at the recorded URI (deleted, or another bucket)."""
+
+
 @dataclass(frozen=True)
 class StoredArtifact:
     uri: str
@@ -94,7 +98,11 @@ class FileStore:
         return StoredArtifact(target.as_uri(), sha256, path.stat().st_size)
 
     def fetch(self, uri: str, sha256: str, into: IO[bytes]) -> None:
-        with file_url_path(uri).open("rb") as src:
+        try:
+            src = file_url_path(uri).open("rb")
+        except FileNotFoundError as exc:
+            raise ArtifactMissing(uri) from exc
+        with src:
             _copy_checked(src, into, sha256, uri)
 
     def presigned_url(self, uri: str) -> str | None:
@@ -126,7 +134,10 @@ class S3Store:
 
     def fetch(self, uri: str, sha256: str, into: IO[bytes]) -> None:
         bucket, key = self._split(uri)
-        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ArtifactMissing(uri) from exc
         try:
             _copy_checked(body, into, sha256, uri)
         finally:

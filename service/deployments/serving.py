@@ -127,12 +127,14 @@ class GenerationService:
         from zerase.profiles import profile_for
         from zerase.sampling import SamplingSettings
 
-        tokens = len(pipe.tokenizer(request.prompt).input_ids)
+        profile = profile_for(self.settings.model_dir)
+        # Counted as the pipeline encodes them (chat-templated), so nothing past the cut is silently dropped.
+        tokens = profile.captions.count(request.prompt)
         if tokens > MAX_PROMPT_TOKENS:
-            raise InvalidGeneration(f"{tokens} tokens; at most {MAX_PROMPT_TOKENS}", "prompt")
-        if request.negative_prompt and len(pipe.tokenizer(request.negative_prompt).input_ids) > MAX_PROMPT_TOKENS:
-            raise InvalidGeneration(f"more than {MAX_PROMPT_TOKENS} tokens", "negative_prompt")
-        default = profile_for(self.settings.model_dir).sampling
+            raise InvalidGeneration(f"{tokens} tokens with the chat template; at most {MAX_PROMPT_TOKENS}", "prompt")
+        if request.negative_prompt and profile.captions.count(request.negative_prompt) > MAX_PROMPT_TOKENS:
+            raise InvalidGeneration(f"more than {MAX_PROMPT_TOKENS} tokens with the chat template", "negative_prompt")
+        default = profile.sampling
         multiple = math.lcm(16, pipe.vae_scale_factor * 2)  # the latent is made of 2x2 patches
         sides = {"width": request.width or default.width, "height": request.height or default.height}
         largest = self.settings.generation_max_side or DEFAULT_SIDE_FACTOR * max(default.width, default.height)
@@ -160,8 +162,10 @@ class GenerationService:
         except Exception as exc:
             self._patched.clear()
             metrics.GENERATION_PATCH_VERSION.set(-1)
+            # The cause (a local path, a parser's message) is for the log; the client gets a stable answer.
+            log.exception("safety patch version %d cannot be applied", version)
             raise PatchUnavailable(f"safety patch version {version} cannot be applied, so no image is "
-                                   f"generated: {type(exc).__name__}: {exc}") from exc
+                                   "generated; see the server log") from exc
         self._applied, self._erasure_ids = version, tuple(e["erasure_id"] for e in entries)
         metrics.GENERATION_PATCH_VERSION.set(version)
         log.info("serving safety patch version %d (%d erasures)", version, len(entries))

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text, false
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.tables import Base, EventId, UTCDateTime, check_in, utcnow
@@ -39,6 +39,9 @@ class ErasureJob(Base):
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # On success the worker deploys it: a new deployment of the active set + this job, activated.
     auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Higher runs first (0: normal; only admins set it); the key that asked, for per-key quotas.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"), index=True)
+    requested_key_id: Mapped[str | None] = mapped_column(String(40), index=True)
     # After training: the probe's before/after report (zerase.evaluation) and a before/after grid (PNG).
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     preview_uri: Mapped[str | None] = mapped_column(String(1024))

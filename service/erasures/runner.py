@@ -15,7 +15,6 @@ import socket
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -89,8 +88,9 @@ def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: 
         log.exception("job %s failed", job_id)
         error = f"{type(exc).__name__}: {exc}"
         with sessions() as db:
+            # The traceback is in the log (above); the job's events, which moderators read, get the error alone.
             lifecycle.finish(db, job_id, JobStatus.FAILED, f"failed: {error}", error=error,
-                             data={"traceback": traceback.format_exc(limit=-8)})
+                             data={"error_type": type(exc).__name__})
         return JobStatus.FAILED
 
 

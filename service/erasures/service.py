@@ -22,7 +22,10 @@ from service.erasures.contract import EventKind, JobStatus
 from service.erasures.errors import IdempotencyConflict, InvalidJobRequest, JobStateConflict
 from service.erasures.lifecycle import add_event, finish, fresh, get_job, transition
 from service.erasures.models import ErasureJob, IdempotencyKey, JobEvent
+from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.presets import resolve
+from zerase.profiles import ModelProfile, profile_for
+from zerase.prompts import erase_prompts
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,29 @@ def resolve_config(spec: JobSpec, model_dir: Path | None) -> dict[str, Any]:
     """Category presets fill what the request leaves out (ε per Table 6, anchor, preservation); the
     profile of the model the workers load fixes how training samples (steps, guidance, size). Both are
     plain data: no torch in the control plane."""
+    profile = profile_for(model_dir)
     try:
         config = resolve(spec.concept, spec.category, preservation=spec.preservation, anchor=spec.anchor,
-                         epsilon=spec.epsilon, model=model_dir, **spec.overrides)
+                         epsilon=spec.epsilon, model=profile, **spec.overrides)
     except (ValueError, TypeError) as exc:
         raise InvalidJobRequest(str(exc)) from exc
+    _check_caption_lengths(spec, config.concept, config.erase_prompts, profile)
     resolved: dict[str, Any] = config.to_dict()
     return resolved
+
+
+def _check_caption_lengths(spec: JobSpec, concept: str, extra: list[str], profile: ModelProfile) -> None:
+    """Every training prompt must fit the caption the pipeline keeps, counted as it counts: in tokens of the
+    chat-templated text (200 emoji are over 800), not in characters."""
+    limit = MAX_CAPTION_TOKENS
+    for prompt in erase_prompts(concept, extra):
+        if (n := profile.captions.count(prompt)) > limit:
+            raise InvalidJobRequest(f"the concept makes a {n}-token caption ({prompt[:40]!r}...); at most {limit} "
+                                    "tokens, chat template included", "concept")
+    for i, item in enumerate(spec.preservation or []):
+        if (n := profile.captions.count(item)) > limit:
+            raise InvalidJobRequest(f"a {n}-token caption; at most {limit} tokens, chat template included",
+                                    f"preservation[{i}]")
 
 
 def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[[ErasureJob], dict[str, Any]],

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,9 @@ def model_dir() -> Path | None:
     return configured
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of its own for this test session, schema by `alembic upgrade head`, dropped after."""
+@contextmanager
+def empty_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped on exit."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         conn = admin.connect()
@@ -59,13 +60,20 @@ def postgres_url() -> Iterator[str]:
     conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        migrate(url)
         yield url
     finally:
         engine_for(url).dispose()
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.close()
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test session, schema by `alembic upgrade head`, dropped after."""
+    with empty_postgres_database() as url:
+        migrate(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
