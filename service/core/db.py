@@ -56,6 +56,20 @@ def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
+def serialize_writes(db: Session) -> None:
+    """Make the transaction that starts here the only writer until it ends, on every database.
+
+    SQLite: take the write lock now (BEGIN IMMEDIATE); its default begins a transaction only at the
+    first write, so two read-then-write sections both read the old state (two admins revoking each
+    other both saw two admins). PostgreSQL: nothing here; callers lock what they read (FOR UPDATE).
+    Call it first thing: whatever the session did before is committed.
+    """
+    if db.get_bind().dialect.name != "sqlite":
+        return
+    db.commit()
+    db.execute(text("BEGIN IMMEDIATE"))
+
+
 def check_database(url: str) -> None:
     """Raise if the database cannot answer a query."""
     with engine_for(url).connect() as conn:

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
+from service.core.db import serialize_writes
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.tables import utcnow
 from service.deployments.contract import BASE_VERSION, MAX_WEIGHT
@@ -37,6 +38,7 @@ class DeploymentNotFound(NotFound):
 def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
            reason: str | None = None) -> Deployment:
     """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated; committed."""
+    serialize_writes(db)
     deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason)
     db.commit()
     return deployment
@@ -98,6 +100,7 @@ def active(db: Session) -> Deployment | None:
 
 def activate(db: Session, version: int, actor: Actor) -> Deployment | None:
     """Serve `version` (0: the base model) from the next generation request on; committed."""
+    serialize_writes(db)
     deployment = _activate(db, version, actor)
     db.commit()
     return deployment
@@ -116,7 +119,9 @@ def _activate(db: Session, version: int, actor: Actor) -> Deployment | None:
 
 
 def deploy_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
-    """A new version = the active set + this erasure, at equal weights; activated, in one transaction."""
+    """A new version = the active set + this erasure, at equal weights; activated, in one transaction,
+    serialised with every other deploy, retire and activation (none builds on a set another is replacing)."""
+    serialize_writes(db)
     current = _active_ids(db)
     if erasure_id in current:
         raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
@@ -129,7 +134,8 @@ def deploy_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
 
 def retire_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
     """A new version = the active set - this erasure (empty: serves the base model); activated, in one
-    transaction."""
+    transaction, serialised like deploy_erasure."""
+    serialize_writes(db)
     current = _active_ids(db)
     if erasure_id not in current:
         raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")

@@ -10,11 +10,11 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
-from service.core.db import session_factory
+from service.core.db import serialize_writes, session_factory
 from service.core.errors import Conflict, NotFound
 from service.core.tables import utcnow
 from service.keys.contract import SECRET_PREFIX, Role
@@ -65,11 +65,14 @@ def authenticate(db: Session, secret: str) -> ApiKey | None:
         return None
     key = db.scalar(select(ApiKey).where(ApiKey.secret_sha256 == _digest(secret)))
     if key is None or key.revoked_at is not None:
+        db.rollback()
         return None
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         db.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-        db.commit()
+    # Ends the transaction either way: its connection goes back to the pool, so a request that waits
+    # (for the model, say) after authenticating holds none.
+    db.commit()
     return key
 
 
@@ -78,16 +81,20 @@ def list_keys(db: Session) -> list[ApiKey]:
 
 
 def revoke(db: Session, key_id: str, actor: Actor) -> ApiKey:
-    """Revoke a key (committed). The last live admin key cannot be revoked: nobody could make keys."""
-    key = db.get(ApiKey, key_id, with_for_update=True)
+    """Revoke a key (committed). The last live admin key cannot be revoked: nobody could make keys.
+
+    Serialised against every other revocation (the live admin set is locked), so two admins revoking
+    each other at once leave one of them."""
+    serialize_writes(db)
+    key = db.get(ApiKey, key_id, with_for_update=True, populate_existing=True)
     if key is None:
         raise KeyNotFound(key_id)
     if key.revoked_at is not None:
         raise KeyConflict(f"API key {key_id} is already revoked")
     if key.role == Role.ADMIN:
-        admins = db.scalar(select(func.count()).select_from(ApiKey)
-                           .where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None)))
-        if admins == 1:
+        live_admins = db.scalars(select(ApiKey.id).where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None))
+                                 .with_for_update()).all()
+        if len(live_admins) <= 1:
             raise KeyConflict("this is the last live admin key; create another admin key first")
     key.revoked_at = utcnow()
     record(db, actor, "key.revoke", key.id, {"name": key.name, "role": key.role})
