@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
@@ -39,9 +40,36 @@ def fresh(db: Session, job_id: str) -> ErasureJob:
     return job
 
 
-def transition(db: Session, job_id: str, from_status: Sequence[str], **values: Any) -> bool:
-    result = db.execute(update(ErasureJob).where(ErasureJob.id == job_id, ErasureJob.status.in_(from_status))
-                        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a job: its name and the attempt it claimed. A worker that stalled past the
+    heartbeat timeout may find the job requeued and claimed again (attempt + 1): every write it makes
+    is conditional on the claim, so it can no longer change what its successor does."""
+
+    job_id: str
+    worker: str
+    attempt: int
+
+    @classmethod
+    def of(cls, job: ErasureJob) -> Claim:
+        assert job.worker is not None
+        return cls(job.id, job.worker, job.attempts)
+
+
+@dataclass(frozen=True)
+class Standing:
+    owner: bool  # the claim still holds (the job is running under it)
+    cancel_requested: bool
+
+
+def transition(db: Session, job_id: str, from_status: Sequence[str], *, claim: Claim | None = None,
+               where: Sequence[ColumnElement[bool]] = (), **values: Any) -> bool:
+    """One conditional UPDATE: only from `from_status` (and under `claim`, and `where`); True if it applied."""
+    conditions = [ErasureJob.id == job_id, ErasureJob.status.in_(from_status), *where]
+    if claim is not None:
+        conditions += [ErasureJob.worker == claim.worker, ErasureJob.attempts == claim.attempt]
+    result = db.execute(update(ErasureJob).where(*conditions).values(updated_at=utcnow(), **values)
+                        .execution_options(synchronize_session=False))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -71,27 +99,34 @@ def claim(db: Session, job_id: str, worker: str) -> ErasureJob | None:
     return job
 
 
-def cancel_requested(db: Session, job_id: str) -> bool:
-    flagged = db.scalar(select(ErasureJob.cancel_requested_at).where(ErasureJob.id == job_id))
-    return flagged is not None
+def standing(db: Session, claim: Claim) -> Standing:
+    """Whether `claim` still holds the job, and whether a cancel was asked for: one read."""
+    row = db.execute(select(ErasureJob.status, ErasureJob.worker, ErasureJob.attempts,
+                            ErasureJob.cancel_requested_at).where(ErasureJob.id == claim.job_id)).one()
+    owner = row.status == JobStatus.RUNNING and row.worker == claim.worker and row.attempts == claim.attempt
+    return Standing(owner=owner, cancel_requested=row.cancel_requested_at is not None)
 
 
-def record_progress(db: Session, job_id: str, progress: dict[str, Any], event: bool) -> None:
-    transition(db, job_id, [JobStatus.RUNNING], progress=progress, heartbeat_at=utcnow())
+def record_progress(db: Session, claim: Claim, progress: dict[str, Any], event: bool) -> bool:
+    if not transition(db, claim.job_id, [JobStatus.RUNNING], claim=claim, progress=progress, heartbeat_at=utcnow()):
+        db.rollback()
+        return False
     if event:
-        add_event(db, job_id, EventKind.METRICS, f"step {progress['step']}/{progress['total']}", progress)
+        add_event(db, claim.job_id, EventKind.METRICS, f"step {progress['step']}/{progress['total']}", progress)
+    db.commit()
+    return True
+
+
+def heartbeat(db: Session, claim: Claim) -> None:
+    transition(db, claim.job_id, [JobStatus.RUNNING], claim=claim, heartbeat_at=utcnow())
     db.commit()
 
 
-def heartbeat(db: Session, job_id: str) -> None:
-    transition(db, job_id, [JobStatus.RUNNING], heartbeat_at=utcnow())
-    db.commit()
-
-
-def requeue(db: Session, job_id: str, message: str, data: dict[str, Any] | None = None) -> bool:
+def requeue(db: Session, job_id: str, message: str, data: dict[str, Any] | None = None, *,
+            claim: Claim | None = None) -> bool:
     """running -> queued (worker shutting down, or lost): it resumes from its checkpoint; False if it was
-    not running."""
-    if not transition(db, job_id, [JobStatus.RUNNING], status=JobStatus.QUEUED, enqueued_at=None):
+    not running (under `claim`, when given)."""
+    if not transition(db, job_id, [JobStatus.RUNNING], claim=claim, status=JobStatus.QUEUED, enqueued_at=None):
         db.rollback()
         return False
     add_event(db, job_id, EventKind.STATE, message, {"status": "queued", **(data or {})})
@@ -104,10 +139,11 @@ def finish(db: Session, job_id: str, status: JobStatus, message: str, *,
            expected: Sequence[JobStatus] = (JobStatus.RUNNING,), error: str | None = None,
            artifact: StoredArtifact | None = None, data: dict[str, Any] | None = None,
            evaluation: dict[str, Any] | None = None, preview: StoredArtifact | None = None,
-           actor: Actor | None = None, action: str | None = None) -> bool:
+           actor: Actor | None = None, action: str | None = None, claim: Claim | None = None) -> bool:
     """`expected` -> succeeded | failed | cancelled, committed (with the audit line of `action` by `actor`,
     when given), then `JobFinished` is published. False, and nothing changed, if the job was not in an
-    `expected` state."""
+    `expected` state, not under `claim` (when given), or, to succeed, if a cancel has been requested: a
+    job cancelled after its last training step must not succeed, nor auto-deploy."""
     if status not in FINISHED:
         raise ValueError(f"{status} is not a terminal state")
     now = utcnow()
@@ -120,7 +156,8 @@ def finish(db: Session, job_id: str, status: JobStatus, message: str, *,
         values["evaluation"] = evaluation
     if preview:
         values.update(preview_uri=preview.uri, preview_sha256=preview.sha256)
-    if not transition(db, job_id, expected, **values):
+    where = [ErasureJob.cancel_requested_at.is_(None)] if status == JobStatus.SUCCEEDED else []
+    if not transition(db, job_id, expected, claim=claim, where=where, **values):
         db.rollback()
         return False
     kind = EventKind.ERROR if status == JobStatus.FAILED else EventKind.STATE

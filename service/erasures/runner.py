@@ -27,6 +27,7 @@ from service.core.logs import adopt_model_libraries, for_job
 from service.core.metrics import TRAINING_STEPS
 from service.core.settings import Settings
 from service.core.store import store_for
+from service.core.tables import utcnow
 from service.erasures import lifecycle, publish
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob
@@ -81,31 +82,43 @@ def run_job(job_id: str, settings: Settings, stop: Callable[[], bool] = lambda: 
     if job is None:
         log.info("job %s is not queued; nothing to do", job_id)
         return None
+    claim = lifecycle.Claim.of(job)
     try:
-        with _Heartbeat(sessions, job_id, settings.heartbeat_interval_s):
-            return _train(job, settings, sessions, stop)
+        with _Heartbeat(sessions, claim, settings.heartbeat_interval_s):
+            return _train(job, claim, settings, sessions, stop)
     except Exception as exc:
         log.exception("job %s failed", job_id)
         error = f"{type(exc).__name__}: {exc}"
         with sessions() as db:
             # The traceback is in the log (above); the job's events, which moderators read, get the error alone.
             lifecycle.finish(db, job_id, JobStatus.FAILED, f"failed: {error}", error=error,
-                             data={"error_type": type(exc).__name__})
+                             data={"error_type": type(exc).__name__}, claim=claim)
         return JobStatus.FAILED
 
 
-def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
+def _deadline(job: ErasureJob, settings: Settings) -> float:
+    """A monotonic deadline: the timeout counts from the first attempt's start, across every attempt."""
+    first_start = job.started_at or utcnow()
+    left = settings.job_timeout_s - (utcnow() - first_start).total_seconds()
+    if left <= 0:
+        raise TimeoutError(f"out of time after {job.attempts - 1} attempts: ZERASE_JOB_TIMEOUT_S "
+                           f"({settings.job_timeout_s}s) counts from the first attempt's start")
+    return time.monotonic() + left
+
+
+def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions: sessionmaker[Session],
            stop: Callable[[], bool]) -> str:
     from zerase.artifact import load_artifact
     from zerase.erasure import EraseConfig, erase
 
+    deadline = _deadline(job, settings)
     pipe = base_pipeline(settings)
-    progress = _Progress(sessions, job.id, settings)
-    deadline = time.monotonic() + settings.job_timeout_s
+    progress = _Progress(sessions, claim, settings)
     checkpoint_dir = settings.checkpoint_dir / job.id
 
     def should_stop() -> bool:
-        return progress.cancel_requested() or stop() or time.monotonic() > deadline
+        standing = progress.standing()
+        return standing.cancel_requested or not standing.owner or stop() or time.monotonic() > deadline
 
     with _training_lock:
         result = erase(pipe, EraseConfig.from_dict(job.config), on_step=progress.on_step,
@@ -114,17 +127,17 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
     progress.flush()
     summary = {"steps_done": result.steps_done, "final_lambda": result.final_lambda}
     if result.cancelled:
-        if progress.cancel_requested():
-            with sessions() as db:
-                lifecycle.finish(db, job.id, JobStatus.CANCELLED, f"cancelled after {result.steps_done} steps",
-                             data=summary)
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-            return JobStatus.CANCELLED
+        standing = progress.standing()
+        if not standing.owner:
+            return _lost(sessions, claim)
+        if standing.cancel_requested:
+            return _cancelled(sessions, claim, f"cancelled after {result.steps_done} steps", summary, checkpoint_dir)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S)")
+            raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S, counted "
+                               "across attempts)")
         with sessions() as db:  # the worker is stopping: the checkpoint stays for the next attempt
             lifecycle.requeue(db, job.id, "worker shutting down; queued again, resumes from its checkpoint",
-                              data=summary)
+                              data=summary, claim=claim)
         return JobStatus.QUEUED
 
     store = store_for(settings)
@@ -135,25 +148,45 @@ def _train(job: ErasureJob, settings: Settings, sessions: sessionmaker[Session],
         artifact = load_artifact(path, pipe)  # never publish a file the loader would refuse
         # Raises StoreUnavailable after its retries: the job fails, the checkpoint stays, a retry only publishes.
         stored = publish.upload(store, path, "artifact", sessions, job.id, settings)
-    if settings.evaluate_jobs:
+    if settings.evaluate_jobs and not progress.standing().cancel_requested:
         with _training_lock:  # the report patches the shared pipeline too
             evaluation, preview = publish.report(pipe, artifact, store, sessions, job.id, settings)
     with sessions() as db:
-        if not lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
-                                data={**summary, "sha256": stored.sha256, "bytes": stored.bytes},
-                                evaluation=evaluation, preview=preview):
-            # The sweeper took the job back meanwhile; whoever runs it now owns it (and the checkpoint).
-            return lifecycle.get_job(db, job.id).status
+        succeeded = lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
+                                     data={**summary, "sha256": stored.sha256, "bytes": stored.bytes},
+                                     evaluation=evaluation, preview=preview, claim=claim)
+    if succeeded:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return JobStatus.SUCCEEDED
+    standing = progress.standing()
+    if standing.owner and standing.cancel_requested:  # cancelled while it was being published
+        return _cancelled(sessions, claim, "cancelled before it was published; nothing was deployed", summary,
+                          checkpoint_dir)
+    return _lost(sessions, claim)
+
+
+def _cancelled(sessions: sessionmaker[Session], claim: lifecycle.Claim, message: str, summary: dict[str, Any],
+               checkpoint_dir: Path) -> str:
+    with sessions() as db:
+        lifecycle.finish(db, claim.job_id, JobStatus.CANCELLED, message, data=summary, claim=claim)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return JobStatus.SUCCEEDED
+    return JobStatus.CANCELLED
+
+
+def _lost(sessions: sessionmaker[Session], claim: lifecycle.Claim) -> str:
+    """The sweeper took the job back meanwhile: whoever holds it now owns it (and the checkpoint)."""
+    with sessions() as db:
+        status = lifecycle.get_job(db, claim.job_id).status
+    log.warning("attempt %d lost the job (now %s); this worker leaves it alone", claim.attempt, status)
+    return status
 
 
 class _Progress:
     """Progress to the job row at most every `progress_interval_s`, a metrics event at most every
     `metrics_event_interval_s`; the first and last steps always get both."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, settings: Settings) -> None:
-        self.sessions, self.job_id, self.settings = sessions, job_id, settings
+    def __init__(self, sessions: sessionmaker[Session], claim: lifecycle.Claim, settings: Settings) -> None:
+        self.sessions, self.claim, self.settings = sessions, claim, settings
         self.pending: dict[str, Any] | None = None
         self.last_row = self.last_event = -float("inf")
         self.start: tuple[float, int] | None = None  # (time, step) of this attempt's first report
@@ -181,34 +214,34 @@ class _Progress:
             return
         now = time.monotonic()
         with self.sessions() as db:
-            lifecycle.record_progress(db, self.job_id, self.pending, event=event)
+            lifecycle.record_progress(db, self.claim, self.pending, event=event)
         self.last_row = now
         if event:
             self.last_event = now
         self.pending = None
 
-    def cancel_requested(self) -> bool:
+    def standing(self) -> lifecycle.Standing:
         with self.sessions() as db:
-            return lifecycle.cancel_requested(db, self.job_id)
+            return lifecycle.standing(db, self.claim)
 
 
 class _Heartbeat:
     """A thread that stamps heartbeat_at, so the sweeper can tell a slow step from a dead worker."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, interval_s: float) -> None:
-        self.sessions, self.job_id, self.interval_s = sessions, job_id, interval_s
+    def __init__(self, sessions: sessionmaker[Session], claim: lifecycle.Claim, interval_s: float) -> None:
+        self.sessions, self.claim, self.interval_s = sessions, claim, interval_s
         self.done = threading.Event()
         # In the job's context, so its log lines carry the job id too.
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
-                                       name=f"heartbeat-{job_id}", daemon=True)
+                                       name=f"heartbeat-{claim.job_id}", daemon=True)
 
     def _beat(self) -> None:
         while not self.done.wait(self.interval_s):
             try:
                 with self.sessions() as db:
-                    lifecycle.heartbeat(db, self.job_id)
+                    lifecycle.heartbeat(db, self.claim)
             except Exception:  # a missed beat is not fatal; the sweeper allows several
-                log.warning("heartbeat for %s failed", self.job_id, exc_info=True)
+                log.warning("heartbeat for %s failed", self.claim.job_id, exc_info=True)
 
     def __enter__(self) -> _Heartbeat:
         self.thread.start()

@@ -160,3 +160,13 @@ def submit_direct(settings: Settings, concept: str, category: str, **overrides: 
                         overrides=overrides, reason="test", requested_by="test")
     with session_factory(settings.database_url)() as db:
         return jobs.submit(db, spec, settings.model_dir, lambda job: {}).job_id
+
+
+def all_events_direct(settings: Settings, job_id: str) -> list[Any]:
+    """The job's events read from the database (for tests that drive the worker side directly)."""
+    from sqlalchemy import select
+
+    from service.erasures.models import JobEvent
+
+    with session_factory(settings.database_url)() as db:
+        return list(db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
