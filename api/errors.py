@@ -20,12 +20,12 @@ from starlette.exceptions import HTTPException
 
 from api.auth import AuthError
 from api.openapi import PROBLEM
-from service.core.errors import Conflict, DomainError, Invalid, NotFound, Unavailable
+from service.core.errors import Conflict, DomainError, Exhausted, Forbidden, Invalid, NotFound, Unavailable
 from service.core.store import ArtifactIntegrityError, ArtifactMissing
 
 log = logging.getLogger(__name__)
-STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503,
-                                        DomainError: 422}
+STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Invalid: 422, Forbidden: 403,
+                                        Exhausted: 429, Unavailable: 503, DomainError: 422}
 
 
 def problem(status: int, detail: str, *, code: str, errors: list[dict[str, Any]] | None = None,
@@ -92,6 +92,8 @@ async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
         log.error("%s: %s", exc.code, exc)
         return problem(status, str(exc), code=exc.code, errors=errors, headers={"Retry-After": "5"},
                        title=exc.code.replace("_", " ").capitalize())
+    if isinstance(exc, Exhausted):
+        return problem(status, str(exc), code=exc.code, errors=errors, headers={"Retry-After": str(exc.retry_after_s)})
     return problem(status, str(exc), code=exc.code, errors=errors)
 
 

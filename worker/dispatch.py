@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.db import session_factory
 from service.core.settings import Settings
 from service.erasures import lifecycle
+from service.erasures.contract import MAX_PRIORITY
 from service.erasures.runner import run_job
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ POLL_S = 2.0  # the embedded worker also polls, so a job committed by another pr
 
 
 class Dispatcher(Protocol):
-    def enqueue(self, job_id: str) -> None: ...
+    def enqueue(self, job_id: str, priority: int = 0) -> None:
+        """Hand "look at job N" to a worker; `priority` 0 (normal) .. MAX_PRIORITY (most urgent)."""
+        ...
 
     def check(self) -> None:
         """Raise if jobs could not be handed over now."""
@@ -52,12 +55,18 @@ def make_celery(settings: Settings) -> Celery:
         # Redis redelivers an unacked message after the visibility timeout: it must outlast any job.
         broker_transport_options={"visibility_timeout": settings.job_timeout_s + 3600,
                                   "socket_connect_timeout": 5,
+                                  # One Redis list per priority, read most urgent first (Celery's Redis
+                                  # priority emulation); AMQP brokers take x-max-priority below.
+                                  "priority_steps": list(range(MAX_PRIORITY + 1)), "sep": ":",
+                                  "queue_order_strategy": "priority",
                                   # Several deployments (or test sessions) can share one Redis.
                                   **({"global_keyprefix": settings.broker_key_prefix}
                                      if settings.broker_key_prefix else {})},
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         worker_hijack_root_logger=False,
+        task_queue_max_priority=MAX_PRIORITY,
+        task_default_priority=MAX_PRIORITY,  # normal jobs, in Kombu's order
     )
     return app
 
@@ -67,8 +76,9 @@ class CeleryDispatcher:
         self.app = app or make_celery(settings)
         self.queue = settings.queue_name
 
-    def enqueue(self, job_id: str) -> None:
-        self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue)
+    def enqueue(self, job_id: str, priority: int = 0) -> None:
+        # Kombu's Redis transport serves priority 0 first: ours counts the other way.
+        self.app.send_task(TASK_NAME, args=[job_id], queue=self.queue, priority=MAX_PRIORITY - priority)
 
     def check(self) -> None:
         with self.app.connection_for_write() as conn:
@@ -90,8 +100,8 @@ class InProcessDispatcher:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
 
-    def enqueue(self, job_id: str) -> None:
-        self.wake.set()
+    def enqueue(self, job_id: str, priority: int = 0) -> None:
+        self.wake.set()  # the thread takes the most urgent queued job itself (lifecycle.next_queued)
 
     def check(self) -> None:
         if self.settings.embedded_worker and not all(t.is_alive() for t in self.threads):
@@ -135,7 +145,9 @@ def dispatcher_for(settings: Settings) -> Dispatcher:
 def hand_over(dispatcher: Dispatcher, sessions: sessionmaker[Session], job_id: str) -> None:
     """Send "look at job N"; if the broker is down the job stays queued and the sweeper resends it."""
     try:
-        dispatcher.enqueue(job_id)
+        with sessions() as db:
+            priority = lifecycle.get_job(db, job_id).priority
+        dispatcher.enqueue(job_id, priority)
     except Exception:
         log.warning("could not enqueue job %s; the sweeper will resend it", job_id, exc_info=True)
         return

@@ -11,6 +11,7 @@ import time
 
 from service.core.db import session_factory
 from service.core.settings import Settings
+from service.erasures.idempotency import purge_expired
 from service.erasures.sweep import sweep
 from worker.dispatch import Dispatcher, hand_over
 
@@ -32,6 +33,8 @@ class Sweeper(threading.Thread):
                 with sessions() as db:
                     for job_id in sweep(db, self.settings):
                         hand_over(self.dispatcher, sessions, job_id)
+                with sessions() as db:
+                    purge_expired(db, self.settings.idempotency_ttl_s)
             except Exception:
                 log.exception("sweep failed; trying again next interval")
             if self.stopping.wait(max(0.0, self.settings.sweep_interval_s - (time.monotonic() - started))):

@@ -15,10 +15,12 @@ from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreD
 from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList
 from api.errors import problem
 from api.openapi import problems
+from service.core.errors import Forbidden
 from service.core.store import ArtifactStore
 from service.core.text import PLAIN_PARAMETER
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, EVENT_CURSOR_PATTERN, MAX_TEXT, Category, JobStatus
+from service.erasures.quota import Quota
 from service.keys.contract import Role
 from worker.dispatch import hand_over
 
@@ -32,13 +34,17 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Repeat a request safely: the same key and body replay the first response")]
 
 
-@router.post("", name="create", status_code=202, response_model=Job, responses=problems(422))
+@router.post("", name="create", status_code=202, response_model=Job, responses=problems(422, 429))
 def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                    settings: SettingsDep, actor: ActorDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    if body.priority and actor.role != Role.ADMIN:
+        raise Forbidden(f"only admin keys may set a priority; {actor.name!r} is a {actor.role}", "priority")
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
-                        reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy)
-    submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor)
+                        reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy,
+                        priority=body.priority or 0)
+    submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor,
+                            quota=Quota.of(settings), idempotency_ttl_s=settings.idempotency_ttl_s)
     headers = {"Location": f"/erasures/{submitted.job_id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -17,6 +17,7 @@ from service.erasures.contract import (
     EPSILON_MIN,
     MAX_ETA,
     MAX_PRESERVATION,
+    MAX_PRIORITY,
     MAX_RANK,
     MAX_SEED,
     MAX_STEPS,
@@ -47,6 +48,8 @@ class ErasureCreate(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     reason: Reason | None = Field(None, description="Why: ticket, legal basis")
     auto_deploy: bool = Field(False, description="On success, deploy it: active deployment + this erasure")
+    priority: int | None = Field(None, ge=0, le=MAX_PRIORITY,
+                                 description="Admins only: higher runs first (0, the default, is normal)")
 
     @field_validator("preservation")
     @classmethod
@@ -104,6 +107,7 @@ class Job(BaseModel):
         "or {skipped: why} for a model without a probe, or {error: ...}; null until then"))
     preview_url: str | None = Field(description="A before/after PNG grid of the concept and preserved prompts")
     auto_deploy: bool
+    priority: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -122,7 +126,7 @@ class Job(BaseModel):
             attempts=job.attempts, error=job.error,
             progress=Progress.model_validate(job.progress) if job.progress else None, artifact=artifact,
             evaluation=job.evaluation, preview_url=f"{url}/preview.png" if job.preview_uri else None,
-            auto_deploy=job.auto_deploy,
+            auto_deploy=job.auto_deploy, priority=job.priority,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             cancel_requested_at=job.cancel_requested_at)
 

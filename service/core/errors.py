@@ -36,3 +36,16 @@ class Unavailable(DomainError):
     """Something the action needs is not available now; retrying later may work."""
 
     code = "unavailable"
+
+
+class Forbidden(DomainError):
+    """The caller may not do this (a role's limit on a field, say)."""
+
+    code = "forbidden"
+
+
+class Exhausted(DomainError):
+    """A quota or a queue is full: retrying after `retry_after_s` may work."""
+
+    code = "quota_exceeded"
+    retry_after_s = 60

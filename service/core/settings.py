@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # Uploads to the artifact store: this many tries, waiting base, 2x base, 4x base... in between.
     store_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     store_retry_base_s: Annotated[float, Field(ge=0)] = 1.0
+    # Per API key, over its queued and running jobs: how many, and their cost (steps x rank, summed).
+    max_active_jobs_per_key: Annotated[int, Field(ge=1)] = 10
+    max_active_cost_per_key: Annotated[int, Field(ge=1)] = 100_000  # 125 default jobs (200 steps, rank 4)
+    idempotency_ttl_s: Annotated[float, Field(gt=0)] = 24 * 3600  # an Idempotency-Key is replayed this long
     # After training: the probe's metrics on a small sample (zerase.evaluation) and a before/after preview.
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept

@@ -37,3 +37,4 @@ MAX_ETA = 20.0
 MAX_STEPS = 5000
 MAX_RANK = 256
 MAX_SEED = 2**32 - 1
+MAX_PRIORITY = 9  # job priority: 0 (normal) .. 9 (most urgent)

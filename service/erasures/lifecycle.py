@@ -175,6 +175,6 @@ def finish(db: Session, job_id: str, status: JobStatus, message: str, *,
 
 
 def next_queued(db: Session) -> str | None:
-    """The oldest queued job (embedded worker: the database is the queue)."""
+    """The next queued job, most urgent first, then oldest (embedded worker: the database is the queue)."""
     return db.scalar(select(ErasureJob.id).where(ErasureJob.status == JobStatus.QUEUED)
-                     .order_by(ErasureJob.id).limit(1))
+                     .order_by(ErasureJob.priority.desc(), ErasureJob.id).limit(1))

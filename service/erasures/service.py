@@ -18,10 +18,13 @@ from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
 from service.core.tables import utcnow
+from service.erasures import idempotency
+from service.erasures import quota as quotas
 from service.erasures.contract import EventKind, JobStatus
 from service.erasures.errors import IdempotencyConflict, InvalidJobRequest, JobStateConflict
 from service.erasures.lifecycle import add_event, finish, fresh, get_job, transition
 from service.erasures.models import ErasureJob, IdempotencyKey, JobEvent
+from service.erasures.quota import Quota
 from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.presets import resolve
 from zerase.profiles import ModelProfile, profile_for
@@ -41,6 +44,7 @@ class JobSpec:
     reason: str | None
     requested_by: str
     auto_deploy: bool = False
+    priority: int = 0  # higher runs first; only admins may set it (the API checks)
 
     def sha256(self) -> str:
         """A fingerprint of the request, for matching Idempotency-Key replays."""
@@ -84,45 +88,50 @@ def _check_caption_lengths(spec: JobSpec, concept: str, extra: list[str], profil
 
 
 def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[[ErasureJob], dict[str, Any]],
-           idempotency_key: str | None = None, actor: Actor | None = None) -> Submitted:
-    """Create a queued job (committed, audited). With a key, a repeat of the request replays the first
-    response (and is not audited again)."""
+           idempotency_key: str | None = None, actor: Actor | None = None, *, quota: Quota | None = None,
+           idempotency_ttl_s: float = 24 * 3600) -> Submitted:
+    """Create a queued job (committed, audited), within the acting key's `quota`. With an Idempotency-Key,
+    a repeat of the request by the same API key within `idempotency_ttl_s` replays the first response
+    (and is not audited again); other keys' use of the same header value is their own."""
+    actor = actor or Actor(spec.requested_by)
     fingerprint = spec.sha256()
-    if idempotency_key and (replay := _replay(db, idempotency_key, fingerprint)):
+    scoped = idempotency.scoped(actor, idempotency_key) if idempotency_key else None
+    if scoped and (replay := _replay(db, scoped, idempotency_key, fingerprint, idempotency_ttl_s)):
         return replay
     config = resolve_config(spec, model_dir)
+    if quota is not None and actor.key_id is not None:
+        quotas.check(db, actor.key_id, config, quota)
     job = ErasureJob(concept=spec.concept, category=spec.category, config=config, reason=spec.reason,
-                     requested_by=spec.requested_by, status=JobStatus.QUEUED, auto_deploy=spec.auto_deploy)
+                     requested_by=spec.requested_by, status=JobStatus.QUEUED, auto_deploy=spec.auto_deploy,
+                     priority=spec.priority, requested_key_id=actor.key_id)
     db.add(job)
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})
-    record(db, actor or Actor(spec.requested_by), "erasure.submit", job.id,
-                 {"concept": spec.concept, "category": spec.category, "reason": spec.reason})
+    record(db, actor, "erasure.submit", job.id,
+           {"concept": spec.concept, "category": spec.category, "reason": spec.reason, "priority": spec.priority})
     response = render(job)
-    if idempotency_key:
-        db.add(IdempotencyKey(key=idempotency_key, request_sha256=fingerprint, job_id=job.id,
-                              response=response))
+    if scoped:
+        db.add(IdempotencyKey(key=scoped, request_sha256=fingerprint, job_id=job.id, response=response))
     try:
         db.commit()
     except IntegrityError:
         # A concurrent request with the same key committed first: answer as it did.
         db.rollback()
-        if idempotency_key and (replay := _replay(db, idempotency_key, fingerprint)):
+        if scoped and idempotency_key and (replay := _replay(db, scoped, idempotency_key, fingerprint,
+                                                             idempotency_ttl_s)):
             return replay
         raise
     return Submitted(job.id, response, replayed=False)
 
 
-def _replay(db: Session, key: str, fingerprint: str) -> Submitted | None:
-    row = db.get(IdempotencyKey, key)
+def _replay(db: Session, scoped: str, shown: str | None, fingerprint: str, ttl_s: float) -> Submitted | None:
+    row = idempotency.live(db, scoped, ttl_s)
     if row is None:
         return None
     if row.request_sha256 != fingerprint:
-        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used with a different request body "
+        raise IdempotencyConflict(f"Idempotency-Key {shown!r} was already used with a different request body "
                                   f"(job {row.job_id}); use a new key for a new request")
     return Submitted(row.job_id, row.response, replayed=True)
-
-
 
 
 def list_jobs(db: Session, *, limit: int, cursor: str | None = None, status: str | None = None,

@@ -1,0 +1,27 @@
+"""A checkpoint file is data, never code: one that carries a pickled callable is refused unexecuted."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from zerase.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from zerase.config import EraseConfig
+
+RAN: list[str] = []
+
+
+class Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (RAN.append, ("code ran",))
+
+
+def test_a_checkpoint_with_a_pickled_callable_is_refused(tmp_path: Path) -> None:
+    config = EraseConfig(concept="red", preservation=[])
+    torch.save({"config": config.to_dict(), "lora": {}, "loop": Payload()}, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path, config)
+    assert RAN == []
