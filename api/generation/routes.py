@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from api.auth import require
+from api.auth import ActorDep, require
 from api.generation.schemas import GenerateRequest, GenerateResult
 from api.openapi import problems
 from service.deployments.contract import PATCH_HEADER
@@ -32,11 +32,12 @@ GeneratorDep = Annotated[GenerationService, Depends(get_generator)]
 @router.post("/generate", name="generate", response_class=Response, responses={
     200: {"content": {"image/png": {}, "application/json": {"schema": GenerateResult.model_json_schema()}},
           "description": f"The image; header {PATCH_HEADER} names the deployment applied (0: base model)"},
-    **problems(422, 503)})
-def generate(body: GenerateRequest, generator: GeneratorDep,
+    **problems(422, 429, 503)})
+def generate(body: GenerateRequest, generator: GeneratorDep, actor: ActorDep,
              accept: Annotated[str, Header()] = "image/png") -> Response:
-    # A sync route: FastAPI runs it in its threadpool, so sampling never blocks the event loop.
-    result = generator.generate(GenerationRequest(**body.model_dump()))
+    # A sync route: FastAPI runs it in its threadpool, so sampling never blocks the event loop. Its database
+    # session was released after authentication: waiting for the model holds no connection.
+    result = generator.generate(GenerationRequest(**body.model_dump()), key_id=actor.key_id)
     png = _png(result.image)
     headers = {PATCH_HEADER: str(result.patch_version)}
     if not _wants_json(accept):

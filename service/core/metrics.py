@@ -18,7 +18,7 @@ disable_created_metrics()  # no *_created series next to each counter and histog
 TRAINING_STEPS = Counter("zerase_training_steps", "Training steps done by this process; rate() is the step rate")
 GENERATION_SECONDS = Histogram(
     "zerase_generation_seconds", "POST /generate in the generation service, waiting for the model included, "
-    "by outcome: ok, invalid (422), unavailable (503: the safety patch cannot be applied), error",
+    "by outcome: ok, invalid (422), busy (429), unavailable (503: the safety patch cannot be applied), error",
     ["outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, math.inf))
 GENERATIONS_IN_PROGRESS = Gauge("zerase_generation_in_progress", "Generation requests running or waiting "
                                 "for the model in this process")

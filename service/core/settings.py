@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
 
+    # /generate: requests running or waiting for the model, in all and per API key; past either, a 429. Keep the
+    # total well under the HTTP server's 40 worker threads, which the control routes share.
+    generation_queue_size: Annotated[int, Field(ge=1, le=32)] = 16
+    generation_per_key: Annotated[int, Field(ge=1)] = 4
     # /generate: the largest width or height served (None: twice the model's default side, at most 1024).
     generation_max_side: Annotated[int, Field(ge=16, le=1024)] | None = None
 

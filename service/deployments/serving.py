@@ -28,6 +28,7 @@ from service.core.logs import adopt_model_libraries
 from service.core.settings import Settings
 from service.core.store import ArtifactStore, file_sha256
 from service.deployments import service as deployments
+from service.deployments.admission import Admission, GenerationBusy
 from service.deployments.contract import BASE_VERSION, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE
 
 log = logging.getLogger(__name__)
@@ -78,17 +79,19 @@ class GenerationService:
         self.settings, self.sessions, self.store = settings, sessions, store
         self.cache_dir = settings.var_dir.resolve() / "patch-cache"
         self._lock = threading.Lock()
+        self.admission = Admission(settings.generation_queue_size, settings.generation_per_key)
         self._pipe: Any = None
         self._patched: Any = None
         self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
         self._erasure_ids: tuple[str, ...] = ()
 
-    def generate(self, request: GenerationRequest) -> Generated:
+    def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
+        """Generate under the active patch; GenerationBusy at once if the queue or `key_id`'s share is full."""
         from zerase.generate import generate
 
         started, outcome = time.perf_counter(), "error"
         try:
-            with metrics.GENERATIONS_IN_PROGRESS.track_inprogress(), self._lock:
+            with self.admission.admit(key_id), metrics.GENERATIONS_IN_PROGRESS.track_inprogress(), self._lock:
                 # Requests queue at the lock; version check, patch and sampling are one unit.
                 pipe = self._pipeline()
                 sampling = self._sampling(pipe, request)
@@ -96,8 +99,8 @@ class GenerationService:
                 image = generate(pipe, [request.prompt], [request.seed], sampling,
                                  negative_prompt=request.negative_prompt)[0]
             outcome = "ok"
-        except (InvalidGeneration, PatchUnavailable) as exc:
-            outcome = "invalid" if isinstance(exc, InvalidGeneration) else "unavailable"
+        except (InvalidGeneration, PatchUnavailable, GenerationBusy) as exc:
+            outcome = {InvalidGeneration: "invalid", PatchUnavailable: "unavailable"}.get(type(exc), "busy")
             raise
         finally:
             metrics.GENERATION_SECONDS.labels(outcome).observe(time.perf_counter() - started)

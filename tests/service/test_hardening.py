@@ -179,3 +179,25 @@ def test_the_start_up_log_masks_every_password(tmp_path: Path, postgres_url: str
         proc.wait()
     log = "".join(lines)
     assert "routes" in log and "s3cret" not in log and "***" in log, log
+
+
+def test_celery_sends_urgent_jobs_to_the_queue_read_first(distributed_settings: Settings) -> None:
+    import redis
+
+    from worker.dispatch import CeleryDispatcher
+
+    queue = f"{distributed_settings.queue_name}-priority"
+    settings = distributed_settings.model_copy(update={"queue_name": queue})
+    dispatcher = CeleryDispatcher(settings)
+    try:
+        dispatcher.enqueue("er_normal", 0)
+        dispatcher.enqueue("er_urgent", 9)
+    finally:
+        dispatcher.stop()
+    client = redis.Redis.from_url(settings.broker_url)
+    prefix = settings.broker_key_prefix
+    # Kombu's Redis transport keeps one list per priority step and reads the unsuffixed one first.
+    first, last = client.lrange(f"{prefix}{queue}", 0, -1), client.lrange(f"{prefix}{queue}:9", 0, -1)
+    client.delete(f"{prefix}{queue}", f"{prefix}{queue}:9")
+    assert len(first) == 1 and b"er_urgent" in first[0]
+    assert len(last) == 1 and b"er_normal" in last[0]
