@@ -22,6 +22,7 @@ from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -177,6 +178,30 @@ def compose_problems(doc: Doc, base: Path) -> list[str]:
                 problems.append(f"{name}: volume {source} is not declared under the top-level volumes")
         if name in images:
             problems += [f"{name}: {p}" for p in our_service_problems(service, images[name])]
+        problems += [f"{name}: {p}" for p in hygiene_problems(name, service, services)]
+    return problems
+
+
+def hygiene_problems(name: str, service: Doc, services: dict[str, Doc]) -> list[str]:
+    """What a reviewer would refuse in a stack file: ports open to every interface, a broker without a
+    password, the application holding the store's root credentials, replicas that migrate on start."""
+    problems = []
+    for published in service.get("ports") or []:
+        host_ip = published.get("host_ip") if isinstance(published, dict) else \
+            (str(published).split(":")[0] if str(published).count(":") == 2 else "")
+        if host_ip != "127.0.0.1":
+            problems.append(f"publishes {published} on every interface (bind it to 127.0.0.1)")
+    env = environment(service)
+    if name == "redis" and "--requirepass" not in argv(service.get("command")):
+        problems.append("Redis runs without --requirepass")
+    if (broker := env.get("ZERASE_BROKER_URL", "")).startswith("redis") and not urlsplit(broker).password:
+        problems.append("ZERASE_BROKER_URL has no password")
+    root = environment(services.get("minio", {})).get("MINIO_ROOT_USER")
+    if root and env.get("ZERASE_S3_ACCESS_KEY_ID") == root:
+        problems.append("uses MinIO's root user as its S3 key; give the application a user of its own")
+    migrates = argv(service.get("command"))[:2] == ["zerase", "migrate"]
+    if "ZERASE_DATABASE_URL" in env and not migrates and env.get("ZERASE_AUTO_MIGRATE", "true").lower() != "false":
+        problems.append("migrates on start (ZERASE_AUTO_MIGRATE): replicas would race; leave it to `migrate`")
     return problems
 
 
@@ -221,6 +246,10 @@ def test_the_compose_file_and_its_dockerfiles_are_valid() -> None:
         devices = services[gpu_service]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["capabilities"] == ["gpu"]
     assert argv(services["migrate"]["command"]) == ["zerase", "migrate"]
+    # The application's S3 user is made with a policy scoped to the artifact bucket.
+    setup = " ".join(argv(services["create-bucket"]["entrypoint"]))
+    assert "mc admin user add local zerase-app" in setup and "policy attach local zerase-app" in setup
+    assert '"arn:aws:s3:::zerase-artifacts/*"' in setup
     assert environment(services["generation"])["ZERASE_API_ROUTES"] == "generation"
 
 
@@ -284,6 +313,14 @@ BROKEN = {
     "an undeclared named volume": (lambda d: d["volumes"].pop("worker-var"), "volume worker-var is not declared"),
     "a Dockerfile that does not exist": (_set("services/api/build", {"context": ".", "dockerfile": "docker/x"}),
                                          "no such Dockerfile"),
+    "a port published on every interface": (_set("services/api/ports", ["8000:8000"]), "on every interface"),
+    "Redis without a password": (_set("services/redis/command", ["redis-server"]), "without --requirepass"),
+    "a broker URL without the password": (_set("services/api/environment/ZERASE_BROKER_URL", "redis://redis:6379/0"),
+                                          "ZERASE_BROKER_URL has no password"),
+    "the store's root user as the application's key": (
+        _set("services/api/environment/ZERASE_S3_ACCESS_KEY_ID", "minio-admin"), "MinIO's root user"),
+    "a replica that migrates on start": (_set("services/api/environment/ZERASE_AUTO_MIGRATE", "true"),
+                                         "replicas would race"),
 }
 
 
