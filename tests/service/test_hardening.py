@@ -33,8 +33,10 @@ def app_client(settings: Settings, role: str = "moderator", name: str = "alice")
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Settings:
-    return Settings(var_dir=tmp_path_factory.mktemp("hardening-var"), model_dir=model_dir, embedded_worker=False,
-                    max_active_jobs_per_key=3, max_active_cost_per_key=5_000)
+    settings = Settings(var_dir=tmp_path_factory.mktemp("hardening-var"), model_dir=model_dir,
+                        embedded_worker=False, max_active_jobs_per_key=3, max_active_cost_per_key=5_000)
+    migrate(settings.database_url)
+    return settings
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,15 @@ def test_celery_sends_urgent_jobs_to_the_queue_read_first(distributed_settings: 
     client.delete(f"{prefix}{queue}", f"{prefix}{queue}:9")
     assert len(first) == 1 and b"er_urgent" in first[0]
     assert len(last) == 1 and b"er_normal" in last[0]
+
+
+def test_an_unloadable_patch_answers_without_internals(settings: Settings) -> None:
+    from jobclient import live_api
+
+    missing = make_job(settings)  # its artifact is at /nowhere/...: it cannot be fetched
+    with live_api(settings) as admin:
+        assert admin.post(f"/erasures/{missing}/deploy").status_code == 201
+        r = admin.post("/generate", json={"prompt": "a red circle"})
+        admin.post(f"/erasures/{missing}/retire")
+    assert r.status_code == 503 and r.json()["code"] == "safety_patch_unavailable"
+    assert "/nowhere" not in r.text and "Error" not in r.json()["detail"]
