@@ -25,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     with fresh_database() as url, tempfile.TemporaryDirectory() as var:
         env = {"ZERASE_DATABASE_URL": url, "ZERASE_EMBEDDED_WORKER": "false", "ZERASE_AUTO_MIGRATE": "false",
-               "ZERASE_VAR_DIR": var}
+               "ZERASE_VAR_DIR": var, "ZERASE_MAX_ACTIVE_JOBS_PER_KEY": "100000",  # one key, many queued jobs
+               "ZERASE_MAX_ACTIVE_COST_PER_KEY": "1000000000"}
         server, base = serve(env, Path(var) / "serve.log")
         try:
             with httpx.Client(base_url=base, timeout=30, headers=admin_key(url)) as client:

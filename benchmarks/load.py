@@ -44,7 +44,9 @@ def main() -> None:
     with fresh_database("zerase_load") as url, tempfile.TemporaryDirectory() as var:
         env = {"ZERASE_DATABASE_URL": url, "ZERASE_AUTO_MIGRATE": "false", "ZERASE_VAR_DIR": var,
                "ZERASE_BROKER_URL": REDIS_URL, "ZERASE_QUEUE_NAME": prefix, "ZERASE_BROKER_KEY_PREFIX": f"{prefix}:",
-               "ZERASE_EVALUATE_JOBS": "false", "ZERASE_PROGRESS_INTERVAL_S": "5"}
+               "ZERASE_EVALUATE_JOBS": "false", "ZERASE_PROGRESS_INTERVAL_S": "5",
+               # One key submits every job: the per-key quota would (rightly) refuse most of them.
+               "ZERASE_MAX_ACTIVE_JOBS_PER_KEY": "100000", "ZERASE_MAX_ACTIVE_COST_PER_KEY": "1000000000"}
         server, base = serve(env, Path(var) / "serve.log")
         worker = None
         try:

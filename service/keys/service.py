@@ -86,16 +86,20 @@ def revoke(db: Session, key_id: str, actor: Actor) -> ApiKey:
     Serialised against every other revocation (the live admin set is locked), so two admins revoking
     each other at once leave one of them."""
     serialize_writes(db)
-    key = db.get(ApiKey, key_id, with_for_update=True, populate_existing=True)
+    key = db.get(ApiKey, key_id)
     if key is None:
         raise KeyNotFound(key_id)
+    if key.role == Role.ADMIN:
+        # The whole live admin set, locked in id order (so two revocations cannot deadlock), then re-read.
+        live_admins = db.scalars(select(ApiKey.id).where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None))
+                                 .order_by(ApiKey.id).with_for_update()).all()
+        db.refresh(key)
+        if key.revoked_at is None and len(live_admins) <= 1:
+            raise KeyConflict("this is the last live admin key; create another admin key first")
+    else:
+        db.refresh(key, with_for_update=True)
     if key.revoked_at is not None:
         raise KeyConflict(f"API key {key_id} is already revoked")
-    if key.role == Role.ADMIN:
-        live_admins = db.scalars(select(ApiKey.id).where(ApiKey.role == Role.ADMIN, ApiKey.revoked_at.is_(None))
-                                 .with_for_update()).all()
-        if len(live_admins) <= 1:
-            raise KeyConflict("this is the last live admin key; create another admin key first")
     key.revoked_at = utcnow()
     record(db, actor, "key.revoke", key.id, {"name": key.name, "role": key.role})
     db.commit()

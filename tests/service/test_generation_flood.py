@@ -9,17 +9,23 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from conftest import empty_postgres_database
 from jobclient import api_key, bearer, live_api
 
+from service.core.db import migrate
 from service.core.settings import Settings
 
 BODY = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 6}
 
 
-def test_a_generate_flood_leaves_the_control_plane_answering(postgres_url: str, tmp_path: Path,
-                                                             model_dir: Path | None) -> None:
-    settings = Settings(var_dir=tmp_path, database_url=postgres_url, model_dir=model_dir, embedded_worker=False,
-                        generation_queue_size=4, generation_per_key=2)
+def test_a_generate_flood_leaves_the_control_plane_answering(tmp_path: Path, model_dir: Path | None) -> None:
+    with empty_postgres_database() as url:  # of its own: no other test's deployment active
+        migrate(url)
+        flood_against(Settings(var_dir=tmp_path, database_url=url, model_dir=model_dir, embedded_worker=False,
+                               generation_queue_size=4, generation_per_key=2))
+
+
+def flood_against(settings: Settings) -> None:
     with live_api(settings, role="moderator") as control:
         keys = [api_key(settings, "generator", f"flood-{i}") for i in range(3)]
         assert control.post("/generate", json=BODY, headers=bearer(keys[0])).status_code == 200  # model loaded
