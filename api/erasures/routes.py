@@ -15,7 +15,6 @@ from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreD
 from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList
 from api.errors import problem
 from api.openapi import problems
-from service.core.errors import Forbidden
 from service.core.store import ArtifactStore
 from service.core.text import PLAIN_PARAMETER
 from service.erasures import service as jobs
@@ -37,8 +36,6 @@ IdempotencyKey = Annotated[str | None, Header(
 @router.post("", name="create", status_code=202, response_model=Job, responses=problems(422, 429))
 def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                    settings: SettingsDep, actor: ActorDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    if body.priority and actor.role != Role.ADMIN:
-        raise Forbidden(f"only admin keys may set a priority; {actor.name!r} is a {actor.role}", "priority")
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
                         reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy,

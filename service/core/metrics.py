@@ -25,6 +25,11 @@ GENERATIONS_IN_PROGRESS = Gauge("zerase_generation_in_progress", "Generation req
 GENERATION_PATCH_VERSION = Gauge("zerase_generation_patch_version", "The deployment version this process "
                                  "applied for generation (0: the base model; -1: none, or it could not be applied)")
 GENERATION_PATCH_VERSION.set(-1)
+GENERATION_BATCH_SIZE = Histogram("zerase_generation_batch_size", "Requests per /generate pipeline call "
+                                  "(dynamic batching)", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
+GENERATION_QUEUE_SECONDS = Histogram("zerase_generation_queue_seconds", "Time a /generate request waited for its "
+                                     "batch to start", buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                2, 5, 10, 30, math.inf))
 HTTP_REQUESTS = Counter("zerase_http_requests", "HTTP requests answered, by method, route template and status",
                         ["method", "route", "status"])
 HTTP_SECONDS = Histogram("zerase_http_request_seconds", "HTTP request latency by method and route template",

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # total well under the HTTP server's 40 worker threads, which the control routes share.
     generation_queue_size: Annotated[int, Field(ge=1, le=32)] = 16
     generation_per_key: Annotated[int, Field(ge=1)] = 4
+    # Dynamic batching: requests sharing size, steps and guidance run as one call of up to this many (1: off),
+    # the oldest waiting at most this long for company.
+    generation_max_batch: Annotated[int, Field(ge=1, le=64)] = 8
+    generation_max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
     # /generate: the largest width or height served (None: twice the model's default side, at most 1024).
     generation_max_side: Annotated[int, Field(ge=16, le=1024)] | None = None
 

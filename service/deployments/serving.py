@@ -1,10 +1,10 @@
-"""Generation with the active safety patch: one request at a time per process, fail closed.
+"""Generation with the active safety patch, dynamically batched (service.deployments.batching), fail closed.
 
-Before each request the service reads the active deployment version (one primary-key lookup);
-when it changed, the deployment's artifacts are fetched from the store (cached locally by sha256,
-verified on every use), loaded and applied with their weights. The version check, the patch and
-the sampling all happen under one lock, so the version a response reports is the one applied.
-If the active version cannot be applied, nothing is generated (PatchUnavailable -> 503).
+Before each batch the service reads the active deployment version (one primary-key lookup); when it
+changed, the deployment's artifacts are fetched from the store (cached locally by sha256, verified on
+every use), loaded and applied with their weights. The version check, the patch and the sampling of a
+batch happen under one lock, so the version a response reports is the one applied to its image. If the
+active version cannot be applied, nothing is generated (PatchUnavailable -> 503).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from service.core.settings import Settings
 from service.core.store import ArtifactStore, file_sha256
 from service.deployments import service as deployments
 from service.deployments.admission import Admission, GenerationBusy
+from service.deployments.batching import Batcher, Pending
 from service.deployments.contract import BASE_VERSION, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,10 @@ class GenerationService:
         self.settings, self.sessions, self.store = settings, sessions, store
         self.cache_dir = settings.var_dir.resolve() / "patch-cache"
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self.admission = Admission(settings.generation_queue_size, settings.generation_per_key)
+        self.batcher: Batcher[Generated] = Batcher(self._run_batch, settings.generation_max_batch,
+                                                   settings.generation_max_wait_ms / 1000)
         self._pipe: Any = None
         self._patched: Any = None
         self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
@@ -87,33 +92,44 @@ class GenerationService:
 
     def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
         """Generate under the active patch; GenerationBusy at once if the queue or `key_id`'s share is full."""
-        from zerase.generate import generate
-
         started, outcome = time.perf_counter(), "error"
         try:
-            with self.admission.admit(key_id), metrics.GENERATIONS_IN_PROGRESS.track_inprogress(), self._lock:
-                # Requests queue at the lock; version check, patch and sampling are one unit.
-                pipe = self._pipeline()
-                sampling = self._sampling(pipe, request)
-                version = self._sync()
-                image = generate(pipe, [request.prompt], [request.seed], sampling,
-                                 negative_prompt=request.negative_prompt)[0]
+            with self.admission.admit(key_id), metrics.GENERATIONS_IN_PROGRESS.track_inprogress():
+                sampling = self._sampling(self._pipeline(), request)  # a 422 before it queues
+                result = self.batcher.submit((sampling, request.negative_prompt or ""), (request, sampling))
             outcome = "ok"
         except (InvalidGeneration, PatchUnavailable, GenerationBusy) as exc:
             outcome = {InvalidGeneration: "invalid", PatchUnavailable: "unavailable"}.get(type(exc), "busy")
             raise
         finally:
             metrics.GENERATION_SECONDS.labels(outcome).observe(time.perf_counter() - started)
-        return Generated(image, request.seed, sampling.steps, sampling.width, sampling.height,
-                         sampling.guidance_scale, version, self._erasure_ids)
+        return result
 
     def validate(self, request: GenerationRequest) -> Any:
         """The sampling settings `request` would run with, or InvalidGeneration (a 422 naming the field):
         the checks `generate` makes first, without generating."""
+        return self._sampling(self._pipeline(), request)
+
+    def _run_batch(self, batch: Sequence[Pending[Generated]]) -> list[Generated]:
+        """One pipeline call for the batch: version check, patch and sampling as one unit under the model lock,
+        so every image reports the version it was made under."""
+        from zerase.generate import generate
+
+        requests = [member.payload[0] for member in batch]
+        sampling = batch[0].payload[1]
         with self._lock:
-            return self._sampling(self._pipeline(), request)
+            version = self._sync()
+            images = generate(self._pipe, [r.prompt for r in requests], [r.seed for r in requests], sampling,
+                              negative_prompt=requests[0].negative_prompt)
+            erasure_ids = self._erasure_ids
+        return [Generated(image, r.seed, sampling.steps, sampling.width, sampling.height, sampling.guidance_scale,
+                          version, erasure_ids) for image, r in zip(images, requests, strict=True)]
 
     def _pipeline(self) -> Any:
+        with self._loading:  # once per process; the model lock is for sampling
+            return self._load()
+
+    def _load(self) -> Any:
         if self._pipe is None:
             import torch
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
+from service.core.errors import Forbidden
 from service.core.tables import utcnow
 from service.erasures import idempotency
 from service.erasures import quota as quotas
@@ -25,6 +26,7 @@ from service.erasures.errors import IdempotencyConflict, InvalidJobRequest, JobS
 from service.erasures.lifecycle import add_event, finish, fresh, get_job, transition
 from service.erasures.models import ErasureJob, IdempotencyKey, JobEvent
 from service.erasures.quota import Quota
+from service.keys.contract import Role
 from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.presets import resolve
 from zerase.profiles import ModelProfile, profile_for
@@ -94,6 +96,8 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     a repeat of the request by the same API key within `idempotency_ttl_s` replays the first response
     (and is not audited again); other keys' use of the same header value is their own."""
     actor = actor or Actor(spec.requested_by)
+    if spec.priority and actor.role is not None and actor.role != Role.ADMIN:
+        raise Forbidden(f"only admin keys may set a priority; {actor.name!r} is a {actor.role}", "priority")
     fingerprint = spec.sha256()
     scoped = idempotency.scoped(actor, idempotency_key) if idempotency_key else None
     if scoped and (replay := _replay(db, scoped, idempotency_key, fingerprint, idempotency_ttl_s)):

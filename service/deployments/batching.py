@@ -1,0 +1,94 @@
+"""Dynamic batching for /generate: requests waiting for the model that share what a batch must share
+(size, steps, guidance, negative prompt) run as one pipeline call, up to `max_batch` requests, waiting
+at most `max_wait_s` for the batch to fill.
+
+No thread of its own: the first waiting request that finds the model free leads, collects the oldest
+request's compatible company, runs it and hands every member its result. Each image keeps its own
+seeded noise (zerase.generate), so batching changes no pixel. One batch is one version check and one
+sampling call, so a batch never mixes two safety-patch versions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from service.core import metrics
+
+R = TypeVar("R")
+
+
+@dataclass(eq=False)
+class Pending(Generic[R]):
+    group: Hashable  # requests with equal groups may share a batch
+    payload: Any
+    enqueued: float = field(default_factory=time.monotonic)
+    done: bool = False
+    result: R | None = None
+    error: BaseException | None = None
+
+
+class Batcher(Generic[R]):
+    def __init__(self, run: Callable[[Sequence[Pending[R]]], Sequence[R]], max_batch: int, max_wait_s: float):
+        self._run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
+        self._cond = threading.Condition()
+        self._queue: deque[Pending[R]] = deque()
+        self._running = False
+        self.recent_sizes: deque[int] = deque(maxlen=256)  # the last batches' sizes, for tests and logs
+
+    def submit(self, group: Hashable, payload: Any) -> R:
+        """Block until `payload` has run in some batch; its result, or the error its batch raised."""
+        mine: Pending[R] = Pending(group, payload)
+        with self._cond:
+            self._queue.append(mine)
+            self._cond.notify_all()
+            while not mine.done:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                batch = self._collect()
+                self._cond.release()
+                try:
+                    self._execute(batch)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    for member in batch:
+                        member.done = True
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result  # type: ignore[return-value]
+
+    def _collect(self) -> list[Pending[R]]:
+        """The oldest request and its compatible followers (in arrival order), once the batch is full or the
+        oldest has waited `max_wait_s`. Called holding the condition's lock."""
+        head = self._queue[0]
+        while True:
+            company = [p for p in self._queue if p.group == head.group][: self.max_batch]
+            left = head.enqueued + self.max_wait_s - time.monotonic()
+            if len(company) >= self.max_batch or left <= 0:
+                break
+            self._cond.wait(timeout=left)
+        for member in company:
+            self._queue.remove(member)
+        return company
+
+    def _execute(self, batch: list[Pending[R]]) -> None:
+        started = time.monotonic()
+        for member in batch:
+            metrics.GENERATION_QUEUE_SECONDS.observe(started - member.enqueued)
+        metrics.GENERATION_BATCH_SIZE.observe(len(batch))
+        self.recent_sizes.append(len(batch))
+        try:
+            results = self._run(batch)
+            for member, result in zip(batch, results, strict=True):
+                member.result = result
+        except BaseException as exc:  # every member gets the batch's error (e.g. the patch cannot be applied)
+            for member in batch:
+                member.error = exc
