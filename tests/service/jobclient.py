@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -27,6 +27,9 @@ from service.erasures.models import ErasureJob, new_job_id
 FINISHED = ("succeeded", "failed", "cancelled")
 REPO = Path(__file__).resolve().parents[2]
 WorkerFactory = Callable[[Settings, str], "subprocess.Popen[bytes]"]
+
+
+T = TypeVar("T")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -170,3 +173,21 @@ def all_events_direct(settings: Settings, job_id: str) -> list[Any]:
 
     with session_factory(settings.database_url)() as db:
         return list(db.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Run the calls on threads released together."""
+    barrier = threading.Barrier(len(calls))
+    results: list[T | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]

@@ -4,11 +4,11 @@ what a batch must share never share one."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from jobclient import at_once
 
 from service.core.db import migrate, session_factory
 from service.core.settings import Settings
@@ -26,20 +26,8 @@ def service(tmp_path: Path, model_dir: Path | None, **batching: object) -> Gener
 
 
 def concurrently(generator: GenerationService, requests: list[GenerationRequest]) -> list[Generated]:
-    results: list[Generated | None] = [None] * len(requests)
-    barrier = threading.Barrier(len(requests))
-
-    def one(i: int) -> None:
-        barrier.wait()
-        results[i] = generator.generate(requests[i], key_id=f"key-{i % 2}")
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
+    return at_once(*[(lambda i=i: generator.generate(requests[i], key_id=f"key-{i % 2}"))
+                     for i in range(len(requests))])
 
 
 @pytest.fixture(scope="module")

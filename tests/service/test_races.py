@@ -3,15 +3,13 @@ two admins revoking each other at once leave one admin; two deploys at once both
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import empty_postgres_database
-from jobclient import api_key, bearer, live_api, make_job
+from jobclient import api_key, at_once, bearer, live_api, make_job
 from sqlalchemy import func, select
 
 from service.core.db import migrate, session_factory
@@ -33,24 +31,6 @@ def settings_on(backend: str, tmp_path: Path) -> Iterator[Settings]:
     with empty_postgres_database() as url:
         migrate(url)
         yield Settings(var_dir=tmp_path / "var", database_url=url, embedded_worker=False)
-
-
-def at_once(*calls: Callable[[], httpx.Response]) -> list[httpx.Response]:
-    """Run the calls on threads released together."""
-    barrier = threading.Barrier(len(calls))
-    results: list[httpx.Response | None] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
 
 
 def live_admins(settings: Settings) -> int:
