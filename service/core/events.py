@@ -26,7 +26,6 @@ class JobFinished:
     database_url: str  # where the job lives: a process may serve several databases (tests do)
 
 
-Event = JobFinished
 Handler = Callable[[JobFinished], None]
 _handlers: list[Handler] = []
 
@@ -37,7 +36,7 @@ def subscribe(handler: Handler) -> None:
         _handlers.append(handler)
 
 
-def publish(event: Event) -> None:
+def publish(event: JobFinished) -> None:
     for handler in list(_handlers):
         try:
             handler(event)

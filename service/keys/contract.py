@@ -13,4 +13,3 @@ class Role(enum.StrEnum):
 
 SECRET_PREFIX = "zk_"
 KEY_ID_PATTERN = r"^key_[0-9a-f]{16}$"
-MAX_NAME = 200
