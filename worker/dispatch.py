@@ -142,11 +142,14 @@ def dispatcher_for(settings: Settings) -> Dispatcher:
     return InProcessDispatcher(settings) if settings.inprocess else CeleryDispatcher(settings)
 
 
-def hand_over(dispatcher: Dispatcher, sessions: sessionmaker[Session], job_id: str) -> None:
-    """Send "look at job N"; if the broker is down the job stays queued and the sweeper resends it."""
+def hand_over(dispatcher: Dispatcher, sessions: sessionmaker[Session], job_id: str,
+              priority: int | None = None) -> None:
+    """Send "look at job N" (`priority`: the job's, read from its row when the caller does not know it);
+    if the broker is down the job stays queued and the sweeper resends it."""
     try:
-        with sessions() as db:
-            priority = lifecycle.get_job(db, job_id).priority
+        if priority is None:
+            with sessions() as db:
+                priority = lifecycle.get_job(db, job_id).priority
         dispatcher.enqueue(job_id, priority)
     except Exception:
         log.warning("could not enqueue job %s; the sweeper will resend it", job_id, exc_info=True)

@@ -46,7 +46,7 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
-        hand_over(dispatcher, sessions, submitted.job_id)
+        hand_over(dispatcher, sessions, submitted.job_id, spec.priority)
     return JSONResponse(submitted.response, status_code=202, headers=headers)
 
 
@@ -80,7 +80,7 @@ def cancel_erasure(job_id: JobId, db: SessionDep, actor: ActorDep) -> JSONRespon
 def retry_erasure(job_id: JobId, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                   actor: ActorDep) -> Job:
     job = jobs.retry(db, job_id, actor)
-    hand_over(dispatcher, sessions, job_id)
+    hand_over(dispatcher, sessions, job_id, job.priority)
     return Job.of(job)
 
 

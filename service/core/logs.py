@@ -91,12 +91,9 @@ def configure_logging(log_format: Literal["text", "json"], level: str | int, str
         lib.handlers.clear()
         lib.propagate = True
     logging.captureWarnings(True)  # warnings.warn(...) from libraries: logged lines too, with the job id
-    global _json
-    _json = log_format == "json"
     adopt_model_libraries()
 
 
-_json = False
 MODEL_LIBRARIES = ("transformers", "diffusers")
 
 
@@ -104,11 +101,13 @@ def adopt_model_libraries() -> None:
     """Route transformers' and diffusers' logs through our handler (they print through handlers of their
     own by default). Only the libraries already imported: importing them here would load torch into the
     control plane, so the code that loads a model calls this again once it has."""
+    ours = [h for h in logging.getLogger().handlers if h.get_name() == "zerase"]
+    json_lines = bool(ours) and not isinstance(ours[0].formatter, TextFormatter)
     for library in MODEL_LIBRARIES:
         if library not in sys.modules:
             continue
         library_logging = importlib.import_module(f"{library}.utils.logging")
         library_logging.disable_default_handler()
         library_logging.enable_propagation()
-        if _json:  # no tqdm bars among the JSON lines
+        if json_lines:  # no tqdm bars among the JSON lines
             library_logging.disable_progress_bar()
