@@ -50,7 +50,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, proc)
-            body = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 10}
+            body = {"prompt": "a red circle", "width": 64, "height": 64}
             with httpx.Client(base_url=url, timeout=120) as warm:  # the model loads on the first request
                 warm.post("/generate", json=body, headers={"Authorization": f"Bearer {generators[0]}"})
             print(f"server: {args.entry} in {args.repo}; {args.clients} /generate clients for {args.seconds:.0f}s")

@@ -24,10 +24,12 @@ from zerase.generate import generate
 from zerase.lora import GatedLoraModel, LoraSpec
 from zerase.patching import PatchedPipeline
 from zerase.pipeline import load_pipeline
+from zerase.presets import model_defaults
 from zerase.profiles import profile_for
 
 
-def random_artifacts(pipe, n: int, folder: Path) -> list:
+def random_artifacts(pipe, n: int, folder: Path, model: Path | None = None) -> list:
+    """`n` artifacts with random factors (B ~ N(0, 0.01²)); `model`: the directory `pipe` was loaded from."""
     spec = LoraSpec()
     fingerprint = base_fingerprint(pipe.transformer)
     out = []
@@ -36,8 +38,8 @@ def random_artifacts(pipe, n: int, folder: Path) -> list:
         lora.add_trainable(seed=i)
         state = {k: (torch.randn_like(v) * 0.01 if "lora_B" in k else v) for k, v in lora.lora_state().items()}
         lora.remove()
-        result = ErasureResult(EraseConfig(concept=f"c{i}", preservation=[], steps=1), state, spec, fingerprint,
-                               cancelled=False, steps_done=1, final_lambda=0.0)
+        config = EraseConfig(**model_defaults(model), concept=f"c{i}", preservation=[], steps=1)
+        result = ErasureResult(config, state, spec, fingerprint, cancelled=False, steps_done=1, final_lambda=0.0)
         result.save(folder / f"a{i}.safetensors")
         out.append(load_artifact(folder / f"a{i}.safetensors", pipe))
     return out
@@ -63,7 +65,7 @@ def main() -> None:
     pipe = load_pipeline(args.model)
     settings = profile_for(args.model).sampling
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = random_artifacts(pipe, 20, Path(tmp))
+        artifacts = random_artifacts(pipe, 20, Path(tmp), args.model)
     patched = PatchedPipeline(pipe)
     results: dict[str, list[float]] = {}
     for _round in range(2):  # two interleaved rounds; the best of each is reported

@@ -28,7 +28,7 @@ from zerase.erasure import erase
 from zerase.evaluation import Evaluator, evaluate_intervention
 from zerase.generate import generate, image_grid
 from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.patching import PatchedPipeline, merge_weights
+from zerase.patching import PatchedPipeline, stack_factors
 from zerase.pipeline import load_pipeline
 from zerase.presets import resolve
 from zerase.profiles import profile_for
@@ -58,7 +58,7 @@ def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:
             return patched.clear
         # The naive baseline cannot be served through the gated patcher: apply ΔW to every row.
         model = GatedLoraModel(pipe.transformer, _spec(artifact), text_only=False)
-        model.set_merged(merge_weights([artifact], [1.0]))
+        model.set_factors(stack_factors([artifact], [1.0]))
         return model.remove
 
     return install

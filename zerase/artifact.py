@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,6 @@ import torch
 from diffusers import ZImageTransformer2DModel
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-
-from zerase.lora import LoraSpec
 
 if TYPE_CHECKING:
     from zerase.erasure import ErasureResult
@@ -32,20 +31,39 @@ class ArtifactError(ValueError):
     """The file is not a usable erasure artifact for this model."""
 
 
-def base_fingerprint(transformer: ZImageTransformer2DModel, spec: LoraSpec | None = None) -> dict[str, str]:
-    """Config hash plus a checksum of the weights a LoRA sits on (first and last main layer's Q/K/V,
-    and the caption embedder): cheap even at 6B parameters, and different for any retrained model."""
-    config = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    h = hashlib.sha256()
+# Fingerprints per loaded transformer: hashing Turbo's fingerprinted weights reads ~375 MiB, and every
+# artifact applied is checked against them. Keyed by the weights' storage, dtype and in-place version
+# counters too, so a model trained in place (the world build) or converted is hashed again.
+_fingerprints: weakref.WeakKeyDictionary[ZImageTransformer2DModel, tuple[tuple, dict[str, str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _fingerprinted(transformer: ZImageTransformer2DModel) -> list[torch.Tensor]:
     layers = transformer.layers
+    weights = []
     for layer in (layers[0], layers[len(layers) - 1]):
         for name in ("to_q", "to_k", "to_v"):
             module = getattr(layer.attention, name)
-            weight = getattr(module, "base", module).weight  # unwrap a TextGatedLinear
-            h.update(weight.detach().float().cpu().contiguous().numpy().tobytes())
-    h.update(transformer.cap_embedder[1].weight.detach().float().cpu().contiguous().numpy().tobytes())
-    return {"class": type(transformer).__name__, "config_sha256": config_hash, "weights_sha256": h.hexdigest()}
+            weights.append(getattr(module, "base", module).weight)  # unwrap a TextGatedLinear
+    return [*weights, transformer.cap_embedder[1].weight]
+
+
+def base_fingerprint(transformer: ZImageTransformer2DModel) -> dict[str, str]:
+    """Config hash plus a checksum of the weights a LoRA sits on (first and last main layer's Q/K/V,
+    and the caption embedder): cheap even at 6B parameters, and different for any retrained model."""
+    weights = _fingerprinted(transformer)
+    versions = tuple((w._version, w.data_ptr(), w.dtype) for w in weights)
+    cached = _fingerprints.get(transformer)
+    if cached is not None and cached[0] == versions:
+        return dict(cached[1])
+    config = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    h = hashlib.sha256()
+    for weight in weights:
+        h.update(weight.detach().float().cpu().contiguous().numpy().tobytes())
+    fingerprint = {"class": type(transformer).__name__, "config_sha256": config_hash, "weights_sha256": h.hexdigest()}
+    _fingerprints[transformer] = (versions, fingerprint)
+    return dict(fingerprint)
 
 
 def artifact_metadata(result: ErasureResult) -> dict[str, Any]:

@@ -27,8 +27,10 @@ def apply_rope(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
 
 def _chunk_mass(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor, concept: torch.Tensor,
                 concept_valid: torch.Tensor) -> torch.Tensor:
-    """q (B, H, C, D), k (B, H, L, D), key_valid (B, L), concept (B, N) key positions -> (B, H, C) mass."""
-    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, C, L)
+    """q (B, H, C, D), k (B, H, L, D), key_valid (B, L), concept (B, N) key positions -> (B, H, C) mass.
+
+    In fp32 whatever the model's dtype: bf16 logits and logsumexp carry percent-level errors per probability."""
+    logits = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, C, L)
     logits = logits.masked_fill(~key_valid[:, None, None, :], float("-inf"))
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
     idx = concept[:, None, None, :].expand(-1, logits.shape[1], logits.shape[2], -1)
@@ -101,7 +103,7 @@ class AttentionMassRecorder:
                      else torch.ones(n, kk.shape[2], dtype=torch.bool, device=kk.device))
         assert self.concept_positions is not None and self.concept_valid is not None
         concept = (self.concept_positions + n_img).to(kk.device)
-        valid = self.concept_valid.to(kk.device, kk.dtype)
+        valid = self.concept_valid.to(kk.device, torch.float32)
         chunks = []
         for start in range(0, n_img, QUERY_CHUNK):
             qc = q[:, :, start:start + QUERY_CHUNK]

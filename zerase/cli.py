@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,18 @@ console = Console(stderr=True)
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="Pipeline directory (default: the bundled model).")]
 
 
+class Dtype(StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+# The same environment variables as the service's settings (ZERASE_DTYPE, ZERASE_DEVICE), so one bf16 path
+# runs from the command line and in the service.
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", envvar="ZERASE_DTYPE", help="Weights' dtype.")]
+DeviceOpt = Annotated[str, typer.Option("--device", envvar="ZERASE_DEVICE", help="torch device, e.g. cuda.")]
+
+
 @world_app.command("build")
 def world_build(
     out: Annotated[Path, typer.Option(help="Where to write the pipeline directory.")] = Path("var/tiny-world"),
@@ -35,6 +48,37 @@ def world_build(
     report = build_world(out, BuildPlan.quick() if quick else BuildPlan.full(), seed=seed, log=console.log)
     console.print(f"[green]built[/] {out} in {report['timings']['total_s']:.0f}s; "
                   f"generation accuracy {report['generation_accuracy']}")
+
+
+scaffold_app = typer.Typer(help="Model-shaped pipeline directories with random weights.", no_args_is_help=True)
+app.add_typer(scaffold_app, name="scaffold")
+
+
+class ScaffoldDtype(StrEnum):
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+@scaffold_app.command("z-image-turbo")
+def scaffold_z_image_turbo(
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline directory.")],
+    small: Annotated[bool, typer.Option(help="Narrow and shallow, for CPU tests; same interfaces.")] = False,
+    dtype: Annotated[ScaffoldDtype, typer.Option(help="Weights' dtype.")] = ScaffoldDtype.bfloat16,
+    seed: int = 0,
+) -> None:
+    """Write Z-Image Turbo's configs and Qwen3 tokenizer with random weights: a ZImagePipeline directory."""
+    import time
+
+    from zerase.turbo.scaffold import DTYPES, build_scaffold, describe_scaffold
+
+    start = time.monotonic()
+    build_scaffold(out, small=small, dtype=DTYPES[dtype.value], seed=seed)
+    parts = describe_scaffold(out)
+    for name, part in parts.items():
+        console.print(f"  {name:<13} {part['parameters']:>14,} parameters  {part['bytes'] / 2**20:>9.1f} MiB")
+    total = sum(p["bytes"] for p in parts.values())
+    console.print(f"[green]wrote[/] {out} ({'small' if small else 'full-size'} Z-Image Turbo scaffold, "
+                  f"{dtype.value}, seed {seed}): {total / 2**20:.1f} MiB in {time.monotonic() - start:.1f}s")
 
 
 @app.command()
@@ -51,6 +95,8 @@ def erase(
     rank: int = 4,
     seed: int = 0,
     model: ModelOpt = None,
+    dtype: DtypeOpt = Dtype.float32,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Train a Z-Erase LoRA for CONCEPT and write it to OUT."""
     from zerase.erasure import StepMetrics
@@ -60,7 +106,7 @@ def erase(
 
     config = resolve(concept, category, preservation=preserve, anchor=anchor, epsilon=epsilon, eta=eta, steps=steps,
                      rank=rank, seed=seed, model=model)
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, device, _torch_dtype(dtype))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("λ={task.fields[lam]:.3f} L_er={task.fields[er]:.4f} L_pr={task.fields[pr]:.5f}"),
                TimeRemainingColumn())
@@ -74,6 +120,12 @@ def erase(
     result.save(out)
     console.print(f"[green]wrote[/] {out} ({out.stat().st_size} bytes, final λ {result.final_lambda:.4f}, "
                   f"{result.timings['total_s']:.1f}s)")
+
+
+def _torch_dtype(name: str):  # noqa: ANN202 (torch is imported late: `zerase --help` stays fast)
+    import torch
+
+    return getattr(torch, name)
 
 
 def _parse_lora(spec: str) -> tuple[Path, float | None]:
@@ -94,6 +146,8 @@ def generate(
     size: Annotated[int | None, typer.Option(help="Image height and width (default: the model's).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Guidance scale (default: the model's).")] = None,
     model: ModelOpt = None,
+    dtype: DtypeOpt = Dtype.float32,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Generate images for PROMPT at seeds SEED..SEED+N-1, optionally with erasures applied."""
     from zerase.artifact import load_artifact
@@ -106,7 +160,7 @@ def generate(
     settings = dataclasses.replace(
         settings, steps=steps or settings.steps, height=size or settings.height, width=size or settings.width,
         guidance_scale=settings.guidance_scale if guidance is None else guidance)
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, device, _torch_dtype(dtype))
     specs = [_parse_lora(s) for s in lora or []]
     if specs:
         artifacts = [load_artifact(p, pipe) for p, _ in specs]

@@ -1,4 +1,9 @@
-"""The settings of one erasure run (hyperparameters default to the paper's §5.1)."""
+"""The settings of one erasure run (hyperparameters default to the paper's §5.1).
+
+How training samples (schedule, guidance, resolution, batch sizes) has no default here: it belongs to
+the loaded model, and a tiny model's 32 px would silently become a real model's training size.
+`zerase.presets.resolve(..., model=...)` fills it from the model's profile.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,19 @@ EPSILON_MIN, EPSILON_MAX = 0.0, 1.0
 DEFAULT_EPSILON = 1e-2
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EraseConfig:
     concept: str
     preservation: list[str]
+    # From the model's profile (see the module docstring).
+    sample_steps: int  # the model's default schedule: trajectories for previews and evaluation
+    guidance_scale: float
+    height: int  # training resolution: the trajectory banks are sampled at this size
+    width: int
+    erase_batch: int
+    preserve_batch: int  # fresh preservation states per step (each also seen the step after)
+    trajectories: int  # frozen trajectories per bank
+    schedule_steps: list[int] | None = None  # step counts trained over (the ones served); None: [sample_steps]
     anchor: str | None = None
     # Erase target: "esd" = Eq. 5 negative guidance; "anchor" = v(x_t, c_anchor);
     # "strip" = v(x_t, prompt with the concept words removed), which keeps the rest of the scene.
@@ -38,15 +52,8 @@ class EraseConfig:
     modulation: Modulation = "lagrangian"
     fixed_lambda: float = 1.0  # λ when modulation == "fixed"
     gating: Gating = "text"  # "all" is the naive LoRA baseline of Fig. 3 (right)
-    erase_batch: int = 8
-    preserve_batch: int = 8  # fresh preservation states per step (each also seen the step after)
-    trajectories: int = 32  # frozen trajectories per bank
     shuffle_variants: int = 2  # word-order shuffles per erase prompt
     erase_prompts: list[str] = field(default_factory=list)  # extra prompts showing the concept
-    sample_steps: int = 8
-    guidance_scale: float = 1.0
-    height: int = 32
-    width: int = 32
 
     def __post_init__(self) -> None:
         if not self.concept.strip():
@@ -57,10 +64,19 @@ class EraseConfig:
             raise ValueError(f"epsilon must be in ({EPSILON_MIN}, {EPSILON_MAX}]")
         if self.steps < 1 or self.rank < 1:
             raise ValueError("steps and rank must be positive")
+        if min(self.erase_batch, self.preserve_batch, self.trajectories, self.height, self.width) < 1:
+            raise ValueError("batch sizes, trajectories and the training resolution must be positive")
+        if any(n < 1 for n in self.trained_steps):
+            raise ValueError("schedule steps must be positive")
 
     @property
     def sampling(self) -> SamplingSettings:
+        """The model's default schedule at the training resolution."""
         return SamplingSettings(self.sample_steps, self.guidance_scale, self.height, self.width)
+
+    @property
+    def trained_steps(self) -> list[int]:
+        return list(self.schedule_steps) if self.schedule_steps else [self.sample_steps]
 
     @property
     def lora_alpha(self) -> float:

@@ -140,13 +140,14 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
     else:  # the empty prompt alone still anchors the unconditional branch (Eq. 8, first term)
         pres_embeds, pres_n = [prompts.empty], max(4, config.trajectories // 4)
     erase_bank = build_bank(pipe, prompts.embeds, prompts.empty, prompts.anchors, config.trajectories,
-                            config.sampling, gen)
-    pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen)
+                            config.sampling, gen, schedules=config.trained_steps)
+    pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen,
+                           schedules=config.trained_steps)
     t_setup = time.monotonic() - t0
 
     spec = LoraSpec(tuple(config.targets), tuple(config.layers) if config.layers is not None else None,
                     config.rank, config.lora_alpha)
-    fingerprint = base_fingerprint(transformer, spec)
+    fingerprint = base_fingerprint(transformer)
     lora = GatedLoraModel(transformer, spec, text_only=config.gating == "text")
     # On an accelerator (bf16, 6B parameters) recompute activations instead of storing them.
     wanted = device.type != "cpu" if gradient_checkpointing is None else gradient_checkpointing

@@ -3,6 +3,11 @@
 `TextGatedLinear` wraps a frozen projection of a main single-stream block. Image rows are
 computed by the frozen weight alone (so they are bit-identical to the base model); caption rows
 get W + ΔW. PEFT's LoRA cannot gate by token position, hence this small wrapper.
+
+Served patches stay unfused: the base projection for every row, plus stacked low-rank factors
+(H_txt·Aᵀ)·Bᵀ in fp32 on caption rows. Folding W + ΔW into one bf16 matrix would round most of a
+small ΔW away (at |ΔW|/|W| = 1e-3 most entries of W do not change at all), and would hold a dense
+copy of every patched projection.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class TextGatedLinear(nn.Module):
         self.lora_A: nn.Parameter | None = None  # (r, in)
         self.lora_B: nn.Parameter | None = None  # (out, r)
         self.scale = 0.0
-        self.text_weight: torch.Tensor | None = None  # (out, in): W + merged inference patches, for caption rows
+        # Served patches: A (R, in) and B (out, R) in fp32, the patches' scales and weights folded into B.
+        self.text_factors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add_trainable(self, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
         """B = 0 so training starts exactly at the frozen model (standard LoRA init)."""
@@ -66,16 +72,21 @@ class TextGatedLinear(nn.Module):
         return self.scale * (self.lora_B @ self.lora_A)
 
     def _text_projection(self, h_txt: torch.Tensor) -> torch.Tensor:
-        # Patches folded into one text-row weight cost no more than the frozen projection.
-        out = self.base(h_txt) if self.text_weight is None else F.linear(h_txt, self.text_weight)
+        out = self.base(h_txt)
+        delta: torch.Tensor | None = None
+        if self.text_factors is not None:
+            a, b = self.text_factors
+            delta = F.linear(F.linear(h_txt.float(), a), b)
         if self.lora_A is not None and self.lora_B is not None:
             low = F.linear(h_txt.to(self.lora_A.dtype), self.lora_A)
-            out = out + (self.scale * F.linear(low, self.lora_B)).to(out.dtype)
-        return out
+            trained = self.scale * F.linear(low, self.lora_B)
+            delta = trained if delta is None else delta + trained
+        # Summed in fp32 and rounded once, so a bf16 model keeps what the patch adds.
+        return out if delta is None else (out.float() + delta).to(out.dtype)
 
     @property
     def active(self) -> bool:
-        return self.text_weight is not None or self.lora_A is not None
+        return self.text_factors is not None or self.lora_A is not None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, L, in)
         span = self.tracker.span
@@ -141,12 +152,12 @@ class GatedLoraModel:
                 m.lora_A.copy_(state[f"{path}.lora_A.weight"])
                 m.lora_B.copy_(state[f"{path}.lora_B.weight"])
 
-    def set_merged(self, deltas: dict[str, torch.Tensor]) -> None:
-        """Inference: caption rows use W + ΔW, one folded ΔW per projection (missing paths: none)."""
+    def set_factors(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Inference: caption rows get W·h + B·(A·h), one stacked (A, B) per projection (missing paths: none)."""
         for path, m in self.modules.items():
-            d = deltas.get(path)
-            w = m.base.weight
-            m.text_weight = None if d is None else (w.float() + d.to(w.device).float()).to(w.dtype)
+            f = factors.get(path)
+            device = m.base.weight.device
+            m.text_factors = None if f is None else (f[0].to(device, torch.float32), f[1].to(device, torch.float32))
 
     def remove(self) -> None:
         """Put the original Linear modules back: the transformer is the frozen model again."""

@@ -1,8 +1,9 @@
 """Serving erasures: N artifacts applied at once to a loaded pipeline, text-gated, swappable.
 
 Multi-concept erasure is the weighted LoRA average of Appendix F (Eq. 63): ΔW = Σ w_i ΔW_i, by
-default w_i = 1/N. The merged ΔW is folded into one caption-row weight per projection, so any
-number of artifacts costs what one does, and the base model is never reloaded.
+default w_i = 1/N. The sum is kept in low rank: the artifacts' factors stacked, A = [A_1; …; A_N]
+and B = [w_1 s_1 B_1, …, w_N s_N B_N], so B·A = Σ w_i ΔW_i exactly, no dense ΔW is ever built, and
+the base weights are never touched (nor reloaded).
 """
 
 from __future__ import annotations
@@ -16,17 +17,25 @@ from zerase.artifact import ArtifactError, LoraArtifact, check_base_model
 from zerase.lora import GatedLoraModel, LoraSpec
 
 
-def merge_weights(artifacts: Sequence[LoraArtifact], weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
-    """Σ w_i ΔW_i per module path (Eq. 63); weights default to the normalised average 1/N."""
+def stack_factors(artifacts: Sequence[LoraArtifact], weights: Sequence[float] | None = None
+                  ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per module path, (A, B) in fp32 with B·A = Σ w_i ΔW_i (Eq. 63); weights default to 1/N."""
     if weights is None:
         weights = [1.0 / len(artifacts)] * len(artifacts)
     if len(weights) != len(artifacts):
         raise ValueError("one weight per artifact")
-    merged: dict[str, torch.Tensor] = {}
-    for artifact, w in zip(artifacts, weights):
-        for path, delta in artifact.delta_weights().items():
-            merged[path] = merged[path] + w * delta if path in merged else w * delta
-    return merged
+    parts: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for artifact, w in zip(artifacts, weights, strict=True):
+        for path in artifact.module_paths:
+            a_list, b_list = parts.setdefault(path, ([], []))
+            a_list.append(artifact.tensors[f"{path}.lora_A.weight"].float())
+            b_list.append(w * artifact.scale * artifact.tensors[f"{path}.lora_B.weight"].float())
+    return {path: (torch.cat(a), torch.cat(b, dim=1)) for path, (a, b) in parts.items()}
+
+
+def merged_delta(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The dense Σ w_i ΔW_i per path, for checks and analysis (serving never builds it)."""
+    return {path: b @ a for path, (a, b) in factors.items()}
 
 
 class PatchedPipeline:
@@ -48,11 +57,11 @@ class PatchedPipeline:
                                     "(an ungated LoRA changes image tokens and collapses generation)")
             check_base_model(a, self.pipe.transformer)
         w = list(weights) if weights is not None else [1.0 / len(artifacts)] * len(artifacts)
-        merged = merge_weights(artifacts, w)
-        layers = sorted({int(p.split(".")[1]) for p in merged})
-        targets = sorted({p.rsplit(".", 1)[1] for p in merged})
+        factors = stack_factors(artifacts, w)
+        layers = sorted({int(p.split(".")[1]) for p in factors})
+        targets = sorted({p.rsplit(".", 1)[1] for p in factors})
         self._model = GatedLoraModel(self.pipe.transformer, LoraSpec(tuple(targets), tuple(layers)))
-        self._model.set_merged(merged)
+        self._model.set_factors(factors)
         self.active = list(zip(artifacts, w))
 
     def clear(self) -> None:

@@ -31,6 +31,8 @@ def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False).eval()
+    # The pipeline decodes a whole batch at once (up to 64 images at 1024 px): one image at a time instead.
+    pipe.vae.enable_slicing()
     return pipe.to(device)
 
 

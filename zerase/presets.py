@@ -52,6 +52,16 @@ REAL_PRESERVATION = {  # Table 7 and Table 9 (retention group), paraphrased as p
 ANCHORS = {"celebrity": "a person"}
 
 
+def model_defaults(model: ModelProfile | str | Path | None = None) -> dict[str, Any]:
+    """The EraseConfig fields that belong to the model: how it samples, what training runs at."""
+    profile = model if isinstance(model, ModelProfile) else profile_for(model)
+    sampling, training = profile.sampling, profile.training
+    return {"sample_steps": sampling.steps, "guidance_scale": sampling.guidance_scale,
+            "schedule_steps": list(profile.served_steps), "height": training.height, "width": training.width,
+            "erase_batch": training.erase_batch, "preserve_batch": training.preserve_batch,
+            "trajectories": training.trajectories}
+
+
 def resolve(concept: str, category: str, preservation: list[str] | None = None, anchor: str | None = None,
             epsilon: float | None = None, *, model: ModelProfile | str | Path | None = None,
             **overrides: Any) -> EraseConfig:
@@ -73,9 +83,8 @@ def resolve(concept: str, category: str, preservation: list[str] | None = None, 
         overrides["target"] = "anchor"
     if "erase_prompts" not in overrides and (shown := profile.erase_prompts(concept)):
         overrides["erase_prompts"] = shown
-    sampling = profile.sampling
-    for key, value in (("sample_steps", sampling.steps), ("guidance_scale", sampling.guidance_scale),
-                       ("height", sampling.height), ("width", sampling.width)):
-        overrides.setdefault(key, value)
+    for key, value in model_defaults(profile).items():
+        if overrides.get(key) is None:
+            overrides[key] = value
     return EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
                        epsilon=EPSILON[category] if epsilon is None else epsilon, **overrides)

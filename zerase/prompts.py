@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the control plane uses erase_prompts without the model stack
@@ -38,17 +39,52 @@ def strip_concept(prompt: str, concept: str) -> str:
     return re.sub(r"\s+", " ", stripped).strip(" ,")
 
 
+def _folded(text: str) -> tuple[str, list[int]]:
+    """`text` for matching (NFD, casefolded, invisible format characters dropped), with, per folded
+    character, the index of the original character it came from."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) == "Cf":  # zero-width spaces and joiners, bidi marks
+            continue
+        piece = unicodedata.normalize("NFD", unicodedata.normalize("NFD", ch).casefold())
+        out.append(piece)
+        origin += [i] * len(piece)
+    return "".join(out), origin
+
+
+def _word_edge(ch: str) -> bool:
+    """Whether a match ending in `ch` must stop at a word boundary (not so in scripts written without
+    spaces: a Chinese name sits inside the characters around it)."""
+    return (ch.isalnum() or ch == "_") and unicodedata.east_asian_width(ch) not in ("W", "F")
+
+
+def concept_spans(text: str, concept: str) -> list[tuple[int, int]]:
+    """Every occurrence of `concept` in `text` as (start, end) character offsets of `text`: whole words
+    only ("cat" is not in "category"), any case, NFC or NFD alike, invisible characters ignored."""
+    needle, _ = _folded(concept.strip())
+    if not needle:
+        return []
+    hay, origin = _folded(text)
+    marks = "\u0300-\u036f"  # combining accents: part of the word they follow
+    before = rf"(?<![\w{marks}])" if _word_edge(needle[0]) else ""
+    base_chars = [ch for ch in needle if not unicodedata.combining(ch)] or [needle[-1]]
+    after = rf"(?![\w{marks}])" if _word_edge(base_chars[-1]) else ""
+    return [(origin[m.start()], origin[m.end() - 1] + 1)
+            for m in re.finditer(before + re.escape(needle) + after, hay)]
+
+
 def concept_token_positions(tokenizer: PreTrainedTokenizerBase, prompt: str, concept: str) -> list[int]:
-    """Indices, in the pipeline's caption sequence, of the tokens that spell the concept.
+    """Indices, in the pipeline's caption sequence, of the tokens that spell the concept (every occurrence).
 
     The pipeline wraps the prompt in the chat template and keeps every non-padding token, so
-    the index is the token's index in the templated text. Case-insensitive; [] if absent.
+    the index is the token's index in the templated text. [] if absent.
     """
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True, enable_thinking=True)
-    at = text.lower().find(concept.lower(), text.find(prompt))
-    if at < 0:
+    at = text.find(prompt)
+    spans = [(at + s, at + e) for s, e in concept_spans(prompt, concept)] if at >= 0 else []
+    if not spans:
         return []
-    end = at + len(concept)
     offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
-    return [i for i, (s, e) in enumerate(offsets) if e > at and s < end and e > s]
+    return [i for i, (s, e) in enumerate(offsets) if e > s and any(e > a and s < b for a, b in spans)]

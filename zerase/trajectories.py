@@ -11,7 +11,8 @@ both targets come free; an anchor prompt costs one more forward per state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
@@ -50,35 +51,41 @@ def sampler_schedule(pipe: ZImagePipeline, settings: SamplingSettings) -> tuple[
 @torch.no_grad()
 def build_bank(pipe: ZImagePipeline, embeds: list[torch.Tensor], empty: torch.Tensor,
                anchors: list[torch.Tensor] | None, n_trajectories: int, settings: SamplingSettings,
-               generator: torch.Generator, batch_size: int = 64) -> TrajectoryBank:
+               generator: torch.Generator, batch_size: int = 64,
+               schedules: Sequence[int] | None = None) -> TrajectoryBank:
     """Run `n_trajectories` frozen samplings (prompt j % len(embeds)) and keep every state.
 
-    `anchors[i]` is the anchor embedding for prompt i (None: no anchor targets).
+    `anchors[i]` is the anchor embedding for prompt i (None: no anchor targets). `schedules`: the step
+    counts to sample with, trajectory j taking schedules[j % len] (None: `settings.steps` alone), so a
+    patch trains on the timesteps of every schedule that is served.
     """
     transformer = pipe.transformer
     device, dtype = transformer.device, transformer.dtype
-    sigmas, times = sampler_schedule(pipe, settings)
     h, w = latent_hw(pipe, settings)
+    choices = list(schedules or [settings.steps])
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("states", "t", "prompt", "cond", "uncond", "anchor")}
-    for start in range(0, n_trajectories, batch_size):
-        ids = torch.arange(start, min(start + batch_size, n_trajectories)) % len(embeds)
-        n = len(ids)
-        x = torch.randn((n, transformer.in_channels, h, w), generator=generator)
-        caps = [embeds[i] for i in ids] + [empty] * n + ([anchors[i] for i in ids] if anchors else [])
-        copies = len(caps) // n
-        for step in range(len(times)):
-            t = times[step].expand(n)
-            out = transformer(list(x.to(device, dtype).unsqueeze(2).repeat(copies, 1, 1, 1, 1).unbind(0)),
-                              t.repeat(copies).to(device), caps, return_dict=False)[0]
-            out = torch.stack(out).squeeze(2).float().cpu()
-            cond, uncond = out[:n], out[n:2 * n]
-            for key, value in (("states", x), ("t", t), ("prompt", ids), ("cond", cond), ("uncond", uncond)):
-                parts[key].append(value.clone())
-            if anchors:
-                parts["anchor"].append(out[2 * n:])
-            # The pipeline's guidance: pos + g (pos - neg); then it negates and takes an Euler step.
-            pred = cond + settings.guidance_scale * (cond - uncond) if settings.guidance_scale > 0 else cond
-            x = x + (sigmas[step + 1] - sigmas[step]) * (-pred)
+    for k, steps in enumerate(choices):
+        sigmas, times = sampler_schedule(pipe, replace(settings, steps=steps))
+        group = torch.arange(k, n_trajectories, len(choices))
+        for start in range(0, len(group), batch_size):
+            ids = group[start:start + batch_size] % len(embeds)
+            n = len(ids)
+            x = torch.randn((n, transformer.in_channels, h, w), generator=generator)
+            caps = [embeds[i] for i in ids] + [empty] * n + ([anchors[i] for i in ids] if anchors else [])
+            copies = len(caps) // n
+            for step in range(len(times)):
+                t = times[step].expand(n)
+                out = transformer(list(x.to(device, dtype).unsqueeze(2).repeat(copies, 1, 1, 1, 1).unbind(0)),
+                                  t.repeat(copies).to(device), caps, return_dict=False)[0]
+                out = torch.stack(out).squeeze(2).float().cpu()
+                cond, uncond = out[:n], out[n:2 * n]
+                for key, value in (("states", x), ("t", t), ("prompt", ids), ("cond", cond), ("uncond", uncond)):
+                    parts[key].append(value.clone())
+                if anchors:
+                    parts["anchor"].append(out[2 * n:])
+                # The pipeline's guidance: pos + g (pos - neg); then it negates and takes an Euler step.
+                pred = cond + settings.guidance_scale * (cond - uncond) if settings.guidance_scale > 0 else cond
+                x = x + (sigmas[step + 1] - sigmas[step]) * (-pred)
     return TrajectoryBank(
         states=torch.cat(parts["states"]), t=torch.cat(parts["t"]), prompt=torch.cat(parts["prompt"]),
         cond=torch.cat(parts["cond"]), uncond=torch.cat(parts["uncond"]),

@@ -41,7 +41,8 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
                         reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy,
                         priority=body.priority or 0)
     submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor,
-                            quota=Quota.of(settings), idempotency_ttl_s=settings.idempotency_ttl_s)
+                            quota=Quota.of(settings), idempotency_ttl_s=settings.idempotency_ttl_s,
+                            training=settings.training_defaults)
     headers = {"Location": f"/erasures/{submitted.job_id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"

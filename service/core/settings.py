@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
 
+    # Training, when a request names nothing: None takes the model profile's value (README, "Z-Image Turbo":
+    # 512 px and a batch that fits 24 GB there). The side is the trajectory banks' height and width.
+    train_side: Annotated[int, Field(ge=16, le=2048)] | None = None
+    train_erase_batch: Annotated[int, Field(ge=1, le=64)] | None = None
+    train_preserve_batch: Annotated[int, Field(ge=1, le=64)] | None = None
+    train_trajectories: Annotated[int, Field(ge=1, le=1024)] | None = None
+
     # /generate: requests running or waiting for the model, in all and per API key; past either, a 429. Keep the
     # total well under the HTTP server's 40 worker threads, which the control routes share.
     generation_queue_size: Annotated[int, Field(ge=1, le=32)] = 16
@@ -92,6 +99,13 @@ class Settings(BaseSettings):
     generation_max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
     # /generate: the largest width or height served (None: twice the model's default side, at most 1024).
     generation_max_side: Annotated[int, Field(ge=16, le=1024)] | None = None
+
+    @property
+    def training_defaults(self) -> dict[str, int]:
+        """The EraseConfig fields these settings fix (the rest come from the model's profile)."""
+        values = {"height": self.train_side, "width": self.train_side, "erase_batch": self.train_erase_batch,
+                  "preserve_batch": self.train_preserve_batch, "trajectories": self.train_trajectories}
+        return {k: v for k, v in values.items() if v is not None}
 
     @field_validator("model_dir", mode="before")
     @classmethod

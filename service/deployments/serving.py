@@ -161,8 +161,13 @@ class GenerationService:
         for name, side in sides.items():
             if side % multiple or not MIN_SIDE <= side <= top:
                 raise InvalidGeneration(f"{side} is not a multiple of {multiple} in [{MIN_SIDE}, {top}]", name)
+        steps = request.steps or default.steps
+        if steps not in profile.served_steps:
+            # A patch has only seen the timesteps of the schedules it was trained on (ModelProfile.served_steps).
+            raise InvalidGeneration(f"{steps} steps is not served: erasures on this model are trained on "
+                                    f"{', '.join(map(str, profile.served_steps))} steps", "steps")
         guidance = default.guidance_scale if request.guidance_scale is None else request.guidance_scale
-        return SamplingSettings(steps=request.steps or default.steps, guidance_scale=guidance, **sides)
+        return SamplingSettings(steps=steps, guidance_scale=guidance, **sides)
 
     def _sync(self) -> int:
         """Apply the active deployment if it is not the one applied; return its version."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,14 +60,15 @@ class Submitted:
     replayed: bool
 
 
-def resolve_config(spec: JobSpec, model_dir: Path | None) -> dict[str, Any]:
+def resolve_config(spec: JobSpec, model_dir: Path | None,
+                   training: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Category presets fill what the request leaves out (ε per Table 6, anchor, preservation); the
-    profile of the model the workers load fixes how training samples (steps, guidance, size). Both are
-    plain data: no torch in the control plane."""
+    operator's `training` settings, then the profile of the model the workers load, fix how training
+    samples (schedule, guidance, resolution, batch). All plain data: no torch in the control plane."""
     profile = profile_for(model_dir)
     try:
         config = resolve(spec.concept, spec.category, preservation=spec.preservation, anchor=spec.anchor,
-                         epsilon=spec.epsilon, model=profile, **spec.overrides)
+                         epsilon=spec.epsilon, model=profile, **{**(training or {}), **spec.overrides})
     except (ValueError, TypeError) as exc:
         raise InvalidJobRequest(str(exc)) from exc
     _check_caption_lengths(spec, config.concept, config.erase_prompts, profile)
@@ -91,7 +92,7 @@ def _check_caption_lengths(spec: JobSpec, concept: str, extra: list[str], profil
 
 def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[[ErasureJob], dict[str, Any]],
            idempotency_key: str | None = None, actor: Actor | None = None, *, quota: Quota | None = None,
-           idempotency_ttl_s: float = 24 * 3600) -> Submitted:
+           idempotency_ttl_s: float = 24 * 3600, training: Mapping[str, Any] | None = None) -> Submitted:
     """Create a queued job (committed, audited), within the acting key's `quota`. With an Idempotency-Key,
     a repeat of the request by the same API key within `idempotency_ttl_s` replays the first response
     (and is not audited again); other keys' use of the same header value is their own."""
@@ -102,7 +103,7 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     scoped = idempotency.scoped(actor, idempotency_key) if idempotency_key else None
     if scoped and (replay := _replay(db, scoped, idempotency_key, fingerprint, idempotency_ttl_s)):
         return replay
-    config = resolve_config(spec, model_dir)
+    config = resolve_config(spec, model_dir, training)
     if quota is not None and actor.key_id is not None:
         quotas.check(db, actor.key_id, config, quota)
     job = ErasureJob(concept=spec.concept, category=spec.category, config=config, reason=spec.reason,

@@ -13,12 +13,13 @@ from zerase.artifact import ArtifactError, load_artifact
 from zerase.config import EraseConfig
 from zerase.erasure import erase
 from zerase.patching import PatchedPipeline
+from zerase.presets import model_defaults
 
 
 def small_config(concept: str = "red", **kw) -> EraseConfig:
     base = dict(concept=concept, preservation=["a blue circle", "a green square"], steps=4, trajectories=4,
                 erase_batch=4, preserve_batch=2, shuffle_variants=1, seed=7)
-    return EraseConfig(**(base | kw))
+    return EraseConfig(**(model_defaults() | base | kw))
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,10 @@ def test_merge_is_the_weighted_sum_of_delta_weights(pipe, red_artifact, tmp_path
         try:
             dr, db = red.delta_weights(), blue.delta_weights()
             for path, module in patched._model.modules.items():  # noqa: SLF001
-                want = module.base.weight + expect[0] * dr[path] + expect[1] * db[path]
-                assert torch.allclose(module.text_weight, want, atol=1e-6)
+                a, b = module.text_factors
+                assert a.shape[0] == 2 * red.metadata["rank"], "served in low rank: the factors are stacked"
+                want = expect[0] * dr[path] + expect[1] * db[path]
+                assert torch.allclose(b @ a, want, atol=1e-6)
         finally:
             patched.clear()
     assert not hasattr(pipe.transformer.layers[0].attention.to_q, "base"), "clear() restores the frozen model"

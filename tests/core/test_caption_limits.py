@@ -8,6 +8,7 @@ import pytest
 from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.config import EraseConfig
 from zerase.erasure import erase
+from zerase.presets import model_defaults
 from zerase.profiles import profile_for
 
 PROMPTS = ["a red circle", "  Mira  ", "😀" * 200, "日本語のテキスト" * 30, "", "Café\u0301 ⟨x⟩"]
@@ -26,14 +27,15 @@ def test_a_concept_past_the_cut_in_some_prompts_trains_on_the_others(pipe) -> No
     filler = "very " * (MAX_CAPTION_TOKENS + 20)
     # 4 steps x 8 draws from 6 prompts: the long one is drawn (all but surely), and would have been gathered past
     # the caption's end (IndexError).
-    config = EraseConfig(concept="red", preservation=["a blue circle"], steps=4, trajectories=2, erase_batch=8,
-                         preserve_batch=2, shuffle_variants=0, erase_prompts=[f"{filler} red"])
+    config = EraseConfig(**model_defaults() | dict(concept="red", preservation=["a blue circle"], steps=4,
+                         trajectories=2, erase_batch=8, preserve_batch=2, shuffle_variants=0,
+                         erase_prompts=[f"{filler} red"]))
     assert erase(pipe, config).steps_done == 4
 
 
 def test_a_concept_past_the_cut_everywhere_is_refused(pipe) -> None:
     long_concept = "star " * (MAX_CAPTION_TOKENS + 20) + "red"
-    config = EraseConfig(concept=long_concept, preservation=["a blue circle"], steps=1, trajectories=2,
-                         erase_batch=2, preserve_batch=2, shuffle_variants=0)
+    config = EraseConfig(**model_defaults() | dict(concept=long_concept, preservation=["a blue circle"], steps=1,
+                         trajectories=2, erase_batch=2, preserve_batch=2, shuffle_variants=0))
     with pytest.raises(ValueError, match="caption tokens"):
         erase(pipe, config)

@@ -10,6 +10,7 @@ import torch
 
 from zerase.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from zerase.config import EraseConfig
+from zerase.presets import model_defaults
 
 RAN: list[str] = []
 
@@ -20,7 +21,7 @@ class Payload:
 
 
 def test_a_checkpoint_with_a_pickled_callable_is_refused(tmp_path: Path) -> None:
-    config = EraseConfig(concept="red", preservation=[])
+    config = EraseConfig(**model_defaults(), concept="red", preservation=[])
     torch.save({"config": config.to_dict(), "lora": {}, "loop": Payload()}, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(tmp_path, config)

@@ -12,6 +12,7 @@ from zerase.artifact import load_artifact
 from zerase.config import EraseConfig
 from zerase.erasure import erase
 from zerase.evaluation import PREVIEW_TILE, erasure_report
+from zerase.presets import model_defaults
 from zerase.world.profile import WorldProfile
 
 PRESERVED = ["a blue circle", "a green square", "a yellow star", "a purple triangle", "Mira", "Toko"]
@@ -26,8 +27,8 @@ def test_preview_shows_the_concept_then_preserved_prompts_spread_over_the_set(pr
 @pytest.fixture(scope="module")
 def null_artifact(pipe, tmp_path_factory):
     """A real artifact of "red" with ΔW = 0 (B zeroed): patched and base model must draw the same."""
-    config = EraseConfig(concept="red", preservation=PRESERVED, steps=1, trajectories=2, erase_batch=2,
-                         preserve_batch=2, shuffle_variants=1)
+    config = EraseConfig(**model_defaults() | dict(concept="red", preservation=PRESERVED, steps=1, trajectories=2,
+                         erase_batch=2, preserve_batch=2, shuffle_variants=1))
     path = tmp_path_factory.mktemp("report") / "red.safetensors"
     erase(pipe, config).save(path)
     artifact = load_artifact(path, pipe)

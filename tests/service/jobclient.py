@@ -162,7 +162,7 @@ def submit_direct(settings: Settings, concept: str, category: str, **overrides: 
     spec = jobs.JobSpec(concept=concept, category=category, preservation=None, anchor=None, epsilon=None,
                         overrides=overrides, reason="test", requested_by="test")
     with session_factory(settings.database_url)() as db:
-        return jobs.submit(db, spec, settings.model_dir, lambda job: {}).job_id
+        return jobs.submit(db, spec, settings.model_dir, lambda job: {}, training=settings.training_defaults).job_id
 
 
 def all_events_direct(settings: Settings, job_id: str) -> list[Any]:

@@ -40,7 +40,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/deployments", None, {"admin", "moderator"}),
     ("GET", "/deployments/active", None, {"admin", "moderator"}),
     ("POST", "/deployments/999/activate", None, {"admin", "moderator"}),
-    ("POST", "/generate", {"prompt": "a red circle", "steps": 1}, {"admin", "generator"}),
+    ("POST", "/generate", {"prompt": "a red circle"}, {"admin", "generator"}),
     ("POST", "/keys", {"name": "x", "role": "generator"}, {"admin"}),
     ("GET", "/keys", None, {"admin"}),
     ("POST", f"/keys/{KEY}/revoke", None, {"admin"}),
@@ -116,7 +116,7 @@ def test_key_is_shown_once_stored_hashed_and_revocable(client: TestClient, setti
     assert client.get("/erasures", headers=bearer(secret)).status_code == 403  # generator: wrong role, known key
     r = client.post(f"/keys/{created['id']}/revoke", headers=admin)
     assert r.status_code == 200 and r.json()["revoked_at"]
-    r = client.post("/generate", json={"prompt": "a red circle", "steps": 1}, headers=bearer(secret))
+    r = client.post("/generate", json={"prompt": "a red circle"}, headers=bearer(secret))
     assert r.status_code == 401
     assert client.post(f"/keys/{created['id']}/revoke", headers=admin).status_code == 409
 

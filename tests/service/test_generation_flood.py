@@ -15,7 +15,7 @@ from jobclient import api_key, bearer, live_api
 from service.core.db import migrate
 from service.core.settings import Settings
 
-BODY = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 6}
+BODY = {"prompt": "a red circle", "width": 64, "height": 64}
 
 
 def test_a_generate_flood_leaves_the_control_plane_answering(tmp_path: Path, model_dir: Path | None) -> None:

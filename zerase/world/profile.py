@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from zerase.profiles import ModelProfile
-from zerase.sampling import SamplingSettings
+from zerase.sampling import SamplingSettings, TrainingDefaults
 from zerase.world.concepts import AXES, CHARACTER_NAMES, COLOURS, SHAPES, STYLES, object_prompt
 
 if TYPE_CHECKING:
@@ -71,6 +71,12 @@ class WorldProfile(ModelProfile):
     @cached_property
     def sampling(self) -> SamplingSettings:  # type: ignore[override]
         return SamplingSettings(**json.loads((self.model_dir / "world.json").read_text())["sampling"])
+
+    @property
+    def training(self) -> TrainingDefaults:
+        # The world's images are tiny: train at the size it serves, with the batches its benchmarks used.
+        return TrainingDefaults(height=self.sampling.height, width=self.sampling.width, erase_batch=8,
+                                preserve_batch=8, trajectories=32)
 
     def erase_prompts(self, concept: str) -> list[str]:
         return world_erase_prompts(concept)
