@@ -9,12 +9,14 @@ concepts, Table 9 retention identities). No torch here: the control plane resolv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from zerase.config import EraseConfig
 from zerase.profiles import ModelProfile, profile_for
+from zerase.prompts import concept_spans
 
 
 class Category(StrEnum):
@@ -62,11 +64,24 @@ def model_defaults(model: ModelProfile | str | Path | None = None) -> dict[str, 
             "trajectories": training.trajectories}
 
 
+@dataclass(frozen=True)
+class Resolved:
+    config: EraseConfig
+    dropped: list[str]  # preservation entries that contain the concept (preset or requested), left out
+
+
 def resolve(concept: str, category: str, preservation: list[str] | None = None, anchor: str | None = None,
             epsilon: float | None = None, *, model: ModelProfile | str | Path | None = None,
             **overrides: Any) -> EraseConfig:
     """An EraseConfig for a takedown request: explicit values win, the category and the model's profile
     (`model`: a profile, or its directory; None: the bundled model) fill the rest."""
+    return resolve_request(concept, category, preservation, anchor, epsilon, model=model, **overrides).config
+
+
+def resolve_request(concept: str, category: str, preservation: list[str] | None = None, anchor: str | None = None,
+                    epsilon: float | None = None, *, model: ModelProfile | str | Path | None = None,
+                    **overrides: Any) -> Resolved:
+    """`resolve`, also saying which preservation entries were dropped because they show the concept."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
     profile = model if isinstance(model, ModelProfile) else profile_for(model)
@@ -77,6 +92,10 @@ def resolve(concept: str, category: str, preservation: list[str] | None = None, 
             preservation = REAL_PRESERVATION[category] + GENERIC_PRESERVATION
     else:
         preservation = list(dict.fromkeys(p for item in preservation for p in profile.expand_preservation(item)))
+    # L_pr would pin the frozen output of the very prompt L_er changes ("a photo of a church" while erasing
+    # "church"; "Claude Monet" while erasing "Monet"): such an entry is dropped, whoever named it.
+    dropped = [p for p in preservation if concept_spans(p, concept)]
+    preservation = [p for p in preservation if p not in dropped]
     if anchor is None:
         anchor = profile.default_anchor(concept, category) or ANCHORS.get(category)
     if "target" not in overrides and anchor:
@@ -86,5 +105,6 @@ def resolve(concept: str, category: str, preservation: list[str] | None = None, 
     for key, value in model_defaults(profile).items():
         if overrides.get(key) is None:
             overrides[key] = value
-    return EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
-                       epsilon=EPSILON[category] if epsilon is None else epsilon, **overrides)
+    config = EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
+                         epsilon=EPSILON[category] if epsilon is None else epsilon, **overrides)
+    return Resolved(config, dropped)

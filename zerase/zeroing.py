@@ -30,11 +30,17 @@ class TokenZeroing:
 
     def prepare(self, prompts: list[str]) -> None:
         """Record where the concept sits in each prompt (keyed by caption length, as the hook sees it)."""
+        tokenizer = self.pipe.tokenizer
         for p in prompts:
-            ids = self.pipe.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
-                                                          add_generation_prompt=True, enable_thinking=True)
-            n = len(ids["input_ids"] if isinstance(ids, dict) else ids)
-            self._positions[n] = concept_token_positions(self.pipe.tokenizer, p, self.concept)
+            # Rendered, then tokenized as the pipeline does (transformers 5's tokenize=True gives a BatchEncoding,
+            # whose len() is its number of keys, not of tokens).
+            text = tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True, enable_thinking=True)
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            positions = concept_token_positions(tokenizer, p, self.concept)
+            if self._positions.setdefault(n, positions) != positions:
+                raise ValueError(f"{p!r} has the caption length of another prepared prompt with the concept "
+                                 "elsewhere; prepare and run such prompts separately")
 
     def _mask_keys(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         span = self.tracker.span

@@ -28,7 +28,7 @@ from service.erasures.models import ErasureJob, IdempotencyKey, JobEvent
 from service.erasures.quota import Quota
 from service.keys.contract import Role
 from zerase.captions import MAX_CAPTION_TOKENS
-from zerase.presets import resolve
+from zerase.presets import Resolved, resolve_request
 from zerase.profiles import ModelProfile, profile_for
 from zerase.prompts import erase_prompts
 
@@ -65,14 +65,17 @@ def resolve_config(spec: JobSpec, model_dir: Path | None,
     """Category presets fill what the request leaves out (ε per Table 6, anchor, preservation); the
     operator's `training` settings, then the profile of the model the workers load, fix how training
     samples (schedule, guidance, resolution, batch). All plain data: no torch in the control plane."""
+    return _resolve(spec, model_dir, training).config.to_dict()
+
+
+def _resolve(spec: JobSpec, model_dir: Path | None, training: Mapping[str, Any] | None) -> Resolved:
     profile = profile_for(model_dir)
     try:
-        config = resolve(spec.concept, spec.category, preservation=spec.preservation, anchor=spec.anchor,
-                         epsilon=spec.epsilon, model=profile, **{**(training or {}), **spec.overrides})
+        resolved = resolve_request(spec.concept, spec.category, preservation=spec.preservation, anchor=spec.anchor,
+                                   epsilon=spec.epsilon, model=profile, **{**(training or {}), **spec.overrides})
     except (ValueError, TypeError) as exc:
         raise InvalidJobRequest(str(exc)) from exc
-    _check_caption_lengths(spec, config.concept, config.erase_prompts, profile)
-    resolved: dict[str, Any] = config.to_dict()
+    _check_caption_lengths(spec, resolved.config.concept, resolved.config.erase_prompts, profile)
     return resolved
 
 
@@ -103,7 +106,8 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     scoped = idempotency.scoped(actor, idempotency_key) if idempotency_key else None
     if scoped and (replay := _replay(db, scoped, idempotency_key, fingerprint, idempotency_ttl_s)):
         return replay
-    config = resolve_config(spec, model_dir, training)
+    resolved = _resolve(spec, model_dir, training)
+    config = resolved.config.to_dict()
     if quota is not None and actor.key_id is not None:
         quotas.check(db, actor.key_id, config, quota)
     job = ErasureJob(concept=spec.concept, category=spec.category, config=config, reason=spec.reason,
@@ -112,6 +116,9 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     db.add(job)
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})
+    if resolved.dropped:
+        add_event(db, job.id, EventKind.INFO, f"{len(resolved.dropped)} preservation entries show the concept "
+                  "and were left out (a prompt cannot be both erased and preserved)", {"dropped": resolved.dropped})
     record(db, actor, "erasure.submit", job.id,
            {"concept": spec.concept, "category": spec.category, "reason": spec.reason, "priority": spec.priority})
     response = render(job)

@@ -51,6 +51,19 @@ def test_submit_is_202_with_location_and_the_presets_filled_in(client: TestClien
     assert client.get(job["url"]).json() == job
 
 
+def test_preservation_showing_the_concept_is_dropped_and_said_so(client: TestClient) -> None:
+    r = post(client, {"concept": "church", "category": "entity",
+                      "preservation": ["a church at dawn", "a churchyard", "a dog on a sofa"]})
+    assert r.status_code == 202
+    job = r.json()
+    assert job["hyperparameters"]["preservation"] == ["a churchyard", "a dog on a sofa"]
+    events = client.get(f"/erasures/{job['id']}/events").json()["data"]
+    notes = [e for e in events if e["kind"] == "info" and "dropped" in (e["data"] or {})]
+    assert [e["data"]["dropped"] for e in notes] == [["a church at dawn"]]
+    preset = post(client, {"concept": "church", "category": "entity"}).json()  # the preset's own entry too
+    assert "a photo of a church" not in preset["hyperparameters"]["preservation"]
+
+
 @pytest.mark.parametrize(("category", "epsilon"), [("nudity", 1e-3), ("artistic_style", 1e-3), ("entity", 1e-2)])
 def test_category_sets_epsilon_unless_given(client: TestClient, category: str, epsilon: float) -> None:
     assert post(client, {"concept": "red", "category": category}).json()["hyperparameters"]["epsilon"] == epsilon
