@@ -1,0 +1,167 @@
+"""The real Z-Image Turbo path on a Turbo-shaped model (small widths, the real Qwen tokenizer, random
+weights): defaults from the loaded model, no tiny-world preset, bf16 patches served exactly,
+localisation on the real vocabulary, the attention mass in fp32, fingerprints hashed once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
+from zerase.attention import _chunk_mass
+from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.patching import PatchedPipeline, merged_delta, stack_factors
+from zerase.pipeline import encode_prompts, load_pipeline
+from zerase.presets import resolve
+from zerase.profiles import ZImageTurboProfile, profile_for
+from zerase.prompts import concept_token_positions
+from zerase.trajectories import build_bank, sampler_schedule
+from zerase.world.concepts import AXES
+from zerase.world.profile import world_erase_prompts, world_preservation
+
+
+@pytest.fixture(scope="module")
+def bf16_pipe(turbo_scaffold: Callable[..., Path]):  # noqa: ANN201
+    return load_pipeline(turbo_scaffold("bfloat16"), dtype=torch.bfloat16)
+
+
+def world_texts() -> set[str]:
+    values = [v for vs in AXES.values() for v in vs]
+    return {p for v in values for p in world_erase_prompts(v) + world_preservation(v)} | {"a character"}
+
+
+def test_turbo_defaults_and_no_world_preset(turbo_scaffold: Callable[..., Path]) -> None:
+    model = turbo_scaffold()
+    profile = profile_for(model)
+    assert isinstance(profile, ZImageTurboProfile)
+    for concept, category in (("red", "abstraction"), ("star", "entity"), ("Mira", "celebrity"),
+                              ("circle", "entity"), ("filled", "custom")):
+        config = resolve(concept, category, preservation=None, model=model)
+        assert (config.sample_steps, config.guidance_scale) == (8, 0.0)
+        assert (config.height, config.width) == (512, 512), "training runs at the training resolution"
+        assert config.erase_prompts == [] and not set(config.preservation) & world_texts(), concept
+        assert config.anchor in (None, "a person")  # the celebrity preset's, not the world's "a character"
+    expanded = resolve("purple", "abstraction", preservation=["red"], model=model)
+    assert expanded.preservation == ["red"], "a preservation entry is not expanded into world prompts"
+
+
+def random_artifact(pipe, seed: int, relative: float) -> LoraArtifact:  # noqa: ANN001
+    """An artifact whose ΔW is about `relative` times W (Frobenius) in every projection."""
+    spec = LoraSpec(rank=4, alpha=4.0)
+    lora = GatedLoraModel(pipe.transformer, spec)
+    try:
+        lora.add_trainable(seed)
+        gen = torch.Generator().manual_seed(seed)
+        for m in lora.modules.values():
+            b = torch.randn(m.lora_B.shape, generator=gen)
+            delta = b @ m.lora_A.detach()
+            m.lora_B.data = b * (relative * m.base.weight.float().norm() / delta.norm())
+        tensors = lora.lora_state()
+    finally:
+        lora.remove()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "base_model": base_fingerprint(pipe.transformer),
+            "rank": 4, "alpha": 4.0, "gating": "text-only"}
+    return LoraArtifact(tensors, meta, f"random-{seed}")
+
+
+def projections(pipe, patched: PatchedPipeline, prompts: list[str]):  # noqa: ANN001, ANN201
+    """(module, input, output) of every patched projection in one transformer call, and the image length."""
+    caps = encode_prompts(pipe, prompts)
+    seen: list[tuple[TextGatedLinear, torch.Tensor, torch.Tensor]] = []
+    model = patched._model  # noqa: SLF001
+    assert model is not None
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
+             for m in model.modules.values()]
+    gen = torch.Generator().manual_seed(0)
+    x = [torch.randn(16, 1, 8, 8, generator=gen).to(torch.bfloat16) for _ in prompts]
+    try:
+        with torch.no_grad():
+            pipe.transformer(x, torch.full((len(prompts),), 0.5), caps, return_dict=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, 32, caps  # 4x4 patches = 16 image tokens, padded to 32
+
+
+@pytest.mark.parametrize("relative", [1e-2, 1e-3])
+def test_bf16_serving_keeps_image_rows_and_the_patch(bf16_pipe, relative: float) -> None:  # noqa: ANN001
+    artifacts = [random_artifact(bf16_pipe, seed, relative) for seed in (1, 2)]
+    patched = PatchedPipeline(bf16_pipe)
+    patched.apply(artifacts)  # the Appendix F average, w = 1/2 each
+    try:
+        seen, n_img, caps = projections(bf16_pipe, patched, ["a photo of Taylor Swift", "一张周杰伦的照片"])
+        deltas = merged_delta(stack_factors(artifacts))
+        paths = {id(m): p for p, m in patched._model.modules.items()}  # noqa: SLF001
+        assert len(seen) == len(paths)
+        for module, inp, out in seen:
+            assert out.dtype == torch.bfloat16
+            assert torch.equal(out[:, :n_img], module.base(inp)[:, :n_img]), "image rows are the frozen model's"
+            w = module.base.weight.float()
+            delta = deltas[paths[id(module)]]
+            for i, cap in enumerate(caps):
+                rows = inp[i, n_img:n_img + len(cap)].float()
+                reference = rows @ (w + delta).T + (module.base.bias.float() if module.base.bias is not None else 0)
+                served = out[i, n_img:n_img + len(cap)].float()
+                error = ((served - reference).norm() / reference.norm()).item()
+                assert error <= 0.01, f"caption rows {error:.2%} off the fp32 reference"
+            # What folding W + ΔW into one bf16 matrix would have served instead: much of ΔW rounded away.
+            folded = (w + delta).to(torch.bfloat16).float() - w
+            assert ((folded - delta).norm() / delta.norm()).item() > 0.1
+    finally:
+        patched.clear()
+
+
+def test_localisation_on_the_real_vocabulary(turbo_scaffold: Callable[..., Path]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(turbo_scaffold() / "tokenizer"))
+
+    def found(prompt: str, concept: str) -> list[str]:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [tokenizer.decode([ids[i]]) for i in concept_token_positions(tokenizer, prompt, concept)]
+
+    assert "".join(found("a photo of Taylor Swift", "Taylor Swift")).strip() == "Taylor Swift"
+    assert "".join(found("a painting by Van Gogh, 1889", "Van Gogh")).strip() == "Van Gogh"
+    assert "".join(found("一张周杰伦的照片", "周杰伦")) == "周杰伦"
+    assert found("a category of artistic things", "cat") == [] and found("artistic", "art") == []
+    assert "".join(found("a cat, then another cat", "cat")).split() == ["cat", "cat"], "every occurrence"
+    assert "".join(found("Cafe\u0301 de Flore", "Café")).strip() in ("Café", "Cafe\u0301")  # NFD prompt
+
+
+def test_attention_mass_is_computed_in_fp32() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 2, 8, 32, generator=gen).to(torch.bfloat16) * 4 for _ in range(2))
+    valid, concept = torch.ones(1, 8, dtype=torch.bool), torch.tensor([[1, 2]])
+    weight = torch.ones(1, 2)
+    mass = _chunk_mass(q, k, valid, concept, weight)
+    reference = _chunk_mass(q.float(), k.float(), valid, concept, weight)
+    assert mass.dtype == torch.float32 and torch.allclose(mass, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_fingerprint_is_cached_until_a_weight_changes(bf16_pipe) -> None:  # noqa: ANN001
+    first = base_fingerprint(bf16_pipe.transformer)
+    weight = bf16_pipe.transformer.layers[0].attention.to_q.weight
+    before = weight._version
+    assert base_fingerprint(bf16_pipe.transformer) == first and weight._version == before
+    with torch.no_grad():
+        weight.add_(1.0)
+    try:
+        assert base_fingerprint(bf16_pipe.transformer)["weights_sha256"] != first["weights_sha256"]
+    finally:
+        with torch.no_grad():
+            weight.sub_(1.0)
+
+
+def test_banks_cover_every_served_schedule(pipe, settings) -> None:  # noqa: ANN001
+    embeds = encode_prompts(pipe, ["a red circle"])
+    empty = encode_prompts(pipe, [""])[0]
+    bank = build_bank(pipe, embeds, empty, None, 4, settings, torch.Generator().manual_seed(0), schedules=[2, 4])
+    assert len(bank) == 2 * 2 + 2 * 4
+    for steps in (2, 4):
+        times = sampler_schedule(pipe, settings.__class__(steps, settings.guidance_scale, settings.height,
+                                                          settings.width))[1]
+        assert all(torch.isclose(bank.t, t).any() for t in times)
