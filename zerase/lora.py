@@ -71,8 +71,8 @@ class TextGatedLinear(nn.Module):
         assert self.lora_A is not None and self.lora_B is not None
         return self.scale * (self.lora_B @ self.lora_A)
 
-    def _text_projection(self, h_txt: torch.Tensor) -> torch.Tensor:
-        out = self.base(h_txt)
+    def _delta(self, h_txt: torch.Tensor) -> torch.Tensor | None:
+        """ΔW·h in fp32: the served patches' stacked factors plus the trainable LoRA, if any."""
         delta: torch.Tensor | None = None
         if self.text_factors is not None:
             a, b = self.text_factors
@@ -81,7 +81,11 @@ class TextGatedLinear(nn.Module):
             low = F.linear(h_txt.to(self.lora_A.dtype), self.lora_A)
             trained = self.scale * F.linear(low, self.lora_B)
             delta = trained if delta is None else delta + trained
+        return delta
+
+    def _patched(self, out: torch.Tensor, h_txt: torch.Tensor) -> torch.Tensor:
         # Summed in fp32 and rounded once, so a bf16 model keeps what the patch adds.
+        delta = self._delta(h_txt)
         return out if delta is None else (out.float() + delta).to(out.dtype)
 
     @property
@@ -89,19 +93,22 @@ class TextGatedLinear(nn.Module):
         return self.text_factors is not None or self.lora_A is not None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, L, in)
-        span = self.tracker.span
+        # One full frozen projection for every row (image rows are exactly the base model's), then the
+        # low-rank correction on the caption rows only: the gate costs two skinny matmuls, no split or copy.
+        out = self.base(h)
         if not self.active:
-            return self.base(h)
+            return out
         if not self.text_only:
-            return self._text_projection(h)
+            return self._patched(out, h)
+        span = self.tracker.span
         if span is None:
             raise RuntimeError("text-gated projection called outside a transformer forward pass")
         n_img = span.uniform_image_len
         if n_img is not None:
-            # Split rows: image rows never see ΔW, and no row is projected twice.
-            return torch.cat([self.base(h[:, :n_img]), self._text_projection(h[:, n_img:])], dim=1)
+            out[:, n_img:] = self._patched(out[:, n_img:], h[:, n_img:])
+            return out
         mask = span.text_mask(h.shape[1], h.device)
-        return torch.where(mask, self._text_projection(h), self.base(h))
+        return torch.where(mask, self._patched(out, h), out)
 
 
 class GatedLoraModel:
