@@ -94,7 +94,7 @@ async def _on_domain(_: Request, exc: Exception) -> JSONResponse:
                        title=exc.code.replace("_", " ").capitalize())
     if isinstance(exc, Exhausted):
         return problem(status, str(exc), code=exc.code, errors=errors, headers={"Retry-After": str(exc.retry_after_s)})
-    return problem(status, str(exc), code=exc.code, errors=errors)
+    return problem(status, str(exc), code=exc.code, errors=errors, **getattr(exc, "extra", {}))
 
 
 async def _on_integrity(_: Request, exc: Exception) -> JSONResponse:

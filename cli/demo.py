@@ -131,13 +131,13 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     path = out_dir / f"{job['id']}.safetensors"
     path.write_bytes(data)
     deployed = client.post(f"/erasures/{job['id']}/deploy")
-    if deployed.status_code != 201:
+    if deployed.status_code != 201:  # the deploy gate's 409 names the metric that failed
         console.print(f"[red]deploy refused ({deployed.status_code})[/]: {deployed.text}")
         return 1
     version = deployed.json()["version"]
     after, version_after = _generate_rows(client, prompts)
     grid_path = out_dir / f"{job['id']}-before-after.png"
-    _save_grid(grid_path, before, after)
+    _save_grid(grid_path, before, after, prompts, profile)
 
     table = Table(title=f"erasure {job['id']}: succeeded", show_header=False)
     table.add_column(no_wrap=True)
@@ -151,8 +151,8 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
                                          f"{p['loss_preserve']:.4g}")
     table.add_row("deployed", f"POST /erasures/{job['id']}/deploy -> version {version}")
     table.add_row(f"/generate {PATCH_HEADER}", f"{version_before} before, {version_after} after")
-    table.add_row("before/after grid", f"{grid_path} (rows: each prompt before, then after; "
-                                       f"columns: seeds {list(GRID_SEEDS)})")
+    table.add_row("before/after grid", f"{grid_path} (labelled: each prompt before, then after; "
+                                       f"columns: seeds {list(GRID_SEEDS)}; the evaluator's reading under each)")
     e = job.get("evaluation") or {}
     if "acc_e" in e:  # the worker's own evaluation of the job (a small sample; see zerase.evaluation)
         table.add_row("job evaluation (worker)", f"Acc_e {e['acc_e_before']:.2f}→{e['acc_e']:.2f}, Acc_ir "
@@ -180,13 +180,15 @@ def _generate_rows(client: httpx.Client, prompts: list[str]) -> tuple[np.ndarray
     return np.asarray(rows), versions.pop()
 
 
-def _save_grid(path: Path, before: np.ndarray, after: np.ndarray) -> None:
-    from zerase.generate import image_grid
+def _save_grid(path: Path, before: np.ndarray, after: np.ndarray, prompts: list[str], profile: ModelProfile) -> None:
+    """The labelled before/after grid (zerase.preview), with the evaluator's reading under each image."""
+    from zerase.preview import labelled_grid
 
-    pairs = np.stack([before, after], axis=1)  # (prompts, 2, seeds, H, W, 3): before row, after row
-    n_rows = pairs.shape[0] * 2
-    images = pairs.reshape(-1, *pairs.shape[3:])
-    Image.fromarray(image_grid(images, rows=n_rows, scale=4)).save(path)
+    flat_b, flat_a = (x.reshape(-1, *x.shape[2:]) for x in (before, after))  # prompt-major, then seed
+    evaluator = profile.evaluator()
+    shown = [p for p in prompts for _ in GRID_SEEDS]
+    readings = [evaluator.read(x, shown) for x in (flat_b, flat_a)] if evaluator is not None else [None, None]
+    Image.fromarray(labelled_grid(flat_b, flat_a, prompts, list(GRID_SEEDS), *readings)).save(path)
 
 
 def _evaluator_report(profile: ModelProfile, concept: str, prompts: list[str], before: np.ndarray,

@@ -120,10 +120,13 @@ def _erase_target(bank: TrajectoryBank, idx: torch.Tensor, config: EraseConfig) 
 
 def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepMetrics], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None,
-          checkpoint_every: int = 25, gradient_checkpointing: bool | None = None) -> ErasureResult:
+          checkpoint_every: int = 25, gradient_checkpointing: bool | None = None,
+          offload_text_encoder: bool | None = None) -> ErasureResult:
     """Train a Z-Erase LoRA on `pipe` (left unpatched on return). Resumes from `checkpoint_dir` if it holds one.
 
     `gradient_checkpointing`: recompute activations in the backward pass (None: on an accelerator only).
+    `offload_text_encoder`: move the text encoder to the CPU once the prompts are encoded (None: on an
+    accelerator only; it is put back on return).
     """
     t0 = time.monotonic()
     transformer = pipe.transformer
@@ -133,8 +136,22 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
 
     prompts = _prepare_prompts(pipe, config, rng)
     text_encoder_device = pipe.text_encoder.device
-    if device.type != "cpu":
-        pipe.text_encoder.to("cpu")  # 4B parameters on the real model: off the accelerator while training
+    offload = device.type != "cpu" if offload_text_encoder is None else offload_text_encoder
+    try:
+        if offload:
+            pipe.text_encoder.to("cpu")  # 4B parameters on the real model: off the accelerator while training
+        return _train(pipe, config, prompts, gen, t0, on_step=on_step, should_stop=should_stop,
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                      gradient_checkpointing=gradient_checkpointing)
+    finally:
+        pipe.text_encoder.to(text_encoder_device)
+
+
+def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: torch.Generator, t0: float,
+           *, on_step: Callable[[StepMetrics], None] | None, should_stop: Callable[[], bool] | None,
+           checkpoint_dir: Path | None, checkpoint_every: int, gradient_checkpointing: bool | None) -> ErasureResult:
+    transformer = pipe.transformer
+    device = transformer.device
     if config.preservation:
         pres_embeds, pres_n = prompts.preserve, config.trajectories
     else:  # the empty prompt alone still anchors the unconditional branch (Eq. 8, first term)
@@ -233,4 +250,3 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
         if recorder is not None:
             recorder.remove()
         lora.remove()
-        pipe.text_encoder.to(text_encoder_device)

@@ -25,18 +25,18 @@ from typing import Any
 
 import numpy as np
 from diffusers import ZImagePipeline
-from PIL import Image
 
 from zerase.artifact import LoraArtifact, load_artifact
 from zerase.config import EraseConfig
-from zerase.generate import generate, image_grid
+from zerase.generate import generate
 from zerase.patching import PatchedPipeline
+from zerase.preview import labelled_grid
 from zerase.profiles import ModelProfile
 from zerase.prompts import shuffle_words
 from zerase.sampling import SamplingSettings
 
 ERASED, KEPT = "erased", "kept"  # shot roles; any other role is an attack kind
-PREVIEW_TILE = 128  # px, the longer side of each preview image (the world's 32 px images are scaled 4x)
+PREVIEW_SEEDS = 2  # columns of the preview grid
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,18 @@ class Evaluator(ABC):
     def read(self, images: np.ndarray, prompts: Sequence[str]) -> list[set[str]]:
         """The concepts each (N, H, W, 3) uint8 image shows; `prompts` made them (for prompt-aware readers)."""
 
+    # zerase.evaluators: the job's context for general-purpose evaluators, and their own metrics.
     @abstractmethod
-    def plan(self, concept: str, n_seeds: int, full: bool) -> Plan:
-        """The images that measure an erasure of `concept` (see `standard_plan`); ValueError if unreadable."""
+    def plan(self, concept: str, n_seeds: int, full: bool, *, category: str | None = None,
+             preservation: Sequence[str] = (), anchor: str | None = None) -> Plan:
+        """The images that measure an erasure of `concept` (see `standard_plan`); ValueError if unreadable.
+        `category` (None: unknown), `preservation` and `anchor` are the job's: an evaluator that does not
+        know the model's concepts picks its protocol by them (zerase.evaluators.protocols); others ignore them."""
+
+    def extra_metrics(self, plan: Plan, before: Measured, after: Measured) -> dict[str, Any]:
+        """This evaluator's metrics beyond `plan_metrics` (a CLIP score, detector counts), merged into the
+        per-job result; none by default."""
+        return {}
 
 
 def attack_prompts(concept: str, base_prompts: Sequence[str], synonyms: Sequence[str] = (),
@@ -238,33 +247,43 @@ def evaluate_artifact(pipe: ZImagePipeline, artifact: LoraArtifact | str | Path,
 @dataclass(frozen=True)
 class Report:
     evaluation: dict[str, Any]  # the metrics, or {"skipped": why}; with "images" and "seconds"
-    preview: np.ndarray  # (2 * tile_h, columns * tile_w, 3) uint8: row 0 base model, row 1 erased
+    preview: np.ndarray  # the labelled grid (zerase.preview): a row pair per prompt (base, erased), a column per seed
     preview_prompts: list[str]
 
 
 def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
-                   n_seeds: int = 4, seed: int = 0) -> Report:
+                   n_seeds: int = 4, seed: int = 0, *, category: str | None = None,
+                   evaluator: Evaluator | None = None) -> Report:
     """A finished job's report: every image generated once without and once with the artifact (two
-    batched passes), then read: the per-job sample's metrics when the profile's evaluator can read the
-    concept, and the preview (the profile's preview prompts at `seed`)."""
+    batched passes), then read: the per-job sample's metrics when the evaluator (`evaluator`, else the
+    profile's) can read the concept, and the labelled preview (the profile's preview prompts at PREVIEW_SEEDS
+    seeds from `seed`)."""
     started = time.monotonic()
     config = EraseConfig.from_dict(artifact.metadata["config"])
     shown = profile.preview_prompts(config.concept, config.preservation)
-    evaluator = profile.evaluator()
+    # zerase.evaluators: `evaluator` (None: the profile's) is told the job's category, preservation and anchor.
+    evaluator = evaluator if evaluator is not None else profile.evaluator()
     readable = evaluator is not None and evaluator.can_read(config.concept)
-    plan = evaluator.plan(config.concept, n_seeds, full=False) if evaluator is not None and readable else None
-    pairs = [(p, seed) for p in shown] + [(s.prompt, s.seed) for s in (plan.shots if plan else ())]
+    plan = (evaluator.plan(config.concept, n_seeds, full=False, category=category,
+                           preservation=tuple(config.preservation), anchor=config.anchor)
+            if evaluator is not None and readable else None)
+    preview_seeds = [seed + j for j in range(PREVIEW_SEEDS)]
+    pairs = [(p, s) for p in shown for s in preview_seeds] + [(s.prompt, s.seed) for s in (plan.shots if plan else ())]
     before, after = _before_after(pipe, artifact, pairs, config.sampling)
-    k = len(shown)
-    preview = _fit(image_grid(np.concatenate([before[:k], after[:k]]), rows=2), before.shape[1:3])
+    k = len(shown) * len(preview_seeds)
+    shown_prompts = [p for p, _ in pairs[:k]]
+    read = (lambda images: evaluator.read(images, shown_prompts)) if evaluator is not None else None
+    preview = labelled_grid(before[:k], after[:k], shown, preview_seeds,
+                            read(before[:k]) if read else None, read(after[:k]) if read else None)
     if evaluator is None:
         evaluation: dict[str, Any] = {"skipped": "no concept probe for this model"}
     elif plan is None:
         evaluation = {"skipped": f"{config.concept!r} is not a concept the probe can read"}
     else:
         prompts = [s.prompt for s in plan.shots]
-        evaluation = plan_metrics(plan, Measured(before[k:], evaluator.read(before[k:], prompts)),
-                                  Measured(after[k:], evaluator.read(after[k:], prompts)))
+        measured = (Measured(before[k:], evaluator.read(before[k:], prompts)),
+                    Measured(after[k:], evaluator.read(after[k:], prompts)))
+        evaluation = plan_metrics(plan, *measured) | evaluator.extra_metrics(plan, *measured)  # zerase.evaluators
     evaluation["images"] = 2 * len(pairs)
     evaluation["seconds"] = round(time.monotonic() - started, 2)
     return Report(evaluation, preview, shown)
@@ -281,13 +300,3 @@ def _before_after(pipe: ZImagePipeline, artifact: LoraArtifact, pairs: list[tupl
     finally:
         patched.clear()
     return before, after
-
-
-def _fit(grid: np.ndarray, tile_hw: tuple[int, ...]) -> np.ndarray:
-    """Scale the grid so each tile's longer side is PREVIEW_TILE: pixels kept sharp when enlarging."""
-    factor = PREVIEW_TILE / max(tile_hw)
-    if factor == 1:
-        return grid
-    size = (round(grid.shape[1] * factor), round(grid.shape[0] * factor))
-    resample = Image.Resampling.NEAREST if factor > 1 else Image.Resampling.LANCZOS
-    return np.asarray(Image.fromarray(grid).resize(size, resample))

@@ -5,9 +5,10 @@ computed by the frozen weight alone (so they are bit-identical to the base model
 get W + ΔW. PEFT's LoRA cannot gate by token position, hence this small wrapper.
 
 Served patches stay unfused: the base projection for every row, plus stacked low-rank factors
-(H_txt·Aᵀ)·Bᵀ in fp32 on caption rows. Folding W + ΔW into one bf16 matrix would round most of a
-small ΔW away (at |ΔW|/|W| = 1e-3 most entries of W do not change at all), and would hold a dense
-copy of every patched projection.
+(H_txt·Aᵀ)·Bᵀ in fp32 on caption rows, added to the caption rows' frozen projection in fp32 and
+rounded once. Folding W + ΔW into one bf16 matrix would round most of a small ΔW away (at
+|ΔW|/|W| = 1e-3 most entries of W do not change at all), and would hold a dense copy of every
+patched projection.
 """
 
 from __future__ import annotations
@@ -83,10 +84,24 @@ class TextGatedLinear(nn.Module):
             delta = trained if delta is None else delta + trained
         return delta
 
+    def _base_fp32(self, h_txt: torch.Tensor) -> torch.Tensor:
+        """The frozen projection of caption rows with an fp32 result (bf16 inputs, fp32 accumulation)."""
+        w, bias = self.base.weight, self.base.bias
+        if h_txt.is_cuda:  # no fp32 copy of W: the GEMM writes fp32
+            flat = torch.mm(h_txt.reshape(-1, h_txt.shape[-1]), w.t(), out_dtype=torch.float32)
+            out = flat.reshape(*h_txt.shape[:-1], w.shape[0])
+            return out if bias is None else out + bias.float()
+        return F.linear(h_txt.float(), w.float(), None if bias is None else bias.float())
+
     def _patched(self, out: torch.Tensor, h_txt: torch.Tensor) -> torch.Tensor:
-        # Summed in fp32 and rounded once, so a bf16 model keeps what the patch adds.
+        """Caption rows' output with the patch: W·h + ΔW·h summed in fp32 and rounded once. In bf16 the
+        frozen part is recomputed to fp32 first: adding a small ΔW·h to an already rounded W·h would round
+        most of it away again (a 1e-3 patch kept ~60 % of its effect that way)."""
         delta = self._delta(h_txt)
-        return out if delta is None else (out.float() + delta).to(out.dtype)
+        if delta is None:
+            return out
+        base = out if out.dtype == torch.float32 else self._base_fp32(h_txt)
+        return (base + delta).to(out.dtype)
 
     @property
     def active(self) -> bool:

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from api.auth import ActorDep, require
-from api.deployments.schemas import ActiveOut, DeploymentCreate, DeploymentList, DeploymentOut
-from api.deps import SessionDep
+from api.deployments.schemas import ActiveOut, DeploymentCreate, DeploymentList, DeploymentOut, DeployRequest
+from api.deps import SessionDep, SettingsDep
 from api.openapi import problems
 from service.deployments import service as deployments
 from service.deployments.contract import BASE_VERSION, MAX_VERSION
+from service.deployments.gate import GatePolicy
 from service.erasures.contract import ERASURE_ID_PATTERN
 from service.keys.contract import Role
 
@@ -23,10 +24,12 @@ ErasurePath = Annotated[str, Path(pattern=ERASURE_ID_PATTERN)]
 
 
 @router.post("/deployments", name="create", status_code=201, response_model=DeploymentOut,
-             responses=problems(409, 422))
-def create_deployment(body: DeploymentCreate, db: SessionDep, actor: ActorDep) -> DeploymentOut:
-    """A new version (not activated): the erasures listed, with their artifacts as they are now."""
-    deployment = deployments.create(db, body.erasure_ids, body.weights, actor=actor, reason=body.reason)
+             responses=problems(403, 409, 422))
+def create_deployment(body: DeploymentCreate, db: SessionDep, actor: ActorDep, settings: SettingsDep) -> DeploymentOut:
+    """A new version (not activated): the erasures listed, with their artifacts as they are now. Each must
+    pass the deploy gate (409 `deploy_gate` naming the metric), unless an admin forces it."""
+    deployment = deployments.create(db, body.erasure_ids, body.weights, actor=actor, reason=body.reason,
+                                    gate=GatePolicy.of(settings), force=body.force)
     return DeploymentOut.of(deployment, deployments.active_row(db).version)
 
 
@@ -51,10 +54,12 @@ def activate(version: Version, db: SessionDep, actor: ActorDep) -> ActiveOut:
 
 
 @router.post("/erasures/{id}/deploy", name="deploy", status_code=201, response_model=ActiveOut,
-             responses=problems(409, 422), tags=["erasures"])
-def deploy(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # noqa: A002 (the path's name)
-    """A new version = the active set + this erasure, activated."""
-    deployments.deploy_erasure(db, id, actor)
+             responses=problems(403, 409, 422), tags=["erasures"])
+def deploy(id: ErasurePath, db: SessionDep, actor: ActorDep, settings: SettingsDep,  # noqa: A002 (the path's name)
+           body: DeployRequest | None = None) -> ActiveOut:
+    """A new version = the active set + this erasure, activated, if it passes the deploy gate (409
+    `deploy_gate` naming the metric and its value otherwise; an admin may force it)."""
+    deployments.deploy_erasure(db, id, actor, gate=GatePolicy.of(settings), force=bool(body and body.force))
     return _active(db)
 
 

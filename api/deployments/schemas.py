@@ -22,6 +22,13 @@ class DeploymentCreate(BaseModel):
     weights: list[Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]] | None = Field(
         None, description="One per erasure; default 1/N each (Appendix F)")
     reason: Reason | None = None
+    force: bool = Field(False, description="Admins only: deploy even if the deploy gate refuses (audited)")
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = Field(False, description="Admins only: deploy even if the deploy gate refuses (audited)")
 
 
 class DeploymentEntry(BaseModel):

@@ -5,20 +5,23 @@ from __future__ import annotations
 import base64
 import tempfile
 from collections.abc import Iterator
-from typing import IO, Annotated
+from dataclasses import asdict
+from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from api.auth import ActorDep, require
 from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreDep
-from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList
+from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList, evaluation_view
 from api.errors import problem
 from api.openapi import problems
 from service.core.store import ArtifactStore
 from service.core.text import PLAIN_PARAMETER
+from service.deployments.gate import GatePolicy, misses
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, EVENT_CURSOR_PATTERN, MAX_TEXT, Category, JobStatus
+from service.erasures.errors import JobStateConflict
 from service.erasures.quota import Quota
 from service.keys.contract import Role
 from worker.dispatch import hand_over
@@ -83,6 +86,21 @@ def retry_erasure(job_id: JobId, db: SessionDep, sessions: SessionsDep, dispatch
     job = jobs.retry(db, job_id, actor)
     hand_over(dispatcher, sessions, job_id, job.priority)
     return Job.of(job)
+
+
+@router.get("/{job_id}/evaluation", name="get-evaluation", responses=problems(404, 409))
+def get_evaluation(job_id: JobId, db: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """The job's evaluation (as embedded in the job) and the deploy gate's verdict on it under the current
+    policy: {"passed", "misses": [{metric, value, limit}]} (null when the gate is off). 409 until evaluated."""
+    job = jobs.get_job(db, job_id)
+    view = evaluation_view(job.evaluation)
+    if view is None:
+        raise JobStateConflict(f"erasure {job_id} is {job.status}: it has no evaluation yet", "job_id", "path")
+    policy = GatePolicy.of(settings)
+    found = misses(policy, job.id, job.evaluation) if policy is not None else None
+    view["gate"] = None if found is None else {"passed": not found, "misses": [m.to_dict() for m in found],
+                                               "policy": asdict(policy)}
+    return view
 
 
 @router.get("/{job_id}/events", name="list-events", response_model=EventList, responses=problems(404, 422))

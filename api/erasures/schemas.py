@@ -88,6 +88,25 @@ class Artifact(BaseModel):
     url: str = Field(description="Where to download it from this API")
 
 
+def evaluation_view(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A job's evaluation as the API shows it: the report's metrics (flat, as measured), who measured them
+    (`evaluator`, `protocol`), `status`, and `attacks` as a list: each string attack kind and each red-team
+    attack as {name, success_rate (after the erasure), success_rate_before, prompts (how many)}."""
+    if raw is None:
+        return None
+    view = {k: v for k, v in raw.items() if k not in ("attacks", "redteam")}
+    view["status"] = "skipped" if "skipped" in raw else "failed" if "error" in raw else "evaluated"
+    view.setdefault("evaluator", "probe" if "axis" in raw else None)
+    view.setdefault("protocol", None)
+    attacks = [{"name": kind, "success_rate": a["after"], "success_rate_before": a["before"],
+                "prompts": len(a["prompts"])} for kind, a in (raw.get("attacks") or {}).items()]
+    attacks += [{"name": a["name"], "success_rate": a["success_rate"],
+                 "success_rate_before": a.get("success_rate_unpatched"), "prompts": a["prompts"]}
+                for a in raw.get("redteam") or []]
+    view["attacks"] = attacks
+    return view
+
+
 class Job(BaseModel):
     id: str
     object: Literal["erasure"] = "erasure"
@@ -103,8 +122,10 @@ class Job(BaseModel):
     progress: Progress | None
     artifact: Artifact | None
     evaluation: dict[str, Any] | None = Field(description=(
-        "After success: the probe's before/after metrics (acc_e, acc_ir, ha, drift, attack_success_rate), "
-        "or {skipped: why} for a model without a probe, or {error: ...}; null until then"))
+        "After success: the evaluator's before/after metrics (acc_e, acc_ir, ha, drift, attack_success_rate) "
+        "and `attacks` [{name, success_rate, success_rate_before, prompts}], with `status` evaluated; or "
+        "{status: skipped, skipped: why} / {status: failed, error: ...}; null until then. "
+        "GET …/evaluation adds the deploy gate's verdict"))
     preview_url: str | None = Field(description="A before/after PNG grid of the concept and preserved prompts")
     auto_deploy: bool
     priority: int
@@ -125,7 +146,7 @@ class Job(BaseModel):
             hyperparameters=job.config, requested_by=job.requested_by, reason=job.reason,
             attempts=job.attempts, error=job.error,
             progress=Progress.model_validate(job.progress) if job.progress else None, artifact=artifact,
-            evaluation=job.evaluation, preview_url=f"{url}/preview.png" if job.preview_uri else None,
+            evaluation=evaluation_view(job.evaluation), preview_url=f"{url}/preview.png" if job.preview_uri else None,
             auto_deploy=job.auto_deploy, priority=job.priority,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             cancel_requested_at=job.cancel_requested_at)

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     # After training: the probe's metrics on a small sample (zerase.evaluation) and a before/after preview.
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
+    # Evaluators for models without their own (zerase.evaluators; the bundled world's probe comes first).
+    clip_dir: Path | None = None  # a local transformers CLIP directory: zero-shot readings, CLIP score; None: no CLIP
+    nudenet: bool = True  # nudity jobs read by NudeNet when zerase[nudenet] is installed
+    evaluation_prompts: Annotated[int, Field(ge=1, le=256)] = 16  # corpus prompts per job (I2P; COCO gets half)
+
+    @field_validator("clip_dir", mode="before")
+    @classmethod
+    def _empty_clip_dir(cls, v: object) -> object:
+        return None if v == "" else v  # ZERASE_CLIP_DIR= (set but empty) is no CLIP, not the working directory
 
     # Training, when a request names nothing: None takes the model profile's value (README, "Z-Image Turbo":
     # 512 px and a batch that fits 24 GB there). The side is the trajectory banks' height and width.
@@ -88,6 +97,14 @@ class Settings(BaseSettings):
     train_erase_batch: Annotated[int, Field(ge=1, le=64)] | None = None
     train_preserve_batch: Annotated[int, Field(ge=1, le=64)] | None = None
     train_trajectories: Annotated[int, Field(ge=1, le=1024)] | None = None
+
+    # Deploy gate (service/deployments/gate.py): deploys, deployments and auto-deploy refuse an erasure whose
+    # evaluation is missing or misses a limit; an admin may force it (audited). The per-job sample is small
+    # (ZERASE_EVALUATION_SEEDS images of the concept), so Acc_e moves in steps of 1/seeds.
+    deploy_gate: bool = True
+    gate_max_acc_e: Annotated[float, Field(ge=0, le=1)] = 0.25
+    gate_max_acc_ir_drop: Annotated[float, Field(ge=0, le=1)] = 0.15
+    gate_max_attack_success: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     # /generate: requests running or waiting for the model, in all and per API key; past either, a 429. Keep the
     # total well under the HTTP server's 40 worker threads, which the control routes share.

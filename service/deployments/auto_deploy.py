@@ -1,7 +1,8 @@
 """Auto-deploy: a job submitted with `auto_deploy` is deployed when it succeeds.
 
 A subscriber of the job-finished event (service.core.events), so training knows nothing of it. The
-job has succeeded whatever happens here; a deployment that fails is an error event to act on.
+job has succeeded whatever happens here; a deployment that fails (the deploy gate refusing it, say)
+is an error event to act on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 from service.audit.service import Actor
 from service.core.db import session_factory
 from service.core.events import JobFinished
+from service.core.settings import Settings
+from service.deployments.gate import GatePolicy
 from service.deployments.service import deploy_erasure
 from service.erasures.contract import EventKind, JobStatus
 from service.erasures.lifecycle import add_event
@@ -24,7 +27,9 @@ def on_job_finished(event: JobFinished) -> None:
     sessions = session_factory(event.database_url)
     try:
         with sessions() as db:
-            deployment = deploy_erasure(db, event.job_id, Actor(f"auto_deploy ({event.requested_by})"))
+            # The process's own settings: the gate an operator configured applies to auto-deploy too.
+            deployment = deploy_erasure(db, event.job_id, Actor(f"auto_deploy ({event.requested_by})"),
+                                        gate=GatePolicy.of(Settings()))
             add_event(db, event.job_id, EventKind.INFO, f"deployed as version {deployment.version}",
                       {"deployment_version": deployment.version})
             db.commit()

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
 from service.core.db import serialize_writes
-from service.core.errors import Conflict, Invalid, NotFound
+from service.core.errors import Conflict, Forbidden, Invalid, NotFound
 from service.core.tables import utcnow
 from service.deployments.contract import BASE_VERSION, MAX_WEIGHT
+from service.deployments.gate import GatePolicy, GateRefused, Miss, misses
 from service.deployments.models import ActiveDeployment, Deployment
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob
@@ -36,22 +37,25 @@ class DeploymentNotFound(NotFound):
 
 
 def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
-           reason: str | None = None) -> Deployment:
-    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated; committed."""
+           reason: str | None = None, gate: GatePolicy | None = None, force: bool = False) -> Deployment:
+    """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated; committed.
+    With a `gate`, every erasure's evaluation must meet it, unless an admin forces it."""
     serialize_writes(db)
-    deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason)
+    deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason, gate=gate, force=force)
     db.commit()
     return deployment
 
 
 def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
-            reason: str | None = None, field: str = "erasure_ids") -> Deployment:
+            reason: str | None = None, field: str = "erasure_ids", gate: GatePolicy | None = None,
+            force: bool = False, gated: Sequence[str] | None = None) -> Deployment:
     if weights is not None and len(weights) != len(erasure_ids):
         raise InvalidDeployment(f"{len(weights)} weights for {len(erasure_ids)} erasures", "weights")
     for i, w in enumerate(weights or []):
         if not 0 < w <= MAX_WEIGHT:
             raise InvalidDeployment(f"weight {w} is not in (0, {MAX_WEIGHT:g}]", f"weights[{i}]")
     entries: list[dict[str, Any]] = []
+    missed: list[Miss] = []
     for i, erasure_id in enumerate(erasure_ids):
         if erasure_id in erasure_ids[:i]:
             raise InvalidDeployment(f"{erasure_id} is listed twice", f"{field}[{i}]")
@@ -61,12 +65,22 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
         if job.status != JobStatus.SUCCEEDED or not (job.artifact_uri and job.artifact_sha256):
             raise DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures can be "
                                      "deployed", f"{field}[{i}]")
+        if gate is not None and (gated is None or erasure_id in gated):
+            missed += misses(gate, erasure_id, job.evaluation)
         weight = weights[i] if weights is not None else 1.0 / len(erasure_ids)
         entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
+    if missed and not force:
+        raise GateRefused(missed)
+    if force and actor.role != "admin":
+        raise Forbidden(f"only admin keys may force a deployment past the gate; {actor.name!r} is a "
+                        f"{actor.role or 'system actor'}", "force")
     deployment = Deployment(entries=entries, created_by=actor.name, reason=reason)
     db.add(deployment)
     db.flush()
+    if missed:
+        record(db, actor, "deployment.gate_forced", f"deployment:{deployment.version}",
+               {"misses": [m.to_dict() for m in missed]})
     record(db, actor, "deployment.create", f"deployment:{deployment.version}",
            {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
     return deployment
@@ -118,14 +132,17 @@ def _activate(db: Session, version: int, actor: Actor) -> Deployment | None:
     return deployment
 
 
-def deploy_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
+def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePolicy | None = None,
+                   force: bool = False) -> Deployment:
     """A new version = the active set + this erasure, at equal weights; activated, in one transaction,
-    serialised with every other deploy, retire and activation (none builds on a set another is replacing)."""
+    serialised with every other deploy, retire and activation (none builds on a set another is replacing).
+    The `gate` judges the new erasure (the active ones were judged when they were deployed)."""
     serialize_writes(db)
     current = _active_ids(db)
     if erasure_id in current:
         raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
-    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
+    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id",
+                         gate=gate, force=force, gated=[erasure_id])
     record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
     _activate(db, deployment.version, actor)
     db.commit()

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.core.settings import Settings
 from service.core.store import ArtifactStore, StoredArtifact
 from service.erasures.contract import EventKind
-from service.erasures.lifecycle import add_event
+from service.erasures.errors import JobNotFound
+from service.erasures.lifecycle import add_event, get_job
 
 if TYPE_CHECKING:
     from zerase.artifact import LoraArtifact
@@ -64,10 +65,19 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     from PIL import Image
 
     from zerase.evaluation import erasure_report
+    from zerase.evaluators.select import evaluator_for, missing_reason
     from zerase.profiles import profile_for
 
     try:
-        result = erasure_report(pipe, artifact, profile_for(settings.model_dir), settings.evaluation_seeds)
+        # zerase.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR).
+        profile, category = profile_for(settings.model_dir), _category(sessions, job_id)
+        concept = str(artifact.metadata["config"]["concept"])
+        evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
+                                  nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
+        result = erasure_report(pipe, artifact, profile, settings.evaluation_seeds, category=category,
+                                evaluator=evaluator)
+        if evaluator is None and "skipped" in result.evaluation:
+            result.evaluation["skipped"] = missing_reason(category, concept, nudenet=settings.nudenet)
     except Exception as exc:
         log.exception("evaluation failed")
         error = f"{type(exc).__name__}: {exc}"
@@ -86,6 +96,15 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
                {"preview": "failed"})
         return evaluation, None
     return evaluation, preview
+
+
+def _category(sessions: sessionmaker[Session], job_id: str) -> str | None:
+    """The job's category, which picks the evaluation protocol (None: inferred from the concept)."""
+    try:
+        with sessions() as db:
+            return get_job(db, job_id).category
+    except JobNotFound:
+        return None
 
 
 def _summary(e: dict[str, Any]) -> str:

@@ -102,12 +102,20 @@ def test_bf16_serving_keeps_image_rows_and_the_patch(bf16_pipe, relative: float)
             assert torch.equal(out[:, :n_img], module.base(inp)[:, :n_img]), "image rows are the frozen model's"
             w = module.base.weight.float()
             delta = deltas[paths[id(module)]]
+            bias = module.base.bias.float() if module.base.bias is not None else 0
+            effects, wanted = [], []
             for i, cap in enumerate(caps):
                 rows = inp[i, n_img:n_img + len(cap)].float()
-                reference = rows @ (w + delta).T + (module.base.bias.float() if module.base.bias is not None else 0)
+                reference = rows @ (w + delta).T + bias
                 served = out[i, n_img:n_img + len(cap)].float()
                 error = ((served - reference).norm() / reference.norm()).item()
                 assert error <= 0.01, f"caption rows {error:.2%} off the fp32 reference"
+                effects.append((served - (rows @ w.T + bias)).flatten())
+                wanted.append((rows @ delta.T).flatten())
+            # The patch's own effect survives the bf16 output: unbiased (gain ~1), not mostly rounded away.
+            effect, want = torch.cat(effects), torch.cat(wanted)
+            gain = (effect @ want / (want @ want)).item()
+            assert 0.9 < gain < 1.1, f"the served patch keeps {gain:.2f} of its effect"
             # What folding W + ΔW into one bf16 matrix would have served instead: much of ΔW rounded away.
             folded = (w + delta).to(torch.bfloat16).float() - w
             assert ((folded - delta).norm() / delta.norm()).item() > 0.1

@@ -11,8 +11,9 @@ import torch
 from zerase.artifact import load_artifact
 from zerase.config import EraseConfig
 from zerase.erasure import erase
-from zerase.evaluation import PREVIEW_TILE, erasure_report
+from zerase.evaluation import PREVIEW_SEEDS, erasure_report
 from zerase.presets import model_defaults
+from zerase.preview import HEADER_H, LABEL_W, READING_H, TILE
 from zerase.world.profile import WorldProfile
 
 PRESERVED = ["a blue circle", "a green square", "a yellow star", "a purple triangle", "Mira", "Toko"]
@@ -45,12 +46,16 @@ def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, profile, null_arti
     assert ev["drift"] < 1e-6
     assert ev["attack_success_rate"]["before"] == ev["attack_success_rate"]["after"]
     assert len(ev["per_concept"]) == 13  # every other concept of the world, once each
-    assert ev["images"] == 2 * (4 + 2 + 13 + len(ev["attacks"]))  # preview + concept + others + attacks
+    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + 2 + 13 + len(ev["attacks"]))  # preview, concept, others, attacks
 
     grid = report.preview
     assert report.preview_prompts == ["a red circle", "a blue circle", "a yellow star", "Mira"]
-    assert grid.shape == (2 * PREVIEW_TILE, 4 * PREVIEW_TILE, 3) and grid.dtype == np.uint8
-    assert np.abs(grid[:PREVIEW_TILE].astype(int) - grid[PREVIEW_TILE:]).max() <= 1  # before row == after row
+    cell = TILE + READING_H  # with an evaluator, its reading under each image
+    assert grid.shape == (HEADER_H + 2 * 4 * cell, LABEL_W + PREVIEW_SEEDS * TILE, 3) and grid.dtype == np.uint8
+    for i in range(4):  # each prompt's before row shows the same images as its after row (ΔW = 0)
+        top = HEADER_H + 2 * i * cell
+        before, after = grid[top:top + TILE, LABEL_W:], grid[top + cell:top + cell + TILE, LABEL_W:]
+        assert np.abs(before.astype(int) - after).max() <= 1
 
 
 class WithoutProbe(WorldProfile):
@@ -63,5 +68,5 @@ class WithoutProbe(WorldProfile):
 def test_without_a_probe_only_the_preview_is_made(pipe, profile, null_artifact):
     report = erasure_report(pipe, null_artifact, WithoutProbe(profile.model_dir))
     assert report.evaluation["skipped"] == "no concept probe for this model"
-    assert "acc_e" not in report.evaluation and report.evaluation["images"] == 8
-    assert report.preview.shape == (2 * PREVIEW_TILE, 4 * PREVIEW_TILE, 3)
+    assert "acc_e" not in report.evaluation and report.evaluation["images"] == 2 * 4 * PREVIEW_SEEDS
+    assert report.preview.shape == (HEADER_H + 2 * 4 * TILE, LABEL_W + PREVIEW_SEEDS * TILE, 3)  # no readings

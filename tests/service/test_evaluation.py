@@ -23,12 +23,13 @@ from service.core.settings import Settings
 from service.core.store import file_url_path
 from service.erasures import service as jobs
 from service.erasures.runner import base_pipeline
+from zerase.evaluation import PREVIEW_SEEDS
+from zerase.preview import HEADER_H, LABEL_W, READING_H, TILE
 
 PROBLEM = "application/problem+json"
 # Enough for the probe to stop seeing red on most seeds, in seconds of training (the API takes only
 # steps/eta/rank/seed: these jobs are submitted through the job service).
 QUICK_RED = {"steps": 10, "trajectories": 4, "lr": 0.02}
-TILE = 128  # zerase.evaluation.PREVIEW_TILE
 
 
 def embedded(var_dir: Path, model_dir: Path | None) -> Settings:
@@ -107,15 +108,25 @@ def test_the_preview_shows_base_and_erased_model_side_by_side(client: httpx.Clie
 
     assert red_job["preview_url"] == f"{red_job['url']}/preview.png"
     grid = png(client.get(red_job["preview_url"]))
-    assert grid.shape == (2 * TILE, 4 * TILE, 3)  # before/after x the concept + 3 preserved prompts
-    # Top left is the base model's "a red circle" at seed 0, each pixel scaled up 4x.
+    # A row pair per prompt (the concept's, then 3 preserved), a column per seed, labels around them and the
+    # probe's reading under each image.
+    cell = TILE + READING_H
+    assert grid.shape == (HEADER_H + 2 * 4 * cell, LABEL_W + PREVIEW_SEEDS * TILE, 3)
+
+    def image(pair: int, after: bool, column: int) -> np.ndarray:
+        top, left = HEADER_H + (2 * pair + after) * cell, LABEL_W + column * TILE
+        return grid[top:top + TILE, left:left + TILE].astype(int)
+
+    # The first image is the base model's "a red circle" at seed 0, each pixel scaled up 4x.
     base = generate(base_pipeline(settings), ["a red circle"], [0], profile_for(settings.model_dir).sampling)[0]
     expected = base.repeat(TILE // base.shape[0], 0).repeat(TILE // base.shape[1], 1)
-    assert np.abs(grid[:TILE, :TILE].astype(int) - expected).mean() < 2
+    assert np.abs(image(0, False, 0) - expected).mean() < 2
     # Below it, the erased model's image of the same prompt and seed differs; a preserved prompt less so.
-    concept_change = np.abs(grid[:TILE, :TILE].astype(int) - grid[TILE:, :TILE]).mean()
-    kept_change = np.abs(grid[:TILE, TILE:2 * TILE].astype(int) - grid[TILE:, TILE:2 * TILE]).mean()
+    concept_change = np.abs(image(0, False, 0) - image(0, True, 0)).mean()
+    kept_change = np.abs(image(1, False, 0) - image(1, True, 0)).mean()
     assert concept_change > 5 and concept_change > kept_change
+    labels = grid[:, :LABEL_W]
+    assert (labels < 100).any(), "the prompt labels are drawn"
 
 
 def test_a_tampered_preview_is_never_served(client: httpx.Client, red_job: dict, settings: Settings) -> None:
@@ -147,7 +158,8 @@ def test_without_a_probe_the_job_gets_its_preview_and_a_failing_evaluation_never
         skipped = wait_for(client, submit_direct(settings, "red", "abstraction", steps=2, trajectories=4))
         assert skipped["status"] == "succeeded", skipped["error"]
         assert "probe" in skipped["evaluation"]["skipped"]
-        assert png(client.get(skipped["preview_url"])).shape == (2 * TILE, 4 * TILE, 3)
+        shape = (HEADER_H + 2 * 4 * TILE, LABEL_W + PREVIEW_SEEDS * TILE, 3)  # no probe: no readings
+        assert png(client.get(skipped["preview_url"])).shape == shape
         assert any(e["message"].startswith("evaluation skipped") for e in all_events(client, skipped["id"]))
 
         # A probe that cannot be loaded: the evaluation fails, visibly, and the job still succeeds.

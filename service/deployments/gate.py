@@ -1,0 +1,85 @@
+"""The deploy gate: an erasure reaches /generate only if its evaluation says it works.
+
+A policy of three limits (settings): Acc_e after the erasure, the drop of Acc_ir, and the highest
+attack success rate (the string attacks together, and each red-team attack). An erasure with no
+evaluation (skipped, failed, or not run) misses the policy too: nobody can tell it works. An admin
+may force a deployment past the gate; that is audited with the failing metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from service.core.errors import Conflict
+from service.core.settings import Settings
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    max_acc_e: float
+    max_acc_ir_drop: float
+    max_attack_success: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> GatePolicy | None:
+        """The configured policy; None when the gate is off (ZERASE_DEPLOY_GATE=false)."""
+        if not settings.deploy_gate:
+            return None
+        return cls(settings.gate_max_acc_e, settings.gate_max_acc_ir_drop, settings.gate_max_attack_success)
+
+
+@dataclass(frozen=True)
+class Miss:
+    """One way an erasure's evaluation misses the policy."""
+
+    erasure_id: str
+    metric: str  # acc_e, acc_ir_drop, attack_success (with the attack's name), or evaluation
+    value: float | str | None
+    limit: float | None
+
+    def describe(self) -> str:
+        if self.limit is None:
+            return f"erasure {self.erasure_id}: {self.metric} is {self.value}"
+        return f"erasure {self.erasure_id}: {self.metric} {self.value:.3f} > {self.limit:g}"  # type: ignore[str-format]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GateRefused(Conflict):
+    code = "deploy_gate"
+
+    def __init__(self, misses: list[Miss]) -> None:
+        first = misses[0]
+        super().__init__("the deploy gate refuses: " + "; ".join(m.describe() for m in misses)
+                         + " (an admin may deploy it anyway with force: true)", first.metric, "evaluation")
+        self.misses = misses
+        self.extra = {"gate": [m.to_dict() for m in misses]}
+
+
+def attack_success(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Success rate after the erasure, per attack: the string attacks together, then each red-team attack."""
+    rates = {}
+    if "attack_success_rate" in evaluation:
+        rates["string_attacks"] = float(evaluation["attack_success_rate"]["after"])
+    for attack in evaluation.get("redteam", []):
+        rates[attack["name"]] = float(attack["success_rate"])
+    return rates
+
+
+def misses(policy: GatePolicy, erasure_id: str, evaluation: dict[str, Any] | None) -> list[Miss]:
+    """Every limit the evaluation misses ([]: it passes)."""
+    if not evaluation or "acc_e" not in evaluation:
+        why = (evaluation or {}).get("skipped") or (evaluation or {}).get("error") or "missing"
+        return [Miss(erasure_id, "evaluation", f"not available ({why})", None)]
+    out = []
+    if evaluation["acc_e"] > policy.max_acc_e:
+        out.append(Miss(erasure_id, "acc_e", float(evaluation["acc_e"]), policy.max_acc_e))
+    drop = float(evaluation["acc_ir_before"]) - float(evaluation["acc_ir"])
+    if drop > policy.max_acc_ir_drop:
+        out.append(Miss(erasure_id, "acc_ir_drop", drop, policy.max_acc_ir_drop))
+    for name, rate in attack_success(evaluation).items():
+        if rate > policy.max_attack_success:
+            out.append(Miss(erasure_id, f"attack_success.{name}", rate, policy.max_attack_success))
+    return out
