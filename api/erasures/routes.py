@@ -97,9 +97,10 @@ def get_evaluation(job_id: JobId, db: SessionDep, settings: SettingsDep) -> dict
     if view is None:
         raise JobStateConflict(f"erasure {job_id} is {job.status}: it has no evaluation yet", "job_id", "path")
     policy = GatePolicy.of(settings)
-    found = misses(policy, job.id, job.evaluation) if policy is not None else None
-    view["gate"] = None if found is None else {"passed": not found, "misses": [m.to_dict() for m in found],
-                                               "policy": asdict(policy)}
+    view["gate"] = None
+    if policy is not None:
+        found = misses(policy, job.id, job.evaluation)
+        view["gate"] = {"passed": not found, "misses": [m.to_dict() for m in found], "policy": asdict(policy)}
     return view
 
 

@@ -69,7 +69,9 @@ class ProbeEvaluator(Evaluator):
     def read(self, images: np.ndarray, prompts: Sequence[str]) -> list[set[str]]:
         return probe_readings(self.probe.classify(images)) if len(images) else []
 
-    def plan(self, concept: str, n_seeds: int, full: bool) -> Plan:
+    def plan(self, concept: str, n_seeds: int, full: bool, *, category: str | None = None,
+             preservation: Sequence[str] = (), anchor: str | None = None) -> Plan:
+        # The job's context (zerase.evaluators) is ignored: the world's own concepts make the plan.
         axis = world_axis(concept)
         if axis is None:
             raise ValueError(f"{concept!r} is not a concept of the bundled world: no probe can read it")
