@@ -16,8 +16,10 @@ Both give the same result shape. Nothing here knows a model's concepts: its prof
 from __future__ import annotations
 
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 from diffusers import ZImagePipeline
 
-from zerase.artifact import LoraArtifact, load_artifact
+from zerase.artifact import LoraArtifact, base_fingerprint, load_artifact
 from zerase.config import EraseConfig
 from zerase.generate import generate
 from zerase.patching import PatchedPipeline
@@ -254,8 +256,8 @@ class Report:
 def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
                    n_seeds: int = 4, seed: int = 0, *, category: str | None = None,
                    evaluator: Evaluator | None = None) -> Report:
-    """A finished job's report: every image generated once without and once with the artifact (two
-    batched passes), then read: the per-job sample's metrics when the evaluator (`evaluator`, else the
+    """A finished job's report: every image generated once without (BASE_IMAGES: once per model) and once
+    with the artifact, then read: the per-job sample's metrics when the evaluator (`evaluator`, else the
     profile's) can read the concept, and the labelled preview (the profile's preview prompts at PREVIEW_SEEDS
     seeds from `seed`)."""
     started = time.monotonic()
@@ -269,7 +271,7 @@ def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelP
             if evaluator is not None and readable else None)
     preview_seeds = [seed + j for j in range(PREVIEW_SEEDS)]
     pairs = [(p, s) for p in shown for s in preview_seeds] + [(s.prompt, s.seed) for s in (plan.shots if plan else ())]
-    before, after = _before_after(pipe, artifact, pairs, config.sampling)
+    before, after, generated = _before_after(pipe, artifact, pairs, config.sampling)
     k = len(shown) * len(preview_seeds)
     shown_prompts = [p for p, _ in pairs[:k]]
     read = (lambda images: evaluator.read(images, shown_prompts)) if evaluator is not None else None
@@ -285,18 +287,58 @@ def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelP
                     Measured(after[k:], evaluator.read(after[k:], prompts)))
         evaluation = plan_metrics(plan, *measured) | evaluator.extra_metrics(plan, *measured)  # zerase.evaluators
     evaluation["images"] = 2 * len(pairs)
+    evaluation["images_generated"] = generated  # the rest: the unpatched model's, from earlier jobs
     evaluation["seconds"] = round(time.monotonic() - started, 2)
     return Report(evaluation, preview, shown)
 
 
+class BaseImages:
+    """The unpatched model's images by (base model, sampling, prompt, seed), kept across jobs: a protocol's
+    "before" side is the same for every erasure on one model, so it is generated once per process (an
+    image depends only on its prompt and seed, never on its batch). Bounded in bytes, oldest out first."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._images: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, pipe: ZImagePipeline, pairs: Sequence[tuple[str, int]], sampling: SamplingSettings
+            ) -> tuple[np.ndarray, int]:
+        """(images in `pairs` order, how many were generated now)."""
+        model = base_fingerprint(pipe.transformer)["weights_sha256"]
+        keys = [(model, sampling, prompt, seed) for prompt, seed in pairs]
+        with self._lock:
+            found = {k: self._images[k] for k in keys if k in self._images}
+            for k in found:
+                self._images.move_to_end(k)
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            made = generate(pipe, [k[2] for k in missing], [k[3] for k in missing], sampling)
+            found.update(zip(missing, made, strict=True))
+            with self._lock:
+                for k, image in zip(missing, made, strict=True):
+                    if k not in self._images:
+                        self._images[k] = image
+                        self._bytes += image.nbytes
+                while self._bytes > self.max_bytes and self._images:
+                    self._bytes -= self._images.popitem(last=False)[1].nbytes
+        shape = (0, sampling.height, sampling.width, 3)
+        return (np.stack([found[k] for k in keys]) if keys else np.zeros(shape, np.uint8)), len(missing)
+
+
+BASE_IMAGES = BaseImages()
+
+
 def _before_after(pipe: ZImagePipeline, artifact: LoraArtifact, pairs: list[tuple[str, int]],
-                  sampling: SamplingSettings) -> tuple[np.ndarray, np.ndarray]:
+                  sampling: SamplingSettings) -> tuple[np.ndarray, np.ndarray, int]:
+    """(unpatched images, patched images, images generated): the unpatched side from BASE_IMAGES."""
     prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
-    before = generate(pipe, prompts, seeds, sampling)
+    before, generated = BASE_IMAGES.get(pipe, pairs, sampling)
     patched = PatchedPipeline(pipe)
     patched.apply([artifact])
     try:
         after = generate(pipe, prompts, seeds, sampling)
     finally:
         patched.clear()
-    return before, after
+    return before, after, generated + len(pairs)

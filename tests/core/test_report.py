@@ -70,3 +70,11 @@ def test_without_a_probe_only_the_preview_is_made(pipe, profile, null_artifact):
     assert report.evaluation["skipped"] == "no concept probe for this model"
     assert "acc_e" not in report.evaluation and report.evaluation["images"] == 2 * 4 * PREVIEW_SEEDS
     assert report.preview.shape == (HEADER_H + 2 * 4 * TILE, LABEL_W + PREVIEW_SEEDS * TILE, 3)  # no readings
+
+
+def test_the_unpatched_side_is_generated_once_per_model(pipe, profile, null_artifact):
+    first = erasure_report(pipe, null_artifact, profile, n_seeds=2).evaluation
+    again = erasure_report(pipe, null_artifact, profile, n_seeds=2).evaluation
+    assert first["images_generated"] <= first["images"]
+    assert again["images_generated"] == again["images"] // 2, "only the patched side is generated again"
+    assert again["acc_e_before"] == first["acc_e_before"] and again["acc_e"] == first["acc_e"]
