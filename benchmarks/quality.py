@@ -7,6 +7,14 @@ seeds and concepts (one per axis), as one markdown table plus an image grid.
 Variants: Z-Erase; Z-Erase with a fixed λ = 1 (no modulation); Table 5's ablations (L_erase
 alone; L_erase + L_attn; + L_pr); a naive LoRA on the same layers without text-only gating
 (Fig. 3 right); token zeroing at inference (Fig. 3 left); and an ε sweep (Fig. 8).
+
+    python benchmarks/quality.py --table4 [--concepts red circle] [--seeds 4] [--attack-steps 20]
+
+runs the paper's Table 4 alone instead: attack success rate (the share of images in which the
+probe reads the concept) without attack, under the string attacks (misspelling, affix, word order,
+synonym, case; mean over kinds), under Ring-A-Bell and under UnlearnDiffAtk (zerase.redteam), for
+Z-Erase, Z-Erase with a fixed λ, token zeroing and the unpatched model; `table4.md` and
+`table4.json` in --out (the other tables' files are left as they are).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from zerase.patching import PatchedPipeline, stack_factors
 from zerase.pipeline import load_pipeline
 from zerase.presets import resolve
 from zerase.profiles import profile_for
+from zerase.redteam import AttackResult, Install, RedTeamBudget, no_intervention, red_team_intervention
 from zerase.world.evaluator import concept_prompts, world_attack_prompts, world_concepts
 from zerase.world.profile import world_axis
 from zerase.zeroing import TokenZeroing
@@ -70,14 +79,25 @@ def _spec(artifact: LoraArtifact) -> LoraSpec:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--concepts", nargs="+", default=["red", "circle", "outlined", "Mira"])
+    parser.add_argument("--concepts", nargs="+", default=None,
+                        help="default: red circle outlined Mira (with --table4: red circle)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality"))
     parser.add_argument("--variants", nargs="*", default=None, help=f"subset of {list(VARIANTS)} (default: all)")
     parser.add_argument("--no-zeroing", action="store_true")
     parser.add_argument("--sweep", nargs="*", default=None, help="concepts for the ε sweep (default: the first)")
+    parser.add_argument("--table4", "--attacks", action="store_true",
+                        help="only Table 4: attack success rates per method (default concepts: red circle)")
+    parser.add_argument("--attack-prompts", type=int, default=RedTeamBudget.prompts,
+                        help="Table 4: concept prompts each red-team attack optimises")
+    parser.add_argument("--attack-steps", type=int, default=RedTeamBudget.steps,
+                        help="Table 4: Ring-A-Bell generations / UnlearnDiff optimiser steps")
     args = parser.parse_args()
+    if args.table4:
+        table4(args)
+        return
+    args.concepts = args.concepts or ["red", "circle", "outlined", "Mira"]
     pipe = load_pipeline()
     profile = profile_for()
     settings = profile.sampling
@@ -121,6 +141,117 @@ def main() -> None:
                                            baseline_cache=BASELINES)
             rows.append(summarise(report, "token zeroing (inference)", 0.0, time.monotonic() - t))
     write_outputs(args.out, rows, grid_rows)
+
+
+TABLE4_METHODS = ("z-erase", "fixed λ=1", "token zeroing", "unpatched")
+TABLE4_COLUMNS = {"no_attack": "no attack", "string_attacks": "string attacks", "ring_a_bell": "Ring-A-Bell",
+                  "unlearndiff": "UnlearnDiff"}
+
+
+def table4(args: argparse.Namespace) -> None:
+    """The paper's Table 4 on the world: for each concept and method, the attack success rate of each attack."""
+    pipe = load_pipeline()
+    profile = profile_for()
+    settings = profile.sampling
+    evaluator = profile.evaluator()
+    if evaluator is None:
+        raise SystemExit("the bundled model has no concept probe: run `zerase world build` first")
+    concepts = args.concepts or ["red", "circle"]
+    budget = RedTeamBudget(prompts=args.attack_prompts, steps=args.attack_steps)
+    seeds = list(range(args.seeds))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for concept in concepts:
+            axis = world_axis(concept) or "colour"
+            category = {"colour": "abstraction", "shape": "entity", "style": "artistic_style",
+                        "character": "celebrity"}[axis]
+            extra = {"steps": args.steps} if args.steps else {}
+            base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                           height=settings.height, width=settings.width, **extra)
+            prompts = concept_prompts(axis, concept).prompts
+            for method in TABLE4_METHODS:
+                t = time.monotonic()
+                train_s = 0.0
+                if method in VARIANTS:
+                    result = erase(pipe, dataclasses.replace(base, **VARIANTS[method]))
+                    train_s = time.monotonic() - t
+                    path = Path(tmp) / f"{concept}-{abs(hash(method))}.safetensors"
+                    result.save(path)
+                    install = _for_prompts(install_artifact(pipe, path))
+                elif method == "token zeroing":
+                    install = _zeroing(pipe, concept)
+                else:
+                    install = no_intervention
+                row = {"concept": concept, "method": method,
+                       "no_attack": _hit_rate(pipe, evaluator, install, concept, prompts, seeds, settings)}
+                kinds = world_attack_prompts(concept)
+                row["string_attacks"] = float(np.mean([_hit_rate(pipe, evaluator, install, concept, ps, seeds,
+                                                                 settings) for ps in kinds.values()]))
+                # Token zeroing against UnlearnDiff: the features of the attacked concept prompts are optimised
+                # with zeroing installed for those prompts, so the concept's key columns stay masked (the
+                # optimised features keep the prompt's caption length, by which zeroing finds them) and the
+                # attack has to carry the concept through the other caption rows, as against an artifact.
+                attacks: list[AttackResult] = red_team_intervention(
+                    pipe, install, evaluator, concept, prompts=prompts, budget=budget, settings=settings,
+                    seeds=seeds)
+                for a in attacks:
+                    row[a.name] = a.success_rate
+                    row[f"{a.name}_unpatched"] = a.success_rate_unpatched
+                row |= {"attacks": [a.to_dict() for a in attacks], "train_s": round(train_s, 1),
+                        "total_s": round(time.monotonic() - t, 1), "seeds": len(seeds),
+                        "budget": dataclasses.asdict(budget)}
+                rows.append(row)
+                write_table4(args.out, rows, quiet=True)
+                print(json.dumps({k: row[k] for k in ("concept", "method", *TABLE4_COLUMNS, "total_s")}), flush=True)
+    write_table4(args.out, rows)
+
+
+def _for_prompts(install: Callable[[], Callable[[], None]]) -> Install:
+    return lambda _prompts: install()
+
+
+def _zeroing(pipe, concept: str) -> Install:
+    def install(prompts) -> Callable[[], None]:
+        z = TokenZeroing(pipe, concept)
+        try:
+            z.prepare(list(prompts))
+        except BaseException:
+            z.remove()
+            raise
+        return z.remove
+
+    return install
+
+
+def _hit_rate(pipe, evaluator: Evaluator, install: Install, concept: str, prompts: list[str], seeds: list[int],
+              settings) -> float:
+    """Share of images, intervention installed, that show the concept: each prompt at every seed. One prompt per
+    installation: token zeroing tells prompts apart by caption length, and two may share one."""
+    hits = []
+    for p in prompts:
+        remove = install([p])
+        try:
+            images = generate(pipe, [p] * len(seeds), seeds, settings)
+        finally:
+            remove()
+        hits += [concept in r for r in evaluator.read(images, [p] * len(seeds))]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+def write_table4(out: Path, rows: list[dict], quiet: bool = False) -> None:
+    (out / "table4.json").write_text(json.dumps(rows, indent=2))
+    lines = ["| concept | method | " + " | ".join(TABLE4_COLUMNS.values()) + " |", "|" + "---|" * 6]
+    for r in rows:
+        lines.append(f"| {r['concept']} | {r['method']} | " + " | ".join(f"{r[k]:.2f}" for k in TABLE4_COLUMNS) + " |")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        if len(mine) > 1:
+            lines.append(f"| mean | {method} | "
+                         + " | ".join(f"{np.mean([r[k] for r in mine]):.2f}" for k in TABLE4_COLUMNS) + " |")
+    (out / "table4.md").write_text("\n".join(lines) + "\n")
+    if not quiet:
+        print("\n".join(lines))
 
 
 def run_variant(pipe, evaluator: Evaluator, settings, name: str, config: EraseConfig, tmp: Path, n_seeds: int,

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
     train_preserve_batch: Annotated[int, Field(ge=1, le=64)] | None = None
     train_trajectories: Annotated[int, Field(ge=1, le=1024)] | None = None
 
+    # --- red-teaming (zerase.redteam: Ring-A-Bell and UnlearnDiffAtk against each finished erasure) ---
+    # The core's RedTeamBudget(prompts=redteam_prompts, steps=redteam_steps) has the same defaults.
+    redteam: bool = True  # after training, attack the artifact when the model's evaluator can read the concept
+    # Concept prompts attacked per attack, each generated at every evaluation seed (with and without the artifact).
+    redteam_prompts: Annotated[int, Field(ge=1, le=16)] = 2
+    # Ring-A-Bell's genetic-search generations and UnlearnDiff's optimiser steps (each a forward and backward pass).
+    redteam_steps: Annotated[int, Field(ge=1, le=500)] = 20
+    # The evaluation stage's time budget: an attack that would start past it is skipped (an event says so).
+    evaluation_budget_s: Annotated[float, Field(gt=0)] = 600.0
+    # --- end red-teaming ---
+
     # Deploy gate (service/deployments/gate.py): deploys, deployments and auto-deploy refuse an erasure whose
     # evaluation is missing or misses a limit; an admin may force it (audited). The per-job sample is small
     # (ZERASE_EVALUATION_SEEDS images of the concept), so Acc_e moves in steps of 1/seeds.

@@ -68,6 +68,8 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     from zerase.evaluators.select import evaluator_for, missing_reason
     from zerase.profiles import profile_for
 
+    started = time.monotonic()
+    _event(sessions, job_id, EventKind.STATE, "evaluating", {"stage": "evaluation"})
     try:
         # zerase.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR).
         profile, category = profile_for(settings.model_dir), _category(sessions, job_id)
@@ -85,6 +87,9 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
         return {"error": error}, None
     evaluation = result.evaluation
     _event(sessions, job_id, EventKind.INFO, _summary(evaluation), {"evaluation": evaluation})
+    if evaluator is not None and "acc_e" in evaluation and settings.redteam:
+        evaluation["redteam"] = _red_team(pipe, artifact, evaluator, evaluation, category, sessions, job_id, settings,
+                                          time.monotonic() - started)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preview.png"
@@ -96,6 +101,49 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
                {"preview": "failed"})
         return evaluation, None
     return evaluation, preview
+
+
+def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, evaluation: dict[str, Any], category: str | None,
+              sessions: sessionmaker[Session], job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
+    """Ring-A-Bell and UnlearnDiffAtk against the artifact (zerase.redteam), within what is left of the
+    evaluation's time budget; each attack's result is an event. A failing attack is an error event and
+    is left out, never a failed job: the deploy gate then judges the attacks that ran."""
+    from zerase.config import EraseConfig
+    from zerase.evaluation import ERASED
+    from zerase.redteam.common import RedTeamBudget
+    from zerase.redteam.runner import ATTACKS, red_team
+
+    config = EraseConfig.from_dict(artifact.metadata["config"])
+    concept = str(evaluation["concept"])  # as the evaluator spells it
+    plan = evaluator.plan(concept, settings.evaluation_seeds, full=False, category=category,
+                          preservation=tuple(config.preservation), anchor=config.anchor)
+    prompts = list(dict.fromkeys(s.prompt for s in plan.shots if s.role == ERASED))
+    budget = RedTeamBudget(prompts=settings.redteam_prompts, steps=settings.redteam_steps)
+    results: list[dict[str, Any]] = []
+    for name in ATTACKS:
+        if spent_s > settings.evaluation_budget_s:
+            _event(sessions, job_id, EventKind.INFO, f"red team: {name} not run, the evaluation's budget of "
+                   f"{settings.evaluation_budget_s:g}s is spent", {"redteam": name, "skipped": "budget"})
+            continue
+        started = time.monotonic()
+        try:
+            result = red_team(pipe, artifact, evaluator, concept, prompts=prompts, budget=budget,
+                              settings=config.sampling, attacks=(name,))[0]
+        except Exception as exc:
+            log.exception("red team attack %s failed", name)
+            _event(sessions, job_id, EventKind.ERROR, f"red team: {name} failed: {type(exc).__name__}: {exc}",
+                   {"redteam": name, "error": str(exc)})
+            continue
+        finally:
+            spent_s += time.monotonic() - started
+        entry = {"name": result.name, "success_rate": result.success_rate,
+                 "success_rate_unpatched": result.success_rate_unpatched, "prompts": result.prompts,
+                 "inputs": result.inputs, "seconds": result.seconds}
+        results.append(entry)
+        _event(sessions, job_id, EventKind.INFO, f"red team: {name} succeeds on {result.success_rate:.2f} of its "
+               f"images ({result.success_rate_unpatched:.2f} without the erasure), {result.seconds:g}s",
+               {"redteam": entry})
+    return results
 
 
 def _category(sessions: sessionmaker[Session], job_id: str) -> str | None:

@@ -1,0 +1,55 @@
+"""Caption features as the attacks see them: the pipeline's own text-encoder output, per prompt and pooled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import ZImagePipeline
+
+from zerase.captions import MAX_CAPTION_TOKENS
+from zerase.pipeline import encode_prompts
+
+
+def _render(pipe: ZImagePipeline, prompt: str) -> str:
+    return pipe.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                              add_generation_prompt=True, enable_thinking=True)
+
+
+def templated_ids(pipe: ZImagePipeline, prompt: str) -> tuple[list[int], int, int]:
+    """The caption's token ids as the pipeline builds them (chat template), and the [start, end) token range
+    of the prompt's own text in them."""
+    text = _render(pipe, prompt)
+    # The prompt starts where two different prompts' renderings part ("a" alone also occurs in the template).
+    a, b = _render(pipe, "A"), _render(pipe, "B")
+    at = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    enc = pipe.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    start = sum(1 for _, e in offsets if e <= at)
+    end = start + sum(1 for s, e in offsets[start:] if e > s and s < at + len(prompt))
+    return ids, start, end
+
+
+def content_start(pipe: ZImagePipeline) -> int:
+    """Template tokens before the prompt's text. The text encoder is causal, so their features are the same
+    for every prompt: pooling leaves them out."""
+    return templated_ids(pipe, "x")[1]
+
+
+def encode(pipe: ZImagePipeline, prompts: Sequence[str]) -> list[torch.Tensor]:
+    """`encode_prompts`, padded to the batch's longest caption instead of 512 tokens (the features of real
+    tokens do not depend on the padding: the encoder is causal and masks it)."""
+    if not prompts:
+        return []
+    longest = max(len(templated_ids(pipe, p)[0]) for p in prompts)
+    return encode_prompts(pipe, list(prompts), max_sequence_length=min(MAX_CAPTION_TOKENS, longest))
+
+
+def pooled(features: Sequence[torch.Tensor], start: int) -> torch.Tensor:
+    """(N, D) fp32: each caption's mean feature over its prompt text and the template's closing tokens.
+
+    Mean-pooled rather than per token: Z-Image's captions have no fixed length (CLIP's 77 slots, on which
+    Ring-A-Bell subtracts token by token, do not exist here), and a found prompt need not have the
+    source prompt's token count. The closing tokens are kept: a causal encoder summarises the prompt there.
+    """
+    return torch.stack([f[start:].float().mean(0) for f in features])
