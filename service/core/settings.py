@@ -111,10 +111,11 @@ class Settings(BaseSettings):
 
     # Deploy gate (service/deployments/gate.py): deploys, deployments and auto-deploy refuse an erasure whose
     # evaluation is missing or misses a limit; an admin may force it (audited). The per-job sample is small
-    # (ZERASE_EVALUATION_SEEDS images of the concept), so Acc_e moves in steps of 1/seeds.
+    # (ZERASE_EVALUATION_SEEDS images of the concept, one of each other concept), so Acc_e moves in steps of
+    # 1/seeds and the Acc_ir drop in steps of 1/13 on the world: 0.2 lets a default erasure lose two of its 13.
     deploy_gate: bool = True
     gate_max_acc_e: Annotated[float, Field(ge=0, le=1)] = 0.25
-    gate_max_acc_ir_drop: Annotated[float, Field(ge=0, le=1)] = 0.15
+    gate_max_acc_ir_drop: Annotated[float, Field(ge=0, le=1)] = 0.2
     gate_max_attack_success: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     # /generate: requests running or waiting for the model, in all and per API key; past either, a 429. Keep the
