@@ -69,7 +69,7 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     from zerase.profiles import profile_for
 
     started = time.monotonic()
-    _event(sessions, job_id, EventKind.STATE, "evaluating", {"stage": "evaluation"})
+    _event(sessions, job_id, EventKind.INFO, "evaluation started", {"stage": "evaluation"})
     try:
         # zerase.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR).
         profile, category = profile_for(settings.model_dir), _category(sessions, job_id)

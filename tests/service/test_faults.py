@@ -95,9 +95,10 @@ def test_restarted_generation_serves_the_active_deployment_and_fails_closed_unti
     """`zerase serve` with an erasure deployed is killed; it comes back refusing to generate while the
     artifact cannot be read, then serves the same version, bit-identical at equal seeds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")}
-    env |= {"ZERASE_VAR_DIR": str(tmp_path / "var"), "ZERASE_EVALUATE_JOBS": "false",
+    # No evaluation, so no deploy gate either (tests/service/test_deploy_gate.py tests it).
+    env |= {"ZERASE_VAR_DIR": str(tmp_path / "var"), "ZERASE_EVALUATE_JOBS": "false", "ZERASE_DEPLOY_GATE": "false",
             **({"ZERASE_MODEL_DIR": str(model_dir)} if model_dir else {})}
-    settings = Settings(var_dir=tmp_path / "var", model_dir=model_dir, evaluate_jobs=False)
+    settings = Settings(var_dir=tmp_path / "var", model_dir=model_dir, evaluate_jobs=False, deploy_gate=False)
     key = bearer(api_key(settings))
     artifacts = tmp_path / "var" / "artifacts"
     request = {"prompt": "a red circle", "seed": 11}

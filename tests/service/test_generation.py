@@ -185,7 +185,7 @@ def test_a_patch_that_cannot_be_applied_fails_closed(client: httpx.Client, setti
             assert str(settings.var_dir.resolve()) not in r.text
     finally:
         stored.write_bytes(good)
-    assert gen(client, "a red circle", steps=1)[0] == version
+    assert gen(client, "a red circle")[0] == version
 
 
 def test_version_switch_under_concurrent_requests(client: httpx.Client, red_erasure: str) -> None:
@@ -193,14 +193,14 @@ def test_version_switch_under_concurrent_requests(client: httpx.Client, red_eras
     refs = {}
     for version in (0, deployed):
         activate(client, version)
-        refs[version] = gen(client, "a red star", 5, steps=2)[1]
+        refs[version] = gen(client, "a red star", 5)[1]
     assert not np.array_equal(refs[0], refs[deployed])
 
     results: list[tuple[int, np.ndarray]] = []
 
     def worker() -> None:
         for _ in range(3):
-            results.append(gen(client, "a red star", 5, steps=2))
+            results.append(gen(client, "a red star", 5))
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for t in threads:
@@ -279,7 +279,7 @@ def test_auto_deploy_serves_the_new_erasure_once_it_succeeds(client: httpx.Clien
     previous = [e["erasure_id"] for e in (before["deployment"] or {"entries": []})["entries"]]
     assert [e["erasure_id"] for e in active["deployment"]["entries"]] == [*previous, job["id"]]
     assert active["activated_by"] == "auto_deploy (test-admin)"
-    assert gen(client, "Toko", steps=1)[0] == active["version"]
+    assert gen(client, "Toko")[0] == active["version"]
 
 
 def test_s3_object_corrupt_or_missing_fails_closed(distributed_settings: Settings, red_artifact: Path,
