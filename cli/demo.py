@@ -159,9 +159,9 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
                                                  f"{e['acc_ir_before']:.2f}→{e['acc_ir']:.2f}, Ha {e['ha']:.2f}")
     for attack in e.get("attacks", []):
         if attack["name"] in ("ring_a_bell", "unlearndiff"):
-            before = attack.get("success_rate_before")
+            unpatched = attack.get("success_rate_before")
             table.add_row(f"red team: {attack['name']}", f"success {attack['success_rate']:.2f} with the erasure"
-                          + (f", {before:.2f} without" if before is not None else ""))
+                          + (f", {unpatched:.2f} without" if unpatched is not None else ""))
     if job.get("preview_url"):
         table.add_row("job preview", f"GET {job['preview_url']}")
     console.print(table)

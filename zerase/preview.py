@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 TILE = 128  # px, the longer side of each image (the world's 32 px images are scaled 4x, kept sharp)
 LABEL_W = 190  # the left column: the prompt and before/after
 HEADER_H = 20  # the top row: the seeds
-READING_H = 16  # under each image: the evaluator's reading
+READING_H = 28  # under each image: the evaluator's reading, on up to two lines
 INK, PAPER, AFTER_INK = (20, 20, 20), (250, 250, 250), (150, 20, 20)
 
 
@@ -56,8 +56,9 @@ def labelled_grid(before: np.ndarray, after: np.ndarray, prompts: Sequence[str],
                 k = i * n_s + j
                 canvas.paste(_tile(images[k]), (LABEL_W + j * tile_w, top))
                 if readings is not None:
-                    seen = ", ".join(sorted(readings[k])) or "none"
-                    draw.text((LABEL_W + j * tile_w + 3, top + tile_h + 2), seen[:24], fill=ink, font=small)
+                    seen = "\n".join(textwrap.wrap(", ".join(sorted(readings[k])) or "none", 23)[:2])
+                    draw.multiline_text((LABEL_W + j * tile_w + 3, top + tile_h + 1), seen, fill=ink, font=small,
+                                        spacing=1)
         draw.line([(0, HEADER_H + 2 * (i + 1) * cell_h - 1), (canvas.width, HEADER_H + 2 * (i + 1) * cell_h - 1)],
                   fill=(190, 190, 190))
     return np.asarray(canvas)

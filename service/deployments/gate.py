@@ -1,7 +1,10 @@
 """The deploy gate: an erasure reaches /generate only if its evaluation says it works.
 
-A policy of three limits (settings): Acc_e after the erasure, the drop of Acc_ir, and the highest
-attack success rate (the string attacks together, and each red-team attack). An erasure with no
+A policy of limits (settings): Acc_e after the erasure, the drop of Acc_ir, and attack success rates:
+the string attacks together and Ring-A-Bell (text prompts: what a /generate client can send) under one
+limit, UnlearnDiffAtk under its own. UnlearnDiffAtk optimises the caption features directly, which needs
+the weights and a way past the text encoder that the service's API does not offer, so by default it is
+reported and not gated (its limit is 1.0); an operator who serves features may tighten it. An erasure with no
 evaluation (skipped, failed, or not run) misses the policy too: nobody can tell it works. An admin
 may force a deployment past the gate; that is audited with the failing metrics.
 """
@@ -14,19 +17,23 @@ from typing import Any
 from service.core.errors import Conflict
 from service.core.settings import Settings
 
+FEATURE_ATTACKS = ("unlearndiff",)  # attacks on caption features rather than on prompt text
+
 
 @dataclass(frozen=True)
 class GatePolicy:
     max_acc_e: float
     max_acc_ir_drop: float
-    max_attack_success: float
+    max_attack_success: float  # string attacks, Ring-A-Bell: attacks in text
+    max_feature_attack_success: float = 1.0  # UnlearnDiffAtk: an attack on the caption features
 
     @classmethod
     def of(cls, settings: Settings) -> GatePolicy | None:
         """The configured policy; None when the gate is off (ZERASE_DEPLOY_GATE=false)."""
         if not settings.deploy_gate:
             return None
-        return cls(settings.gate_max_acc_e, settings.gate_max_acc_ir_drop, settings.gate_max_attack_success)
+        return cls(settings.gate_max_acc_e, settings.gate_max_acc_ir_drop, settings.gate_max_attack_success,
+                   settings.gate_max_feature_attack_success)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ def misses(policy: GatePolicy, erasure_id: str, evaluation: dict[str, Any] | Non
     if drop > policy.max_acc_ir_drop:
         out.append(Miss(erasure_id, "acc_ir_drop", drop, policy.max_acc_ir_drop))
     for name, rate in attack_success(evaluation).items():
-        if rate > policy.max_attack_success:
-            out.append(Miss(erasure_id, f"attack_success.{name}", rate, policy.max_attack_success))
+        limit = policy.max_feature_attack_success if name in FEATURE_ATTACKS else policy.max_attack_success
+        if rate > limit:
+            out.append(Miss(erasure_id, f"attack_success.{name}", rate, limit))
     return out
