@@ -26,11 +26,12 @@ class TextSpan:
     image_lens: list[int]
     caption_lens: list[int]  # real caption tokens per sample
     _masks: dict[tuple[int, torch.device], torch.Tensor] = field(default_factory=dict, repr=False)
+    # The image length when every sample shares it (always so inside one pipeline call); read by every
+    # gated projection, so computed once per forward pass.
+    uniform_image_len: int | None = field(init=False)
 
-    @property
-    def uniform_image_len(self) -> int | None:
-        """The image length when every sample shares it (always so inside one pipeline call)."""
-        return self.image_lens[0] if len(set(self.image_lens)) == 1 else None
+    def __post_init__(self) -> None:
+        self.uniform_image_len = self.image_lens[0] if len(set(self.image_lens)) == 1 else None
 
     def text_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
         """(B, L, 1) bool: True on caption rows (batch padding after a sample counts as text: it is masked anyway)."""

@@ -55,8 +55,11 @@ class TextGatedLinear(nn.Module):
         self.lora_A: nn.Parameter | None = None  # (r, in)
         self.lora_B: nn.Parameter | None = None  # (out, r)
         self.scale = 0.0
-        # Served patches: A (R, in) and B (out, R) in fp32, the patches' scales and weights folded into B.
+        # Served patches: A (R, in) and B (out, R) in fp32, the patches' scales and weights folded into B; or,
+        # where the stacked rank makes that cheaper (R·(in + out) > in·out: many patches on a narrow model), the
+        # dense fp32 ΔW = B·A (`text_delta`). Either way W itself is never touched.
         self.text_factors: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.text_delta: torch.Tensor | None = None
 
     def add_trainable(self, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
         """B = 0 so training starts exactly at the frozen model (standard LoRA init)."""
@@ -75,9 +78,12 @@ class TextGatedLinear(nn.Module):
     def _delta(self, h_txt: torch.Tensor) -> torch.Tensor | None:
         """ΔW·h in fp32: the served patches' stacked factors plus the trainable LoRA, if any."""
         delta: torch.Tensor | None = None
-        if self.text_factors is not None:
+        h32 = h_txt if h_txt.dtype == torch.float32 else h_txt.float()
+        if self.text_delta is not None:
+            delta = F.linear(h32, self.text_delta)
+        elif self.text_factors is not None:
             a, b = self.text_factors
-            delta = F.linear(F.linear(h_txt.float(), a), b)
+            delta = F.linear(F.linear(h32, a), b)
         if self.lora_A is not None and self.lora_B is not None:
             low = F.linear(h_txt.to(self.lora_A.dtype), self.lora_A)
             trained = self.scale * F.linear(low, self.lora_B)
@@ -105,7 +111,7 @@ class TextGatedLinear(nn.Module):
 
     @property
     def active(self) -> bool:
-        return self.text_factors is not None or self.lora_A is not None
+        return self.text_factors is not None or self.text_delta is not None or self.lora_A is not None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, L, in)
         # One full frozen projection for every row (image rows are exactly the base model's), then the
@@ -120,7 +126,12 @@ class TextGatedLinear(nn.Module):
             raise RuntimeError("text-gated projection called outside a transformer forward pass")
         n_img = span.uniform_image_len
         if n_img is not None:
-            out[:, n_img:] = self._patched(out[:, n_img:], h[:, n_img:])
+            if out.dtype == torch.float32:  # fp32: the correction is added in place, nothing to round
+                delta = self._delta(h[:, n_img:])
+                if delta is not None:
+                    out[:, n_img:] += delta
+            else:
+                out[:, n_img:] = self._patched(out[:, n_img:], h[:, n_img:])
             return out
         mask = span.text_mask(h.shape[1], h.device)
         return torch.where(mask, self._patched(out, h), out)
@@ -175,11 +186,20 @@ class GatedLoraModel:
                 m.lora_B.copy_(state[f"{path}.lora_B.weight"])
 
     def set_factors(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Inference: caption rows get W·h + B·(A·h), one stacked (A, B) per projection (missing paths: none)."""
+        """Inference: caption rows get W·h + B·(A·h), one stacked (A, B) per projection (missing paths: none);
+        as W·h + (B·A)·h where the stacked rank costs more than a dense product."""
         for path, m in self.modules.items():
             f = factors.get(path)
+            m.text_factors = m.text_delta = None
+            if f is None:
+                continue
             device = m.base.weight.device
-            m.text_factors = None if f is None else (f[0].to(device, torch.float32), f[1].to(device, torch.float32))
+            a, b = f[0].to(device, torch.float32), f[1].to(device, torch.float32)
+            rank, (out_features, in_features) = a.shape[0], m.base.weight.shape
+            if rank * (in_features + out_features) > in_features * out_features:
+                m.text_delta = b @ a
+            else:
+                m.text_factors = (a, b)
 
     def remove(self) -> None:
         """Put the original Linear modules back: the transformer is the frozen model again."""
