@@ -98,12 +98,7 @@ def main() -> None:
         table4(args)
         return
     args.concepts = args.concepts or ["red", "circle", "outlined", "Mira"]
-    pipe = load_pipeline()
-    profile = profile_for()
-    settings = profile.sampling
-    evaluator = profile.evaluator()
-    if evaluator is None:
-        raise SystemExit("the bundled model has no concept probe: run `zerase world build` first")
+    pipe, profile, settings, evaluator = world_stack()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     grid_rows: list[np.ndarray] = []
@@ -148,14 +143,19 @@ TABLE4_COLUMNS = {"no_attack": "no attack", "string_attacks": "string attacks", 
                   "unlearndiff": "UnlearnDiff"}
 
 
-def table4(args: argparse.Namespace) -> None:
-    """The paper's Table 4 on the world: for each concept and method, the attack success rate of each attack."""
+def world_stack():  # noqa: ANN201 (pipeline, profile, sampling, evaluator)
+    """The bundled world's pipeline, profile, sampling and probe evaluator."""
     pipe = load_pipeline()
     profile = profile_for()
-    settings = profile.sampling
     evaluator = profile.evaluator()
     if evaluator is None:
         raise SystemExit("the bundled model has no concept probe: run `zerase world build` first")
+    return pipe, profile, profile.sampling, evaluator
+
+
+def table4(args: argparse.Namespace) -> None:
+    """The paper's Table 4 on the world: for each concept and method, the attack success rate of each attack."""
+    pipe, profile, settings, evaluator = world_stack()
     concepts = args.concepts or ["red", "circle"]
     budget = RedTeamBudget(prompts=args.attack_prompts, steps=args.attack_steps)
     seeds = list(range(args.seeds))

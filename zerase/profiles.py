@@ -122,8 +122,9 @@ class ZImageProfile(ModelProfile):
         return TrainingDefaults(height=512, width=512, erase_batch=4, preserve_batch=2, trajectories=8)
 
 
-class UnknownZImageProfile(ModelProfile):
-    """A Z-Image directory no profile knows: ZImagePipeline's own call defaults, said out loud."""
+class UnknownZImageProfile(ZImageProfile):
+    """A Z-Image directory no profile knows: ZImagePipeline's own call defaults, said out loud (and the
+    non-distilled model's training defaults)."""
 
     name = "z-image-unknown"
 
@@ -135,10 +136,6 @@ class UnknownZImageProfile(ModelProfile):
     @property
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(steps=50, guidance_scale=5.0, height=1024, width=1024)
-
-    @property
-    def training(self) -> TrainingDefaults:
-        return TrainingDefaults(height=512, width=512, erase_batch=4, preserve_batch=2, trajectories=8)
 
 
 # The scheduler shift each checkpoint ships (scheduler/scheduler_config.json of Tongyi-MAI/Z-Image-Turbo and
