@@ -251,6 +251,7 @@ class Report:
     evaluation: dict[str, Any]  # the metrics, or {"skipped": why}; with "images" and "seconds"
     preview: np.ndarray  # the labelled grid (zerase.preview): a row pair per prompt (base, erased), a column per seed
     preview_prompts: list[str]
+    plan: Plan | None = None  # the sample's plan, when the evaluator could read the concept
 
 
 def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
@@ -289,7 +290,7 @@ def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelP
     evaluation["images"] = 2 * len(pairs)
     evaluation["images_generated"] = generated  # the rest: the unpatched model's, from earlier jobs
     evaluation["seconds"] = round(time.monotonic() - started, 2)
-    return Report(evaluation, preview, shown)
+    return Report(evaluation, preview, shown, plan)
 
 
 class BaseImages:

@@ -87,8 +87,8 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
         return {"error": error}, None
     evaluation = result.evaluation
     _event(sessions, job_id, EventKind.INFO, _summary(evaluation), {"evaluation": evaluation})
-    if evaluator is not None and "acc_e" in evaluation and settings.redteam:
-        evaluation["redteam"] = _red_team(pipe, artifact, evaluator, evaluation, category, sessions, job_id, settings,
+    if evaluator is not None and result.plan is not None and "acc_e" in evaluation and settings.redteam:
+        evaluation["redteam"] = _red_team(pipe, artifact, evaluator, result.plan, sessions, job_id, settings,
                                           time.monotonic() - started)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -103,8 +103,8 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     return evaluation, preview
 
 
-def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, evaluation: dict[str, Any], category: str | None,
-              sessions: sessionmaker[Session], job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
+def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, plan: Any, sessions: sessionmaker[Session],
+              job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
     """Ring-A-Bell and UnlearnDiffAtk against the artifact (zerase.redteam), within what is left of the
     evaluation's time budget; each attack's result is an event. A failing attack is an error event and
     is left out, never a failed job: the deploy gate then judges the attacks that ran."""
@@ -114,9 +114,7 @@ def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, evaluation: dic
     from zerase.redteam.runner import ATTACKS, red_team
 
     config = EraseConfig.from_dict(artifact.metadata["config"])
-    concept = str(evaluation["concept"])  # as the evaluator spells it
-    plan = evaluator.plan(concept, settings.evaluation_seeds, full=False, category=category,
-                          preservation=tuple(config.preservation), anchor=config.anchor)
+    concept = plan.concept  # as the evaluator spells it; the sample evaluation's own plan
     prompts = list(dict.fromkeys(s.prompt for s in plan.shots if s.role == ERASED))
     budget = RedTeamBudget(prompts=settings.redteam_prompts, steps=settings.redteam_steps)
     results: list[dict[str, Any]] = []
