@@ -9,4 +9,4 @@ from service.deployments import auto_deploy
 
 def install() -> None:
     """Subscribe every reaction to its event (idempotent)."""
-    events.subscribe(auto_deploy.on_job_finished)
+    events.subscribe(events.JobFinished, auto_deploy.on_job_finished)

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.audit.service import Actor, record
+from service.core import events
 from service.core.db import serialize_writes
 from service.core.errors import Conflict, Forbidden, Invalid, NotFound
 from service.core.tables import utcnow
@@ -115,12 +116,14 @@ def active(db: Session) -> Deployment | None:
 def activate(db: Session, version: int, actor: Actor) -> Deployment | None:
     """Serve `version` (0: the base model) from the next generation request on; committed."""
     serialize_writes(db)
-    deployment = _activate(db, version, actor)
+    activated = _activate(db, version, actor)
     db.commit()
-    return deployment
+    events.publish(activated)
+    return get(db, version) if version != BASE_VERSION else None
 
 
-def _activate(db: Session, version: int, actor: Actor) -> Deployment | None:
+def _activate(db: Session, version: int, actor: Actor) -> events.DeploymentActivated:
+    """Move the pointer (not committed); the event to publish once the caller has committed."""
     deployment = get(db, version) if version != BASE_VERSION else None
     previous = active_row(db, lock=True).version or BASE_VERSION
     db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
@@ -129,7 +132,8 @@ def _activate(db: Session, version: int, actor: Actor) -> Deployment | None:
     record(db, actor, "deployment.activate", f"deployment:{version}",
            {"version": version, "previous_version": previous,
             "kind": "rollback" if version < previous else "roll forward"})
-    return deployment
+    return events.DeploymentActivated(version=version, previous_version=previous, activated_by=actor.name,
+                                      database_url=events.database_url(db))
 
 
 def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePolicy | None = None,
@@ -144,8 +148,9 @@ def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
     deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id",
                          gate=gate, force=force, gated=[erasure_id])
     record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
-    _activate(db, deployment.version, actor)
+    activated = _activate(db, deployment.version, actor)
     db.commit()
+    events.publish(activated)
     return deployment
 
 
@@ -158,8 +163,9 @@ def retire_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
         raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
     deployment = _create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
     record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
-    _activate(db, deployment.version, actor)
+    activated = _activate(db, deployment.version, actor)
     db.commit()
+    events.publish(activated)
     return deployment
 
 

@@ -170,7 +170,7 @@ def finish(db: Session, job_id: str, status: JobStatus, message: str, *,
     job = fresh(db, job_id)
     events.publish(events.JobFinished(job_id=job_id, status=str(status), concept=job.concept,
                                       requested_by=job.requested_by, auto_deploy=job.auto_deploy,
-                                      database_url=db.get_bind().engine.url.render_as_string(hide_password=False)))
+                                      database_url=events.database_url(db)))
     return True
 
 
