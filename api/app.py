@@ -14,18 +14,22 @@ from api.erasures import routes as erasures
 from api.generation import routes as generation
 from api.keys import routes as keys
 from api.limits import RequestLimits
+from api.webhooks import routes as webhooks
 from service import flows
 from service.core.db import session_factory
 from service.core.settings import Settings, get_settings
 from service.core.store import store_for
 from service.deployments.serving import GenerationService
 from service.erasures.runner import preload_model_stack
+from service.webhooks.deliver import Deliverer
 from worker.dispatch import dispatcher_for
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     dispatcher = dispatcher_for(settings)
+    # Webhook deliveries are sent by the processes that serve the control routes (where they are managed).
+    deliverer = Deliverer(settings) if settings.api_routes in ("all", "control") else None
     flows.install()  # what follows a finished job (auto-deploy), for jobs the API or its worker thread end
 
     @asynccontextmanager
@@ -33,9 +37,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.api_routes != "control" or (settings.inprocess and settings.embedded_worker):
             preload_model_stack()  # this process runs the model; a control plane alone never imports torch
         dispatcher.start()  # inprocess://: the embedded worker thread and its sweeper
+        if deliverer:
+            deliverer.start()
         try:
             yield
         finally:
+            if deliverer:
+                deliverer.stop()
             dispatcher.stop()
 
     app = FastAPI(title="Z-Erase", version="0.1.0", lifespan=lifespan, generate_unique_id_function=openapi.operation_id,
@@ -53,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(deployments.router)
         app.include_router(keys.router)
         app.include_router(audit.router)
+        app.include_router(webhooks.router)
     if settings.api_routes in ("all", "generation"):  # ZERASE_API_ROUTES: a generation service of its own
         app.include_router(generation.router)
     app.include_router(health.router)

@@ -7,13 +7,14 @@ code picks its backends from their schemes.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATABASE_SCHEMES = ("sqlite", "postgresql")
 BROKER_SCHEMES = ("inprocess", "redis", "rediss", "amqp", "amqps")
@@ -130,6 +131,22 @@ class Settings(BaseSettings):
     generation_max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
     # /generate: the largest width or height served (None: twice the model's default side, at most 1024).
     generation_max_side: Annotated[int, Field(ge=16, le=1024)] | None = None
+
+    # Webhooks (service/webhooks): a target must resolve to public addresses only, unless its host name or its
+    # address is allowed here (comma-separated host names and CIDRs: "hooks.internal,10.8.0.0/16"). A failed
+    # delivery is retried after base, 2x base, 4x base... until it has been tried max_attempts times.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0  # connect, send, and wait for the answer
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=20)] = 8
+    webhook_retry_base_s: Annotated[float, Field(ge=0)] = 30.0
+    webhook_poll_interval_s: Annotated[float, Field(gt=0)] = 2.0  # how often the API looks for due deliveries
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        if isinstance(v, str) and v.lstrip().startswith("["):
+            return json.loads(v)  # a JSON list works too
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
 
     @property
     def training_defaults(self) -> dict[str, int]:

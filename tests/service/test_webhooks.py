@@ -1,0 +1,372 @@
+"""Webhooks over HTTP on PostgreSQL: signed deliveries a Standard Webhooks receiver verifies, retries
+with a delivery log, the target allowlist at creation and at delivery, real events from the public
+surface, admins only, and a receiver that hangs never holding up the code that published the event.
+
+The receivers are small HTTP servers on loopback, which the module's settings allowlist; the API's own
+deliverer thread sends to them, as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from conftest import empty_postgres_database
+from fastapi.testclient import TestClient
+from jobclient import api_key, at_once, bearer, make_job
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from api.app import create_app
+from service import flows
+from service.audit.service import Actor
+from service.core import events
+from service.core.db import migrate, session_factory
+from service.core.settings import Settings
+from service.erasures import lifecycle
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob, new_job_id
+from service.webhooks import service as webhooks
+from service.webhooks.deliver import deliver_due
+from service.webhooks.targets import TargetPolicy
+
+T = TypeVar("T")
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1: answers each POST with the next of `statuses` (the last one
+    repeats), after `hang_s`; keeps every request's headers and body."""
+
+    def __init__(self, statuses: tuple[int, ...] = (200,), hang_s: float = 0.0,
+                 headers: dict[str, str] | None = None) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self._statuses, self._lock = list(statuses), threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver._lock:
+                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    status = receiver._statuses.pop(0) if len(receiver._statuses) > 1 else receiver._statuses[0]
+                time.sleep(hang_s)
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def payloads(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def eventually(check: Callable[[], T | None], timeout_s: float = 5.0) -> T:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    # A database of its own: no other module's app (with its own allowlist) delivers these webhooks.
+    with empty_postgres_database() as url:
+        migrate(url)
+        # The control routes alone: what webhooks need, without loading the model stack.
+        yield Settings(var_dir=tmp_path_factory.mktemp("webhooks-var"), database_url=url, embedded_worker=False,
+                       api_routes="control", webhook_allowed_hosts=["127.0.0.1"], webhook_timeout_s=0.5,
+                       webhook_max_attempts=3, webhook_retry_base_s=0, webhook_poll_interval_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API with its deliverer thread running (the lifespan starts it)."""
+    with TestClient(create_app(settings), headers=bearer(api_key(settings, "admin", "ops-admin"))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def strict(settings: Settings) -> TestClient:
+    """The API under the default allowlist (none: public addresses only); not started, so no second deliverer."""
+    strict = settings.model_copy(update={"webhook_allowed_hosts": []})
+    return TestClient(create_app(strict), headers=bearer(api_key(settings, "admin", "strict-admin")))
+
+
+@pytest.fixture
+def subscribe(client: TestClient) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Make a subscription (201); each is deleted after the test, so no other test's events reach it."""
+    made: list[str] = []
+
+    def make(url: str, events: list[str], **body: Any) -> dict[str, Any]:
+        r = client.post("/webhooks", json={"url": url, "events": events, **body})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+        return dict(r.json())
+
+    yield make
+    for webhook_id in made:
+        client.delete(f"/webhooks/{webhook_id}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., Receiver]]:
+    started: list[Receiver] = []
+
+    def start(*statuses: int, hang_s: float = 0.0, headers: dict[str, str] | None = None) -> Receiver:
+        started.append(Receiver(statuses or (200,), hang_s, headers))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.close()
+
+
+def log_of(client: TestClient, webhook_id: str) -> list[dict[str, Any]]:
+    r = client.get(f"/webhooks/{webhook_id}/deliveries")
+    assert r.status_code == 200, r.text
+    data: list[dict[str, Any]] = r.json()["data"]
+    return data
+
+
+def finished(client: TestClient, webhook_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """The log once `count` deliveries have ended (succeeded or failed)."""
+    return eventually(lambda: (log := log_of(client, webhook_id)) and len(log) >= count
+                      and all(d["status"] != "pending" for d in log) and log or None)
+
+
+def field_of(response: Any) -> str:
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    field: str = response.json()["errors"][0]["field"]
+    return field
+
+
+def test_secret_shown_once_and_the_signature_verifies(client: TestClient, subscribe: Any, receiver: Any) -> None:
+    rx = receiver()
+    hook = subscribe(rx.url, ["erasure.succeeded", "erasure.succeeded", "deployment.activated"],
+                     description="release channel")
+    assert hook["id"].startswith("whk_") and hook["secret"].startswith("whsec_")
+    assert hook["events"] == ["erasure.succeeded", "deployment.activated"] and hook["created_by"] == "ops-admin"
+    shown = client.get(f"/webhooks/{hook['id']}").json()
+    assert "secret" not in shown and shown["url"] == rx.url and shown["description"] == "release channel"
+    assert all("secret" not in h for h in client.get("/webhooks").json()["data"])
+
+    queued = client.post(f"/webhooks/{hook['id']}/test")
+    assert queued.status_code == 202 and queued.json()["status"] == "pending"
+    [delivery] = finished(client, hook["id"])
+    assert delivery["status"] == "succeeded" and [a["status_code"] for a in delivery["attempts"]] == [200]
+
+    [(headers, body)] = rx.requests
+    payload = Webhook(hook["secret"]).verify(body, headers)
+    assert payload == delivery["payload"] and payload["type"] == "webhook.test"
+    assert payload["data"] == {"webhook_id": hook["id"]} and payload["timestamp"].endswith("Z")
+    assert headers["webhook-id"] == delivery["id"] == queued.json()["id"]
+    assert headers["content-type"] == "application/json"
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "A" * 43 + "=").verify(body, headers)
+    with pytest.raises(WebhookVerificationError):  # a body changed in transit
+        Webhook(hook["secret"]).verify(body.replace(b"webhook.test", b"webhook.tost"), headers)
+
+    audit = client.get("/audit", params={"target": hook["id"]}).json()["data"]
+    assert [e["action"] for e in audit] == ["webhook.create"]
+
+
+def test_a_failed_delivery_is_retried_and_the_log_shows_each_attempt(client: TestClient, subscribe: Any,
+                                                                     receiver: Any) -> None:
+    rx = receiver(500, 200)
+    hook = subscribe(rx.url, ["erasure.succeeded"])
+    client.post(f"/webhooks/{hook['id']}/test")
+    [delivery] = finished(client, hook["id"])
+    assert delivery["status"] == "succeeded"
+    assert [(a["status_code"], a["error"]) for a in delivery["attempts"]] == [(500, "HTTP 500"), (200, None)]
+    # The same message both times (receivers deduplicate by webhook-id), each attempt signed afresh.
+    assert len({h["webhook-id"] for h, _ in rx.requests}) == 1 and len(rx.requests) == 2
+    for headers, body in rx.requests:
+        Webhook(hook["secret"]).verify(body, headers)
+
+
+def test_out_of_attempts_it_fails_and_redirects_are_not_followed(client: TestClient, subscribe: Any,
+                                                                 receiver: Any) -> None:
+    elsewhere = receiver()
+    rx = receiver(307, headers={"location": elsewhere.url})
+    hook = subscribe(rx.url, ["erasure.succeeded"])
+    client.post(f"/webhooks/{hook['id']}/test")
+    [delivery] = finished(client, hook["id"])
+    assert delivery["status"] == "failed" and delivery["finished_at"] and delivery["next_attempt_at"] is None
+    assert [a["status_code"] for a in delivery["attempts"]] == [307] * 3  # ZERASE_WEBHOOK_MAX_ATTEMPTS
+    assert "not followed" in delivery["attempts"][0]["error"]
+    assert len(rx.requests) == 3 and not elsewhere.requests
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8000/hook", "http://localhost/hook", "http://10.0.0.7/hook", "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/", "http://[::ffff:127.0.0.1]/",
+    "http://0.0.0.0/", "http://2130706433/", "http://[fe80::1]/", "http://224.0.0.1/",
+    "ftp://hooks.example.com/", "file:///etc/passwd", "javascript:alert(1)", "http:///nohost",
+    "http://hooks.example.com\x00.evil/", "http://8.8.8.8:0/",
+])
+def test_targets_outside_the_allowlist_are_refused(strict: TestClient, url: str) -> None:
+    r = strict.post("/webhooks", json={"url": url, "events": ["erasure.succeeded"]})
+    assert r.status_code == 422 and field_of(r) == "url", r.text
+    assert r.json()["code"] == "webhook_target_refused"
+    assert all(h["url"] != url for h in strict.get("/webhooks").json()["data"])
+
+
+def test_bad_bodies_name_their_field(client: TestClient) -> None:
+    r = client.post("/webhooks", json={"url": "http://127.0.0.1/", "events": ["erasure.exploded"]})
+    assert r.status_code == 422 and field_of(r) == "events[0]"
+    r = client.post("/webhooks", json={"url": "http://127.0.0.1/", "events": []})
+    assert r.status_code == 422 and field_of(r) == "events"
+    r = client.post("/webhooks", json={"url": "http://nowhere.invalid/", "events": ["erasure.failed"]})
+    assert r.status_code == 422 and field_of(r) == "url" and "resolve" in r.json()["detail"]
+    r = client.get("/webhooks/whk_0000000000000000")
+    assert r.status_code == 404 and field_of(r) == "id"
+    r = client.get("/webhooks/not-an-id/deliveries")
+    assert r.status_code == 422 and field_of(r) == "id"
+
+
+def test_a_name_that_now_resolves_inside_is_refused_at_delivery(client: TestClient, subscribe: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+    dns = {"hooks.example.test": "93.184.215.14"}  # public when subscribed...
+
+    def resolver(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in dns:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (dns[host], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    hook = subscribe("http://hooks.example.test/hook", ["erasure.succeeded"])
+    dns["hooks.example.test"] = "10.20.30.40"  # ...rebound to an internal address before the delivery
+    client.post(f"/webhooks/{hook['id']}/test")
+    [delivery] = finished(client, hook["id"])
+    [attempt] = delivery["attempts"]  # refused: not retried, nothing sent
+    assert delivery["status"] == "failed" and attempt["status_code"] is None
+    assert attempt["error"].startswith("refused:") and "10.20.30.40" in attempt["error"]
+
+
+def _job_row(settings: Settings, status: JobStatus) -> str:
+    job_id = new_job_id()
+    with session_factory(settings.database_url)() as db:
+        db.add(ErasureJob(id=job_id, status=status, concept="blue", category="abstraction", config={},
+                          requested_by="tester"))
+        db.commit()
+    return job_id
+
+
+def test_real_events_reach_their_subscribers(client: TestClient, settings: Settings, subscribe: Any,
+                                             receiver: Any) -> None:
+    rx, other = receiver(), receiver()
+    hook = subscribe(rx.url, ["deployment.activated", "erasure.succeeded", "erasure.cancelled"])
+    subscribe(other.url, ["approval.requested"])  # subscribed to none of what happens here
+
+    deployed = client.post(f"/erasures/{make_job(settings)}/deploy")
+    assert deployed.status_code == 201, deployed.text
+    queued = _job_row(settings, JobStatus.QUEUED)
+    assert client.post(f"/erasures/{queued}/cancel").status_code == 200
+    running = _job_row(settings, JobStatus.RUNNING)
+    with session_factory(settings.database_url)() as db:  # as the worker ends a job it trained
+        assert lifecycle.finish(db, running, JobStatus.SUCCEEDED, "succeeded")
+
+    finished(client, hook["id"], 3)
+    by_type = {p["type"]: p["data"] for p in rx.payloads()}
+    assert by_type["deployment.activated"]["version"] == deployed.json()["version"]
+    assert by_type["deployment.activated"]["activated_by"] == "ops-admin"
+    assert by_type["erasure.cancelled"]["id"] == queued and by_type["erasure.cancelled"]["status"] == "cancelled"
+    assert by_type["erasure.succeeded"] == {"id": running, "object": "erasure", "status": "succeeded",
+                                            "concept": "blue", "requested_by": "tester",
+                                            "url": f"/erasures/{running}"}
+    assert len(rx.requests) == 3 and not other.requests
+
+
+def test_a_hanging_receiver_never_holds_up_the_publisher(client: TestClient, settings: Settings,
+                                                         subscribe: Any, receiver: Any) -> None:
+    rx = receiver(hang_s=2.0)  # longer than ZERASE_WEBHOOK_TIMEOUT_S (0.5 s here)
+    hook = subscribe(rx.url, ["deployment.activated"])
+    started = time.monotonic()
+    assert client.post("/deployments/0/activate").status_code == 200
+    assert time.monotonic() - started < 0.5  # the deploy wrote a row; it did not wait for the receiver
+    eventually(lambda: rx.requests)
+    delivery = eventually(lambda: next((d for d in log_of(client, hook["id"]) if d["attempts"]), None))
+    assert delivery["attempts"][0]["error"].startswith("timed out") and delivery["attempts"][0]["status_code"] is None
+    assert client.delete(f"/webhooks/{hook['id']}").status_code == 204  # its pending delivery fails, not retried
+    assert client.get(f"/webhooks/{hook['id']}").status_code == 404
+    assert all(h["id"] != hook["id"] for h in client.get("/webhooks").json()["data"])
+    audit = client.get("/audit", params={"target": hook["id"]}).json()["data"]
+    assert [e["action"] for e in audit] == ["webhook.delete", "webhook.create"]
+
+
+def test_concurrent_passes_send_each_delivery_once(client: TestClient, settings: Settings, subscribe: Any,
+                                                   receiver: Any) -> None:
+    rx = receiver()
+    hook = subscribe(rx.url, ["erasure.succeeded"])
+    ids = {client.post(f"/webhooks/{hook['id']}/test").json()["id"] for _ in range(12)}
+    # Two more deliverers (as two more API processes would run) race the app's own thread.
+    at_once(lambda: deliver_due(settings), lambda: deliver_due(settings))
+    log = finished(client, hook["id"], len(ids))
+    assert {d["id"] for d in log} == ids and all(d["status"] == "succeeded" for d in log)
+    sent = [h["webhook-id"] for h, _ in rx.requests]
+    assert sorted(sent) == sorted(ids)  # each exactly once
+
+
+def test_only_admins_manage_webhooks(client: TestClient, settings: Settings) -> None:
+    moderator = bearer(api_key(settings, "moderator", "mod"))
+    for method, path in (("POST", "/webhooks"), ("GET", "/webhooks"), ("GET", "/webhooks/whk_0000000000000000"),
+                         ("DELETE", "/webhooks/whk_0000000000000000"),
+                         ("GET", "/webhooks/whk_0000000000000000/deliveries"),
+                         ("POST", "/webhooks/whk_0000000000000000/test")):
+        r = client.request(method, path, headers=moderator, json={"url": "http://127.0.0.1/", "events": []})
+        assert r.status_code == 403 and r.json()["code"] == "forbidden", (method, path, r.text)
+
+
+def test_approval_requests_are_delivered(client: TestClient, settings: Settings, subscribe: Any,
+                                         receiver: Any) -> None:
+    rx = receiver()
+    hook = subscribe(rx.url, ["approval.requested"])
+    events.publish(events.ApprovalRequested(approval_id="apr_1", action="deploy", target="er_x",
+                                            requested_by="alice", database_url=settings.database_url))
+    finished(client, hook["id"])
+    assert rx.payloads()[0]["data"] == {"id": "apr_1", "action": "deploy", "target": "er_x", "requested_by": "alice"}
+
+
+def test_the_service_functions_on_the_embedded_sqlite_database(tmp_path: Path, receiver: Any) -> None:
+    """What the console calls, on SQLite, with one synchronous delivery pass instead of the thread."""
+    settings = Settings(var_dir=tmp_path, webhook_allowed_hosts=["127.0.0.0/8"], webhook_retry_base_s=0)
+    migrate(settings.database_url)
+    flows.install()  # as the API and the worker do when they start
+    rx, admin = receiver(503, 204), Actor("console-admin", role="admin")
+    with session_factory(settings.database_url)() as db:
+        hook, secret = webhooks.create_subscription(db, rx.url, ["erasure.failed"], admin, "pager",
+                                                    policy=TargetPolicy.of(settings))
+        assert [s.id for s in webhooks.list_subscriptions(db)] == [hook.id]
+    events.publish(events.JobFinished(job_id="er_1", status="failed", concept="red", requested_by="bob",
+                                      auto_deploy=False, database_url=settings.database_url))
+    assert deliver_due(settings) == 2  # 503, then (due again at once) 204
+    with session_factory(settings.database_url)() as db:
+        [delivery] = webhooks.deliveries(db, hook.id)
+        assert delivery.status == "succeeded" and [a.status_code for a in delivery.log] == [503, 204]
+        webhooks.delete_subscription(db, hook.id, admin)
+        assert webhooks.list_subscriptions(db) == []
+    headers, body = rx.requests[-1]
+    assert Webhook(secret).verify(body, headers)["type"] == "erasure.failed"
