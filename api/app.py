@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, health, metrics, openapi
+from api.approvals import routes as approvals
 from api.audit import routes as audit
 from api.deployments import routes as deployments
 from api.erasures import routes as erasures
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_routes in ("all", "control"):
         app.include_router(erasures.router)
         app.include_router(deployments.router)
+        app.include_router(approvals.router)
         app.include_router(keys.router)
         app.include_router(audit.router)
         app.include_router(webhooks.router)

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from service.approvals import auto_deploy
 from service.core import events
-from service.deployments import auto_deploy
 from service.webhooks import outbox as webhooks
 
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse
 
+from api.approvals.routes import AWAITING_APPROVAL, accepted
 from api.auth import ActorDep, require
-from api.deployments.schemas import ActiveOut, DeploymentCreate, DeploymentList, DeploymentOut, DeployRequest
+from api.deployments.schemas import (
+    ActiveOut,
+    ChangeRequest,
+    DeploymentCreate,
+    DeploymentList,
+    DeploymentOut,
+    DeployRequest,
+)
 from api.deps import SessionDep, SettingsDep
 from api.openapi import problems
+from service.approvals import service as approvals
+from service.approvals.models import ApprovalRequest
 from service.deployments import service as deployments
 from service.deployments.contract import BASE_VERSION, MAX_VERSION
 from service.deployments.gate import GatePolicy
@@ -46,29 +57,34 @@ def get_active(db: SessionDep) -> ActiveOut:
 
 
 @router.post("/deployments/{version}/activate", name="activate", response_model=ActiveOut,
-             responses=problems(404, 422))
-def activate(version: Version, db: SessionDep, actor: ActorDep) -> ActiveOut:
-    """Serve this version from the next /generate request on; no new version is made."""
-    deployments.activate(db, version, actor)
-    return _active(db)
+             responses={**AWAITING_APPROVAL, **problems(404, 409, 422)})
+def activate(version: Version, db: SessionDep, actor: ActorDep, settings: SettingsDep,
+             body: ChangeRequest | None = None) -> ActiveOut | JSONResponse:
+    """Serve this version from the next /generate request on; no new version is made. With approvals on, 202:
+    a pending request for it (409 if one already waits)."""
+    result = approvals.activate_or_request(db, version, actor, settings, reason=body.reason if body else None)
+    return accepted(result) if isinstance(result, ApprovalRequest) else _active(db)
 
 
 @router.post("/erasures/{id}/deploy", name="deploy", status_code=201, response_model=ActiveOut,
-             responses=problems(403, 409, 422), tags=["erasures"])
+             responses={**AWAITING_APPROVAL, **problems(403, 404, 409, 422)}, tags=["erasures"])
 def deploy(id: ErasurePath, db: SessionDep, actor: ActorDep, settings: SettingsDep,  # noqa: A002 (the path's name)
-           body: DeployRequest | None = None) -> ActiveOut:
+           body: DeployRequest | None = None) -> ActiveOut | JSONResponse:
     """A new version = the active set + this erasure, activated, if it passes the deploy gate (409
-    `deploy_gate` naming the metric and its value otherwise; an admin may force it)."""
-    deployments.deploy_erasure(db, id, actor, gate=GatePolicy.of(settings), force=bool(body and body.force))
-    return _active(db)
+    `deploy_gate` naming the metric and its value otherwise; an admin may force it). With approvals on, 202:
+    a pending request for it, if the gate passes now (it judges again on approval)."""
+    result = approvals.deploy_or_request(db, id, actor, settings, force=bool(body and body.force),
+                                         reason=body.reason if body else None)
+    return accepted(result) if isinstance(result, ApprovalRequest) else _active(db)
 
 
 @router.post("/erasures/{id}/retire", name="retire", status_code=201, response_model=ActiveOut,
-             responses=problems(409, 422), tags=["erasures"])
-def retire(id: ErasurePath, db: SessionDep, actor: ActorDep) -> ActiveOut:  # noqa: A002
-    """A new version = the active set - this erasure, activated."""
-    deployments.retire_erasure(db, id, actor)
-    return _active(db)
+             responses={**AWAITING_APPROVAL, **problems(409, 422)}, tags=["erasures"])
+def retire(id: ErasurePath, db: SessionDep, actor: ActorDep, settings: SettingsDep,  # noqa: A002
+           body: ChangeRequest | None = None) -> ActiveOut | JSONResponse:
+    """A new version = the active set - this erasure, activated. With approvals on, 202: a pending request for it."""
+    result = approvals.retire_or_request(db, id, actor, settings, reason=body.reason if body else None)
+    return accepted(result) if isinstance(result, ApprovalRequest) else _active(db)
 
 
 def _active(db: SessionDep) -> ActiveOut:

@@ -29,6 +29,15 @@ class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     force: bool = Field(False, description="Admins only: deploy even if the deploy gate refuses (audited)")
+    reason: Reason | None = Field(None, description="Kept with the approval request (ZERASE_DEPLOY_APPROVALS=1)")
+
+
+class ChangeRequest(BaseModel):
+    """The optional body of a retire or an activation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason | None = Field(None, description="Kept with the approval request (ZERASE_DEPLOY_APPROVALS=1)")
 
 
 class DeploymentEntry(BaseModel):

@@ -45,7 +45,7 @@ class ApprovalRequested:
     """A deploy or an activation waits for a second person (ZERASE_DEPLOY_APPROVALS=1)."""
 
     approval_id: str
-    action: str  # "deploy" or "activate"
+    action: str  # "deploy", "retire" or "activate"
     target: str  # the erasure id or "deployment:<version>"
     requested_by: str
     database_url: str

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     gate_max_attack_success: Annotated[float, Field(ge=0, le=1)] = 0.5  # string attacks, Ring-A-Bell
     # UnlearnDiffAtk works on caption features, which /generate's clients cannot send: reported, not gated (1.0).
     gate_max_feature_attack_success: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Four-eyes approval (service/approvals): 1 makes a deploy, retire or activation (auto-deploy's too) a pending
+    # request that another moderator or admin key approves; 0 acts at once.
+    deploy_approvals: Annotated[int, Field(ge=0, le=1)] = 0
 
     # /generate: requests running or waiting for the model, in all and per API key; past either, a 429. Keep the
     # total well under the HTTP server's 40 worker threads, which the control routes share.

@@ -1,0 +1,253 @@
+"""Four-eyes approval (ZERASE_DEPLOY_APPROVALS=1): a deploy, retire or activation by one key becomes a pending
+request that a different moderator or admin key approves or rejects.
+
+The `*_or_request` functions are the one entry point of the API, the console and auto-deploy: with approvals off
+they act at once, as the deployments service does. An approved action runs when it is approved, as the approver,
+through that service (the deploy gate judges the erasure again then); if it is refused, the request is `failed`
+with the reason. Every step is audited.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.approvals.contract import ApprovalAction, ApprovalStatus
+from service.approvals.models import ApprovalRequest
+from service.audit.service import Actor, record
+from service.core import events
+from service.core.db import serialize_writes
+from service.core.errors import Conflict, DomainError, Forbidden, NotFound
+from service.core.settings import Settings
+from service.core.tables import utcnow
+from service.deployments import service as deployments
+from service.deployments.contract import BASE_VERSION
+from service.deployments.gate import GatePolicy, GateRefused, misses
+from service.deployments.models import Deployment
+from service.erasures.contract import JobStatus
+from service.erasures.errors import JobNotFound
+from service.erasures.models import ErasureJob
+from service.keys.contract import Role
+
+DECIDERS = (Role.ADMIN, Role.MODERATOR)
+
+
+class ApprovalNotFound(NotFound):
+    code = "approval_not_found"
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"no approval request with id {approval_id}", "id", "path")
+
+
+class ApprovalConflict(Conflict):
+    """Already decided, or the same change already waits for approval."""
+
+    code = "approval_conflict"
+
+
+class OwnRequest(Forbidden):
+    code = "own_request"
+
+
+def deploy_or_request(db: Session, erasure_id: str, actor: Actor, settings: Settings, force: bool = False, *,
+                      reason: str | None = None, requester: Actor | None = None) -> Deployment | ApprovalRequest:
+    """Deploy the erasure (the active set + it, activated), or, with approvals on, request that (pending).
+    `requester`: on whose behalf `actor` asks (auto-deploy: the job's key), who then may not approve it."""
+    if not settings.deploy_approvals:
+        return deployments.deploy_erasure(db, erasure_id, actor, gate=GatePolicy.of(settings), force=force)
+    return _request(db, ApprovalAction.DEPLOY, actor, settings, erasure_id=erasure_id, force=force, reason=reason,
+                    requester=requester)
+
+
+def retire_or_request(db: Session, erasure_id: str, actor: Actor, settings: Settings, *,
+                      reason: str | None = None) -> Deployment | ApprovalRequest:
+    """Retire the erasure (the active set - it, activated), or, with approvals on, request that (pending)."""
+    if not settings.deploy_approvals:
+        return deployments.retire_erasure(db, erasure_id, actor)
+    return _request(db, ApprovalAction.RETIRE, actor, settings, erasure_id=erasure_id, reason=reason)
+
+
+def activate_or_request(db: Session, version: int, actor: Actor, settings: Settings, *,
+                        reason: str | None = None) -> Deployment | ApprovalRequest | None:
+    """Serve `version` (None back: the base model, 0), or, with approvals on, request that (pending)."""
+    if not settings.deploy_approvals:
+        return deployments.activate(db, version, actor)
+    return _request(db, ApprovalAction.ACTIVATE, actor, settings, version=version, reason=reason)
+
+
+def approve(db: Session, approval_id: str, actor: Actor, settings: Settings,
+            comment: str | None = None) -> ApprovalRequest:
+    """Approve a pending request and run its action as `actor` (committed). The request comes back `approved`
+    with the version it made or activated, or `failed` with why the action was refused."""
+    serialize_writes(db)
+    request = _decidable(db, approval_id, actor)
+    if request.force and actor.role != Role.ADMIN:
+        raise Forbidden(f"{request.id} deploys past the deploy gate (force); only an admin key may approve it",
+                        "Authorization", "header")
+    claimed_at = _decide(db, request, actor, ApprovalStatus.APPROVED, comment)
+    try:
+        # The decision commits with the action. SQLite: it commits when the action takes the write lock, before
+        # the action runs; either way a second approver, waiting on the lock, finds the request decided.
+        made = _act(db, request, actor, settings)
+    except DomainError as exc:
+        db.rollback()
+        return _fail(db, approval_id, actor, comment, claimed_at, exc)
+    # Known once the action has committed: a transaction of its own.
+    request.deployment_version = made.version if made is not None else BASE_VERSION
+    db.commit()
+    return request
+
+
+def reject(db: Session, approval_id: str, actor: Actor, comment: str | None = None) -> ApprovalRequest:
+    """Reject a pending request (committed); nothing else changes."""
+    serialize_writes(db)
+    request = _decidable(db, approval_id, actor)
+    _decide(db, request, actor, ApprovalStatus.REJECTED, comment)
+    db.commit()
+    return request
+
+
+def get_request(db: Session, approval_id: str) -> ApprovalRequest:
+    request = db.get(ApprovalRequest, approval_id)
+    if request is None:
+        raise ApprovalNotFound(approval_id)
+    return request
+
+
+def list_requests(db: Session, status: ApprovalStatus | str | None = None, limit: int = 100) -> list[ApprovalRequest]:
+    """Newest first."""
+    query = select(ApprovalRequest).order_by(ApprovalRequest.created_at.desc(), ApprovalRequest.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(ApprovalRequest.status == ApprovalStatus(status))
+    return list(db.scalars(query))
+
+
+def _request(db: Session, action: ApprovalAction, actor: Actor, settings: Settings, *, erasure_id: str | None = None,
+             version: int | None = None, force: bool = False, reason: str | None = None,
+             requester: Actor | None = None) -> ApprovalRequest:
+    """A pending request (committed, audited, then announced), if the change could be made now."""
+    if actor.role not in (*DECIDERS, None):  # None: a named part of the system (auto-deploy)
+        raise Forbidden(f"the key {actor.name!r} has role {actor.role}; deployments need a moderator or admin key",
+                        "Authorization", "header")
+    if force and actor.role != Role.ADMIN:
+        raise Forbidden(f"only admin keys may force a deployment past the gate; {actor.name!r} is a "
+                        f"{actor.role or 'system actor'}", "force")
+    requester = requester or actor
+    serialize_writes(db)
+    field = "version" if action == ApprovalAction.ACTIVATE else "id"
+    _check(db, action, erasure_id, version, None if force else GatePolicy.of(settings))
+    waiting = db.scalar(select(ApprovalRequest.id).where(
+        ApprovalRequest.status == ApprovalStatus.PENDING, ApprovalRequest.action == action,
+        ApprovalRequest.erasure_id == erasure_id, ApprovalRequest.version == version))
+    if waiting is not None:
+        raise ApprovalConflict(f"{waiting} already asks to {action} this; approve or reject it first", field, "path")
+    request = ApprovalRequest(action=action, erasure_id=erasure_id, version=version, force=force, reason=reason,
+                              requested_by=requester.name, requested_key_id=requester.key_id)
+    db.add(request)
+    db.flush()
+    record(db, actor, "approval.request", request.id,
+           {"action": action.value, "target": request.target, "force": force, "reason": reason,
+            "requested_by": requester.name, "requested_key_id": requester.key_id})
+    db.commit()
+    events.publish(events.ApprovalRequested(approval_id=request.id, action=action.value, target=request.target,
+                                            requested_by=request.requested_by, database_url=events.database_url(db)))
+    return request
+
+
+def _check(db: Session, action: ApprovalAction, erasure_id: str | None, version: int | None,
+           gate: GatePolicy | None) -> None:
+    """Refuse, as the deployments service would, a change that could not be made now. Locks the active row,
+    so requests are serialised with each other and with every deploy."""
+    active_version = deployments.active_row(db, lock=True).version
+    if action == ApprovalAction.ACTIVATE:
+        assert version is not None
+        if version != BASE_VERSION:
+            deployments.get(db, version)  # 404 naming the version
+        return
+    assert erasure_id is not None
+    active = [e["erasure_id"] for e in deployments.get(db, active_version).entries] if active_version else []
+    if action == ApprovalAction.RETIRE:
+        if erasure_id not in active:
+            raise deployments.DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
+        return
+    job = db.get(ErasureJob, erasure_id)
+    if job is None:
+        raise JobNotFound(erasure_id)
+    if job.status != JobStatus.SUCCEEDED or not (job.artifact_uri and job.artifact_sha256):
+        raise deployments.DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures can "
+                                             "be deployed", "id", "path")
+    if erasure_id in active:
+        raise deployments.DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
+    missed = misses(gate, erasure_id, job.evaluation) if gate is not None else []
+    if missed:
+        raise GateRefused(missed)
+
+
+def _act(db: Session, request: ApprovalRequest, actor: Actor, settings: Settings) -> Deployment | None:
+    """Run the request's action through the deployments service (which commits)."""
+    if request.action == ApprovalAction.ACTIVATE:
+        assert request.version is not None
+        return deployments.activate(db, request.version, actor)
+    assert request.erasure_id is not None
+    if request.action == ApprovalAction.DEPLOY:
+        return deployments.deploy_erasure(db, request.erasure_id, actor, gate=GatePolicy.of(settings),
+                                          force=request.force)
+    return deployments.retire_erasure(db, request.erasure_id, actor)
+
+
+def _locked(db: Session, approval_id: str) -> ApprovalRequest:
+    # FOR UPDATE (PostgreSQL): of two deciders at once, the second waits here and then finds it decided.
+    request = db.get(ApprovalRequest, approval_id, with_for_update=True, populate_existing=True)
+    if request is None:
+        raise ApprovalNotFound(approval_id)
+    return request
+
+
+def _decidable(db: Session, approval_id: str, actor: Actor) -> ApprovalRequest:
+    """The pending request, locked, if `actor` may decide it: a moderator or admin key that did not ask for it."""
+    if actor.role not in DECIDERS:
+        raise Forbidden(f"{actor.name!r} ({actor.role or 'system actor'}) may not decide approval requests; this "
+                        "needs a moderator or admin key", "Authorization", "header")
+    request = _locked(db, approval_id)
+    # By key id, and by name: a second key made under the requester's own name is the same person.
+    if (actor.key_id is not None and actor.key_id == request.requested_key_id) or actor.name == request.requested_by:
+        raise OwnRequest(f"{request.id} was requested by {request.requested_by!r}; a different key must approve or "
+                         "reject it", "Authorization", "header")
+    if request.status != ApprovalStatus.PENDING:
+        raise ApprovalConflict(f"{request.id} is already {request.status} (by {request.decided_by})", "id", "path")
+    return request
+
+
+def _decide(db: Session, request: ApprovalRequest, actor: Actor, status: ApprovalStatus,
+            comment: str | None) -> datetime:
+    """Record the decision on the request and in the audit log (not committed); when it was made."""
+    request.status, request.comment = status, comment
+    request.decided_by, request.decided_key_id, request.decided_at = actor.name, actor.key_id, utcnow()
+    verb = "approve" if status in (ApprovalStatus.APPROVED, ApprovalStatus.FAILED) else "reject"
+    record(db, actor, f"approval.{verb}", request.id,
+           {"action": request.action, "target": request.target, "requested_by": request.requested_by,
+            "comment": comment})
+    return request.decided_at
+
+
+def _fail(db: Session, approval_id: str, actor: Actor, comment: str | None, claimed_at: datetime,
+          exc: DomainError) -> ApprovalRequest:
+    """The approved action was refused: the request is decided, `failed`, with the refusal (committed)."""
+    serialize_writes(db)
+    request = _locked(db, approval_id)
+    # PostgreSQL rolled the decision back with the action; SQLite had committed it before the action ran.
+    committed = request.status == ApprovalStatus.APPROVED and request.decided_at == claimed_at
+    if request.status != ApprovalStatus.PENDING and not committed:
+        raise ApprovalConflict(f"{request.id} was decided meanwhile: {request.status} by {request.decided_by}",
+                               "id", "path")
+    if committed:
+        request.status = ApprovalStatus.FAILED
+    else:
+        _decide(db, request, actor, ApprovalStatus.FAILED, comment)
+    request.failure = {"code": exc.code, "detail": str(exc), "field": exc.field, **getattr(exc, "extra", {})}
+    record(db, actor, "approval.fail", request.id, {"action": request.action, "target": request.target,
+                                                     "failure": request.failure})
+    db.commit()
+    return request
