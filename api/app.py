@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, health, metrics, openapi
+from api import console, errors, health, metrics, openapi
 from api.approvals import routes as approvals
 from api.audit import routes as audit
 from api.deployments import routes as deployments
@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store_for(settings)
     app.state.generator = GenerationService(settings, app.state.sessions, app.state.store)
     errors.install(app)
-    app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_request_bytes,
+                       form_prefix=console.PREFIX + "/" if settings.api_routes in ("all", "control") else None)
     if settings.api_routes in ("all", "control"):
         app.include_router(erasures.router)
         app.include_router(deployments.router)
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_routes in ("all", "generation"):  # ZERASE_API_ROUTES: a generation service of its own
         app.include_router(generation.router)
     app.include_router(health.router)
+    if settings.api_routes in ("all", "control"):
+        console.install(app)  # after errors.install: its error pages wrap the API's handlers
     metrics.install(app, settings)  # GET /metrics, public like /healthz
     openapi.install(app)
     return app

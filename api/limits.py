@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import problem
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+FORM_MEDIA = b"application/x-www-form-urlencoded"
 # No request here needs more. The HTTP server must let such headers through to be answered here:
 # `zerase serve` gives h11 SERVER_HEADER_BYTES (h11's own default, 16 KiB, would cut some requests over it
 # off with a bare reset, depending on how they arrive over TCP); beyond that the server resets the
@@ -24,8 +25,9 @@ class RequestLimits:
     """Pure ASGI middleware. A declared Content-Length over `max_body_bytes` is refused unread; a body
     without one (chunked) is read up to the limit and replayed to the app."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app: ASGIApp, max_body_bytes: int, form_prefix: str | None = None) -> None:
+        # Under `form_prefix` (the console) HTML forms post url-encoded bodies; everywhere else only JSON.
+        self.app, self.max_body_bytes, self.form_prefix = app, max_body_bytes, form_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
@@ -55,7 +57,8 @@ class RequestLimits:
             receive = _replay(messages, receive)
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if (length not in (None, b"0") or b"transfer-encoding" in headers) and not (
-                media == b"application/json" or media.endswith(b"+json")):
+                media == b"application/json" or media.endswith(b"+json") or (
+                    media == FORM_MEDIA and self.form_prefix and scope["path"].startswith(self.form_prefix))):
             shown = media.decode("latin-1") or "none"
             response = problem(415, f"the body must be JSON (Content-Type: application/json), not {shown}",
                                code="unsupported_media_type", errors=[

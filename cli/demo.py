@@ -73,6 +73,8 @@ def run_demo(url: str | None, concept: str, category: str, steps: int | None, ke
     try:
         with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
             _wait_ready(client, server)
+            console.print(f"moderation console: [bold]{url}/console[/] (sign in with the API key "
+                          f"{'above' if server else 'you gave'}; it shows this demo's job live)")
             return _moderate(client, settings.var_dir / "demo", concept, category, steps, settings.model_dir)
     finally:
         if server is not None:
@@ -164,6 +166,8 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
                           + (f", {unpatched:.2f} without" if unpatched is not None else ""))
     if job.get("preview_url"):
         table.add_row("job preview", f"GET {job['preview_url']}")
+    table.add_row("console", f"{client.base_url}console/erasures/{job['id']}; after the demo, `make serve` and "
+                             f"http://{get_settings().api_host}:{get_settings().api_port}/console with the same key")
     console.print(table)
     _evaluator_report(profile, concept, prompts, before, after)
     return 0 if ok and version_after == version else 1

@@ -52,6 +52,16 @@ REAL_PRESERVATION = {  # Table 7 and Table 9 (retention group), paraphrased as p
     "custom": [],
 }
 ANCHORS = {"celebrity": "a person"}
+# What each preset does, for people choosing one (the console shows these next to the category).
+DESCRIPTIONS = {
+    "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
+    "violence": "Violent content. ε 1e-3; preserves handshakes, protests, posters, kitchen knives.",
+    "artistic_style": "An artist's style. ε 1e-3; preserves other painters' styles (Table 7).",
+    "entity": "An object or place. ε 1e-2; preserves other everyday objects (Table 7).",
+    "abstraction": "An idea or scene kind. ε 1e-2; preserves other abstractions (Table 7).",
+    "celebrity": "A person's likeness. ε 1e-2; turns into 'a person'; preserves other identities (Table 9).",
+    "custom": "Anything else. ε 5e-3; preserves only generic scenes: list what must stay intact.",
+}
 
 
 def model_defaults(model: ModelProfile | str | Path | None = None) -> dict[str, Any]:

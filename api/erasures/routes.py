@@ -10,21 +10,25 @@ from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import ActorDep, require
 from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreDep
 from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList, evaluation_view
 from api.errors import problem
 from api.openapi import problems
+from service.audit.service import Actor
+from service.core.settings import Settings
 from service.core.store import ArtifactStore
 from service.core.text import PLAIN_PARAMETER
 from service.deployments.gate import GatePolicy, misses
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, EVENT_CURSOR_PATTERN, MAX_TEXT, Category, JobStatus
 from service.erasures.errors import JobStateConflict
+from service.erasures.models import ErasureJob
 from service.erasures.quota import Quota
 from service.keys.contract import Role
-from worker.dispatch import hand_over
+from worker.dispatch import Dispatcher, hand_over
 
 router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(require(Role.MODERATOR))],
                    responses=problems(401, 403))
@@ -39,6 +43,17 @@ IdempotencyKey = Annotated[str | None, Header(
 @router.post("", name="create", status_code=202, response_model=Job, responses=problems(422, 429))
 def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
                    settings: SettingsDep, actor: ActorDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    submitted = submit_erasure(body, db, sessions, dispatcher, settings, actor, idempotency_key)
+    headers = {"Location": f"/erasures/{submitted.job_id}"}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(submitted.response, status_code=202, headers=headers)
+
+
+def submit_erasure(body: ErasureCreate, db: Session, sessions: sessionmaker[Session], dispatcher: Dispatcher,
+                   settings: Settings, actor: Actor, idempotency_key: str | None = None) -> jobs.Submitted:
+    """Queue the job (or replay an earlier identical request) and hand it to the workers: what the API and the
+    console's request form both do."""
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
                         reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy,
@@ -46,12 +61,9 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
     submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor,
                             quota=Quota.of(settings), idempotency_ttl_s=settings.idempotency_ttl_s,
                             training=settings.training_defaults)
-    headers = {"Location": f"/erasures/{submitted.job_id}"}
-    if submitted.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    else:
+    if not submitted.replayed:
         hand_over(dispatcher, sessions, submitted.job_id, spec.priority)
-    return JSONResponse(submitted.response, status_code=202, headers=headers)
+    return submitted
 
 
 @router.get("", name="list", response_model=JobList, responses=problems(422))
@@ -93,9 +105,17 @@ def get_evaluation(job_id: JobId, db: SessionDep, settings: SettingsDep) -> dict
     """The job's evaluation (as embedded in the job) and the deploy gate's verdict on it under the current
     policy: {"passed", "misses": [{metric, value, limit}]} (null when the gate is off). 409 until evaluated."""
     job = jobs.get_job(db, job_id)
-    view = evaluation_view(job.evaluation)
+    view = evaluation_with_verdict(job, settings)
     if view is None:
         raise JobStateConflict(f"erasure {job_id} is {job.status}: it has no evaluation yet", "job_id", "path")
+    return view
+
+
+def evaluation_with_verdict(job: ErasureJob, settings: Settings) -> dict[str, Any] | None:
+    """The evaluation view plus the gate's verdict under the current policy (None until evaluated)."""
+    view = evaluation_view(job.evaluation)
+    if view is None:
+        return None
     policy = GatePolicy.of(settings)
     view["gate"] = None
     if policy is not None:

@@ -79,6 +79,8 @@ class Progress(BaseModel):
     loss_erase: float
     loss_preserve: float
     eta_seconds: float | None
+    curve: list[tuple[int, float, float, float]] = Field(
+        default_factory=list, description="[step, loss_erase, loss_preserve, λ], at most 100 rows over the job")
 
 
 class Artifact(BaseModel):

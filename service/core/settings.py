@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # The routes `zerase serve` mounts: "control" (jobs, deployments, keys) and "generation" (/generate,
     # the model loaded on its first request) can run as separate services; health and /metrics in each.
     api_routes: Literal["all", "control", "generation"] = "all"
+    # The moderation console (/console, mounted with the control routes): how long a sign-in lasts, and
+    # whether its cookie is sent over HTTPS only (set it behind a TLS-terminating proxy).
+    console_session_ttl_s: Annotated[float, Field(gt=0, le=30 * 24 * 3600)] = 8 * 3600
+    console_secure_cookie: bool = False
 
     # Logs and metrics.
     log_format: Literal["text", "json"] = "text"  # json: one object per line, `job_id` in each

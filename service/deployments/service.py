@@ -172,3 +172,17 @@ def retire_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
 def _active_ids(db: Session) -> list[str]:
     version = active_row(db, lock=True).version
     return [e["erasure_id"] for e in get(db, version).entries] if version is not None else []
+
+
+def changes(db: Session, from_version: int, to_version: int) -> dict[str, list[dict[str, Any]]]:
+    """What serving `to_version` instead of `from_version` changes: erasures added, removed, reweighted."""
+    def entries(version: int) -> dict[str, dict[str, Any]]:
+        return {e["erasure_id"]: e for e in get(db, version).entries} if version != BASE_VERSION else {}
+
+    old, new = entries(from_version), entries(to_version)
+    return {
+        "added": [e for i, e in new.items() if i not in old],
+        "removed": [e for i, e in old.items() if i not in new],
+        "reweighted": [{**e, "previous_weight": old[i]["weight"]} for i, e in new.items()
+                       if i in old and abs(old[i]["weight"] - e["weight"]) > 1e-9],
+    }

@@ -105,6 +105,21 @@ class GenerationService:
             metrics.GENERATION_SECONDS.labels(outcome).observe(time.perf_counter() - started)
         return result
 
+    def generate_base(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
+        """The base model's image (no erasure), for an admin comparing: the patches come off under the model
+        lock and the next batch puts the active set back (from the local artifact cache)."""
+        from zerase.generate import generate
+
+        with self.admission.admit(key_id):
+            sampling = self._sampling(self._pipeline(), request)
+            with self._lock:
+                self._patched.clear()
+                self._applied = None
+                image = generate(self._pipe, [request.prompt], [request.seed], sampling,
+                                 negative_prompt=request.negative_prompt or "")[0]
+        return Generated(image, request.seed, sampling.steps, sampling.width, sampling.height,
+                         sampling.guidance_scale, BASE_VERSION, ())
+
     def validate(self, request: GenerationRequest) -> Any:
         """The sampling settings `request` would run with, or InvalidGeneration (a 422 naming the field):
         the checks `generate` makes first, without generating."""

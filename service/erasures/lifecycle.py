@@ -112,7 +112,8 @@ def record_progress(db: Session, claim: Claim, progress: dict[str, Any], event: 
         db.rollback()
         return False
     if event:
-        add_event(db, claim.job_id, EventKind.METRICS, f"step {progress['step']}/{progress['total']}", progress)
+        add_event(db, claim.job_id, EventKind.METRICS, f"step {progress['step']}/{progress['total']}",
+                  {k: v for k, v in progress.items() if k != "curve"})  # the row has the curve; events, the point
     db.commit()
     return True
 

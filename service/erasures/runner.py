@@ -181,6 +181,9 @@ def _lost(sessions: sessionmaker[Session], claim: lifecycle.Claim) -> str:
     return status
 
 
+CURVE_POINTS = 100
+
+
 class _Progress:
     """Progress to the job row at most every `progress_interval_s`, a metrics event at most every
     `metrics_event_interval_s`; the first and last steps always get both."""
@@ -190,6 +193,9 @@ class _Progress:
         self.pending: dict[str, Any] | None = None
         self.last_row = self.last_event = -float("inf")
         self.start: tuple[float, int] | None = None  # (time, step) of this attempt's first report
+        # [step, loss_erase, loss_preserve, λ] at most CURVE_POINTS times per job, for the console's plot. A
+        # resumed attempt starts its curve at the checkpoint: the steps before it were another attempt's.
+        self.curve: list[list[float]] = []
 
     def on_step(self, metrics: Any) -> None:
         TRAINING_STEPS.inc()
@@ -201,9 +207,12 @@ class _Progress:
         # This attempt's own pace: a resumed run's elapsed_s may not cover the steps before the checkpoint.
         done = m["step"] - step0
         per_step = (now - t0) / done if done > 0 else m["elapsed_s"] / max(m["step"], 1)
+        if m["step"] % max(1, m["total"] // CURVE_POINTS) == 0 or m["step"] >= m["total"]:
+            self.curve.append([m["step"], *(float(f"{m[k]:.5g}") for k in ("loss_erase", "loss_preserve", "lam"))])
         self.pending = {
             "step": m["step"], "total": m["total"], "lambda": m["lam"], "loss_erase": m["loss_erase"],
             "loss_preserve": m["loss_preserve"], "eta_seconds": round(per_step * (m["total"] - m["step"]), 1),
+            "curve": list(self.curve),
         }
         edge = self.last_row < 0 or m["step"] >= m["total"]
         if edge or now - self.last_row >= self.settings.progress_interval_s:

@@ -12,7 +12,7 @@ from service.core.db import alembic_config, engine_for, migrate
 
 TABLES = {"erasure_job", "job_event", "idempotency_key", "deployment", "active_deployment", "api_key", "audit_event",
           "alembic_version", "webhook_subscription", "webhook_delivery", "webhook_attempt",
-          "approval_request"}
+          "approval_request", "console_session"}
 
 
 def assert_models_match_migrations(url: str) -> None:
