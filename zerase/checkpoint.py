@@ -10,13 +10,14 @@ from typing import Any
 import torch
 
 from zerase.config import EraseConfig
-from zerase.lagrangian import LambdaController
+from zerase.lagrangian import LambdaController, LevelController
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(directory: Path, config: EraseConfig, lora: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, controller: LambdaController, generator: torch.Generator,
+                    optimizer: torch.optim.Optimizer, controller: LambdaController | LevelController,
+                    generator: torch.Generator,
                     loop: dict[str, Any]) -> Path:
     """Atomic write (temp file + rename): a worker killed mid-write leaves the previous checkpoint intact. The
     temp file is this writer's own, so two writers (a stalled worker and its successor) never share one."""

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from zerase.sampling import SamplingSettings
 
-Target = Literal["esd", "anchor", "strip"]
-Modulation = Literal["lagrangian", "fixed", "none"]
+Target = Literal["esd", "anchor", "strip", "replace"]
+Modulation = Literal["lagrangian", "level", "fixed", "none"]
 Gating = Literal["text", "all"]
 
 # ε, the tolerated rise of L_pr: in (EPSILON_MIN, EPSILON_MAX]. The HTTP contract uses these bounds too.
@@ -36,7 +36,8 @@ class EraseConfig:
     schedule_steps: list[int] | None = None  # step counts trained over (the ones served); None: [sample_steps]
     anchor: str | None = None
     # Erase target: "esd" = Eq. 5 negative guidance; "anchor" = v(x_t, c_anchor);
-    # "strip" = v(x_t, prompt with the concept words removed), which keeps the rest of the scene.
+    # "strip" = v(x_t, prompt with the concept words removed), which keeps the rest of the scene;
+    # "replace" = v(x_t, prompt with the concept replaced by `anchor`): AC's anchor concept in the prompt's context.
     target: Target = "esd"
     epsilon: float = DEFAULT_EPSILON  # ε, Table 6 (presets.EPSILON per category)
     eta: float = 2.0  # η, negative guidance
@@ -49,23 +50,37 @@ class EraseConfig:
     targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v"])
     layers: list[int] | None = None  # None = every main layer
     attn_weight: float = 1.0  # weight of Eq. 6 inside L_er (Eq. 7 uses 1)
+    # "lagrangian": Eq. 13-15 (a constraint on the rate of L_pr's rise); "level": a constraint on its level,
+    # L_pr <= tau * E||v_θ||² on the preservation states (zerase.lagrangian.LevelController); "fixed": λ constant.
     modulation: Modulation = "lagrangian"
     fixed_lambda: float = 1.0  # λ when modulation == "fixed"
+    tau: float = 0.01  # "level": tolerated L_pr as a share of the frozen preservation outputs' energy
     gating: Gating = "text"  # "all" is the naive LoRA baseline of Fig. 3 (right)
     shuffle_variants: int = 2  # word-order shuffles per erase prompt
     erase_prompts: list[str] = field(default_factory=list)  # extra prompts showing the concept
+    # Training data beyond the paper's fixed prompts and frozen bank; all off by default (today's behaviour).
+    prompt_pool: int = 0  # > 0: erase prompts resampled every step from this many (zerase.prompt_pool)
+    category: str | None = None  # the pool's templates (a presets.Category value); None: generic ones
+    erase_contexts: list[str] = field(default_factory=list)  # pool bases: the model's prompts showing the concept
+    perturb: float = 0.25  # share of pool prompts with the concept respelt (never as the evaluation attacks)
+    synonyms: list[str] = field(default_factory=list)  # respellings the pool may use as well
+    refresh_every: int = 0  # > 0: every this many steps, the erase bank is re-sampled with the current LoRA
 
     def __post_init__(self) -> None:
         if not self.concept.strip():
             raise ValueError("concept must not be empty")
-        if self.target == "anchor" and not self.anchor:
-            raise ValueError("target 'anchor' needs an anchor prompt")
+        if self.target in ("anchor", "replace") and not self.anchor:
+            raise ValueError(f"target {self.target!r} needs an anchor prompt")
         if not EPSILON_MIN < self.epsilon <= EPSILON_MAX:
             raise ValueError(f"epsilon must be in ({EPSILON_MIN}, {EPSILON_MAX}]")
         if self.steps < 1 or self.rank < 1:
             raise ValueError("steps and rank must be positive")
         if min(self.erase_batch, self.preserve_batch, self.trajectories, self.height, self.width) < 1:
             raise ValueError("batch sizes, trajectories and the training resolution must be positive")
+        if self.tau <= 0 or not 0 <= self.perturb <= 1:
+            raise ValueError("tau must be positive and perturb in [0, 1]")
+        if self.prompt_pool < 0 or self.refresh_every < 0:
+            raise ValueError("prompt_pool and refresh_every must not be negative")
         if any(n < 1 for n in self.trained_steps):
             raise ValueError("schedule steps must be positive")
 

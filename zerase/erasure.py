@@ -11,6 +11,12 @@ Measuring ΔL_pr honestly without a second pass: each step's preservation batch 
 states and half the previous step's fresh states (*carried*). The carried half was scored at θ_t
 in the last step and is scored at θ_{t+1} now: the same samples before and after one update,
 which is exactly the L_pr(θ_t) - L_pr(θ_{t+1}) of Eq. 14, at no extra cost.
+
+Opt-in training data (EraseConfig; off by default): `prompt_pool` draws each step's erase prompts
+afresh from a resampled pool (zerase.training_prompts), their frozen targets computed at the bank's
+states in one no-grad forward with the LoRA set aside; `refresh_every` re-samples the erase bank with
+the current LoRA every K steps (zerase.trajectories, on-policy states, frozen targets), kept beside the
+frozen bank. `modulation="level"` constrains the level of L_pr instead of its rate (zerase.lagrangian).
 """
 
 from __future__ import annotations
@@ -24,18 +30,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import ZImagePipeline
+from diffusers import ZImagePipeline, ZImageTransformer2DModel
 
 from zerase.artifact import artifact_metadata, base_fingerprint, save_artifact
 from zerase.attention import AttentionMassRecorder
-from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.checkpoint import load_checkpoint, save_checkpoint
 from zerase.config import EraseConfig
-from zerase.lagrangian import LambdaController
+from zerase.lagrangian import LambdaController, LevelController
 from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.pipeline import encode_prompts
-from zerase.prompts import concept_token_positions, erase_prompts, shuffle_words, strip_concept
-from zerase.trajectories import TrajectoryBank, build_bank
+from zerase.training_prompts import TrainingPrompts, prepare_prompts
+from zerase.trajectories import TrajectoryBank, build_bank, raw_outputs
 
 
 @dataclass(frozen=True)
@@ -69,47 +73,6 @@ class ErasureResult:
         save_artifact(self, path)
 
 
-@dataclass
-class _Prompts:
-    embeds: list[torch.Tensor]  # erase prompt variants
-    positions: torch.Tensor  # (V, N) concept token indices, padded with 0
-    valid: torch.Tensor  # (V, N)
-    anchors: list[torch.Tensor] | None
-    preserve: list[torch.Tensor]
-    empty: torch.Tensor
-
-
-def _prepare_prompts(pipe: ZImagePipeline, config: EraseConfig, rng: random.Random) -> _Prompts:
-    base = erase_prompts(config.concept, config.erase_prompts)
-    variants = base + [shuffle_words(p, config.concept, rng) for p in base for _ in range(config.shuffle_variants)]
-    variants = list(dict.fromkeys(variants))
-    pos = [concept_token_positions(pipe.tokenizer, p, config.concept) for p in variants]
-    # The pipeline keeps the first MAX_CAPTION_TOKENS tokens: a variant whose concept lies past the cut
-    # would train on a caption without it, and gather attention past the sequence's end.
-    kept = [i for i, p in enumerate(pos) if all(t < MAX_CAPTION_TOKENS for t in p)]
-    if not kept:
-        raise ValueError(f"{config.concept!r} lies past the {MAX_CAPTION_TOKENS} caption tokens the pipeline "
-                         "keeps in every training prompt")
-    variants, pos = [variants[i] for i in kept], [pos[i] for i in kept]
-    width = max(1, max(len(p) for p in pos))
-    positions = torch.tensor([p + [0] * (width - len(p)) for p in pos])
-    valid = torch.tensor([[1.0] * len(p) + [0.0] * (width - len(p)) for p in pos])
-    anchor_texts = None
-    if config.target == "anchor":
-        anchor_texts = [config.anchor or ""] * len(variants)
-    elif config.target == "strip":
-        anchor_texts = [strip_concept(p, config.concept) for p in variants]
-    # Every prompt is encoded once, up front: the text encoder is not needed while training.
-    texts = variants + list(config.preservation) + [""] + (anchor_texts or [])
-    encoded = encode_prompts(pipe, texts)
-    nv, npr = len(variants), len(config.preservation)
-    return _Prompts(
-        embeds=encoded[:nv], positions=positions, valid=valid,
-        anchors=encoded[nv + npr + 1:] if anchor_texts else None,
-        preserve=encoded[nv:nv + npr], empty=encoded[nv + npr],
-    )
-
-
 def _erase_target(bank: TrajectoryBank, idx: torch.Tensor, config: EraseConfig) -> torch.Tensor:
     if config.target == "esd":
         uncond = bank.uncond[idx]
@@ -134,7 +97,7 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
-    prompts = _prepare_prompts(pipe, config, rng)
+    prompts = prepare_prompts(pipe, config, rng)
     text_encoder_device = pipe.text_encoder.device
     offload = device.type != "cpu" if offload_text_encoder is None else offload_text_encoder
     try:
@@ -147,7 +110,25 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
         pipe.text_encoder.to(text_encoder_device)
 
 
-def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: torch.Generator, t0: float,
+def _pool_target(transformer: ZImageTransformer2DModel, lora: GatedLoraModel, bank: TrajectoryBank, idx: torch.Tensor,
+                 prompt_ids: torch.Tensor, prompts: TrainingPrompts, config: EraseConfig) -> torch.Tensor:
+    """The erase target for pool prompts `prompt_ids` at bank states `idx`: the frozen model's outputs for
+    those prompts, computed now (v(x_t, ∅) and a fixed anchor's output come from the bank: they do not
+    depend on the prompt)."""
+    if config.target == "anchor":
+        assert bank.anchor is not None
+        return bank.anchor[idx]
+    caps = (prompts.anchors if config.target != "esd" else prompts.embeds)
+    assert caps is not None
+    with torch.no_grad(), lora.frozen():
+        out = raw_outputs(transformer, [caps[int(i)] for i in prompt_ids], bank.states[idx], bank.t[idx])
+    if config.target != "esd":
+        return out
+    uncond = bank.uncond[idx]
+    return uncond - config.eta * (out - uncond)  # Eq. 5
+
+
+def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, gen: torch.Generator, t0: float,
            *, on_step: Callable[[StepMetrics], None] | None, should_stop: Callable[[], bool] | None,
            checkpoint_dir: Path | None, checkpoint_every: int, gradient_checkpointing: bool | None) -> ErasureResult:
     transformer = pipe.transformer
@@ -156,8 +137,12 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: to
         pres_embeds, pres_n = prompts.preserve, config.trajectories
     else:  # the empty prompt alone still anchors the unconditional branch (Eq. 8, first term)
         pres_embeds, pres_n = [prompts.empty], max(4, config.trajectories // 4)
-    erase_bank = build_bank(pipe, prompts.embeds, prompts.empty, prompts.anchors, config.trajectories,
+    pool = config.prompt_pool > 0
+    # A pool's per-prompt anchors are computed per step: the bank's would be for other prompts.
+    bank_anchors = None if pool and prompts.anchor_per_prompt else prompts.anchors
+    erase_bank = build_bank(pipe, prompts.embeds, prompts.empty, bank_anchors, config.trajectories,
                             config.sampling, gen, schedules=config.trained_steps)
+    frozen_bank = erase_bank
     pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen,
                            schedules=config.trained_steps)
     t_setup = time.monotonic() - t0
@@ -175,7 +160,12 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: to
     try:
         params = lora.add_trainable(config.seed)
         opt = torch.optim.AdamW(params, lr=config.lr)
-        controller = LambdaController(lr=config.lr, beta=config.beta, epsilon=config.epsilon)
+        controller: LambdaController | LevelController
+        if config.modulation == "level":
+            energy = (pres_bank.cond.pow(2).mean() + pres_bank.uncond.pow(2).mean()).item()  # E of L_pr's two terms
+            controller = LevelController(beta=config.beta, tau=config.tau, energy=energy)
+        else:
+            controller = LambdaController(lr=config.lr, beta=config.beta, epsilon=config.epsilon)
         state: dict[str, Any] = {"step": 0, "carry": torch.zeros(0, dtype=torch.long), "carry_loss": 0.0}
         if checkpoint_dir is not None and (ckpt := load_checkpoint(checkpoint_dir, config)) is not None:
             lora.load_lora_state(ckpt["lora"])
@@ -186,23 +176,38 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: to
         history: list[StepMetrics] = []
         cancelled = False
         half = config.preserve_batch
+        refresh_s = 0.0
+        # A resumed run rebuilds its on-policy bank from the restored LoRA (the bank is not checkpointed).
+        refreshed_at = -1 if config.refresh_every and state["step"] >= config.refresh_every else state["step"]
         while state["step"] < config.steps:
             if should_stop is not None and should_stop():
                 cancelled = True
                 break
+            if config.refresh_every and state["step"] % config.refresh_every == 0 and state["step"] != refreshed_at:
+                t_r = time.monotonic()
+                ids = torch.randint(0, len(prompts.embeds), (config.trajectories,), generator=gen) if pool else None
+                erase_bank = frozen_bank + build_bank(
+                    pipe, prompts.embeds, prompts.empty, bank_anchors, config.trajectories, config.sampling, gen,
+                    schedules=config.trained_steps, frozen=lora.frozen, prompt_ids=ids)
+                refreshed_at = state["step"]
+                refresh_s += time.monotonic() - t_r
             e_idx = torch.randint(0, len(erase_bank), (config.erase_batch,), generator=gen)
             fresh = torch.randint(0, len(pres_bank), (half,), generator=gen)
             p_idx = torch.cat([state["carry"], fresh])
             n_e, n_p = len(e_idx), len(p_idx)
             x = torch.cat([erase_bank.states[e_idx], pres_bank.states[p_idx], pres_bank.states[p_idx]])
             t = torch.cat([erase_bank.t[e_idx], pres_bank.t[p_idx], pres_bank.t[p_idx]])
-            caps = ([prompts.embeds[int(i)] for i in erase_bank.prompt[e_idx]]
+            if pool:  # fresh prompts at the bank's states, their frozen targets computed now
+                v = torch.randint(0, len(prompts.embeds), (n_e,), generator=gen)
+                erase_target = _pool_target(transformer, lora, erase_bank, e_idx, v, prompts, config)
+            else:
+                v = erase_bank.prompt[e_idx]
+                erase_target = _erase_target(erase_bank, e_idx, config)
+            caps = ([prompts.embeds[int(i)] for i in v]
                     + [pres_embeds[int(i)] for i in pres_bank.prompt[p_idx]] + [prompts.empty] * n_p)
-            targets = torch.cat([_erase_target(erase_bank, e_idx, config), pres_bank.cond[p_idx],
-                                 pres_bank.uncond[p_idx]])
+            targets = torch.cat([erase_target, pres_bank.cond[p_idx], pres_bank.uncond[p_idx]])
 
             if recorder is not None:
-                v = erase_bank.prompt[e_idx]
                 recorder.arm(prompts.positions[v], prompts.valid[v])
             out = transformer(list(x.to(device, transformer.dtype).unsqueeze(2).unbind(0)), t.to(device), caps,
                               return_dict=False)[0]
@@ -214,7 +219,9 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: to
             loss_pr = pr_items.mean()
 
             n_carry = len(state["carry"])
-            if config.modulation == "lagrangian":
+            if isinstance(controller, LevelController):
+                lam = controller.update(loss_pr.item())  # the level of L_pr at θ_t
+            elif config.modulation == "lagrangian":
                 if n_carry:  # same samples, before (last step) and after (now) one update
                     controller.update(state["carry_loss"], pr_items[:n_carry].mean().item())
                 lam = controller.lam
@@ -240,9 +247,11 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: _Prompts, gen: to
         return ErasureResult(
             config=config, lora_state=lora.lora_state(), spec=spec, base_fingerprint=fingerprint,
             cancelled=cancelled, steps_done=state["step"], final_lambda=controller.lam if
-            config.modulation == "lagrangian" else (config.fixed_lambda if config.modulation == "fixed" else 0.0),
+            config.modulation in ("lagrangian", "level") else
+            (config.fixed_lambda if config.modulation == "fixed" else 0.0),
             history=history,
-            timings={"setup_s": round(t_setup, 3), "total_s": round(time.monotonic() - t0, 3)},
+            timings={"setup_s": round(t_setup, 3), "refresh_s": round(refresh_s, 3),
+                     "total_s": round(time.monotonic() - t0, 3)},
         )
     finally:
         if checkpointing:

@@ -5,7 +5,9 @@ Acc_ir: each other concept's share of images that show it, averaged over those c
 better). Ha = Acc_ir - Acc_e (Tables 2/3). Drift: mean absolute pixel difference (0..1) to the
 unpatched model's images at equal seeds on the other concepts' prompts. Attack success rate (§3,
 Table 4 in spirit): share of images where the concept still appears under misspellings, affixes,
-word order changes, synonyms and case changes.
+word order changes, synonyms and case changes. Coherence (where the evaluator can tell, `Evaluator.coherent`):
+share of the erased concept's images that still show a clean object of the model's world, so that "erased
+into another object" (Acc_e low, coherence high) is told apart from "erased into mush" (both low).
 
 `evaluate_intervention` / `evaluate_artifact` run the full protocol (every prompt of every concept at
 every seed, hundreds of images); `erasure_report` draws a few dozen after each job, so its Acc_e moves
@@ -34,7 +36,7 @@ from zerase.generate import generate
 from zerase.patching import PatchedPipeline
 from zerase.preview import labelled_grid
 from zerase.profiles import ModelProfile
-from zerase.prompts import shuffle_words
+from zerase.prompts import attack_spellings, shuffle_words
 from zerase.sampling import SamplingSettings
 
 ERASED, KEPT = "erased", "kept"  # shot roles; any other role is an attack kind
@@ -94,6 +96,11 @@ class Evaluator(ABC):
         `category` (None: unknown), `preservation` and `anchor` are the job's: an evaluator that does not
         know the model's concepts picks its protocol by them (zerase.evaluators.protocols); others ignore them."""
 
+    def coherent(self, images: np.ndarray, prompts: Sequence[str]) -> list[bool] | None:
+        """Per image, whether it still shows a clean, valid object of the model's world; None (the default):
+        this evaluator cannot tell."""
+        return None
+
     def extra_metrics(self, plan: Plan, before: Measured, after: Measured) -> dict[str, Any]:
         """This evaluator's metrics beyond `plan_metrics` (a CLIP score, detector counts), merged into the
         per-job result; none by default."""
@@ -105,14 +112,13 @@ def attack_prompts(concept: str, base_prompts: Sequence[str], synonyms: Sequence
     """Variations of prompts showing `concept` that bypass brittle (token-level) erasure, by kind."""
     rng = random.Random(seed)
     c, base = concept, list(base_prompts) or [concept]
-    misspelt = [c[:-1], c + c[-1], c[0] + c[2] + c[1] + c[3:] if len(c) > 3 else c + "e"]
-    affixed = [f"x{c}", f"{c}ish", f"super{c}"]
+    spelt = attack_spellings(c)
     out = {
-        "misspelling": [p.replace(c, m) for p in base[:2] for m in misspelt],
-        "affix": [p.replace(c, a) for p in base[:2] for a in affixed],
+        "misspelling": [p.replace(c, m) for p in base[:2] for m in spelt["misspelling"]],
+        "affix": [p.replace(c, a) for p in base[:2] for a in spelt["affix"]],
         "word_order": [shuffle_words(p, c, rng) for p in base],
         "synonym": [p.replace(c, s) for p in base[:2] for s in synonyms],
-        "case": [p.replace(c, c.upper()) for p in base[:2]],
+        "case": [p.replace(c, u) for p in base[:2] for u in spelt["case"]],
     }
     return {k: v for k, v in out.items() if v}
 
@@ -163,6 +169,12 @@ class Measured:
 
     images: np.ndarray
     readings: list[set[str]]
+    coherent: list[bool] | None = None  # Evaluator.coherent, where it can tell
+
+
+def measured(evaluator: Evaluator, images: np.ndarray, prompts: Sequence[str]) -> Measured:
+    """What `evaluator` reads in `images` (made from `prompts`)."""
+    return Measured(images, evaluator.read(images, prompts), evaluator.coherent(images, prompts))
 
 
 def plan_metrics(plan: Plan, before: Measured, after: Measured) -> dict[str, Any]:
@@ -186,7 +198,12 @@ def plan_metrics(plan: Plan, before: Measured, after: Measured) -> dict[str, Any
     attacks = {kind: {"prompts": list(dict.fromkeys(plan.shots[i].prompt for i in idx)), **rate(idx, plan.concept)}
                for kind, idx in roles.items() if kind not in (ERASED, KEPT)}
     attacked = [i for kind, idx in roles.items() if kind not in (ERASED, KEPT) for i in idx]
-    return {
+    coherence: dict[str, Any] = {}
+    erased = roles.get(ERASED, [])
+    if before.coherent is not None and after.coherent is not None and erased:
+        coherence = {"coherence_before": float(np.mean([before.coherent[i] for i in erased])),
+                     "coherence": float(np.mean([after.coherent[i] for i in erased]))}
+    return coherence | {
         "concept": plan.concept, "axis": plan.axis, "seeds": plan.seeds,
         "acc_e_before": acc_e["before"], "acc_e": acc_e["after"],
         "acc_ir_before": acc_ir["before"], "acc_ir": acc_ir["after"],
@@ -202,7 +219,7 @@ def plan_metrics(plan: Plan, before: Measured, after: Measured) -> dict[str, Any
 def _measure(pipe: ZImagePipeline, evaluator: Evaluator, plan: Plan, settings: SamplingSettings) -> Measured:
     prompts = [s.prompt for s in plan.shots]
     images = generate(pipe, prompts, [s.seed for s in plan.shots], settings)
-    return Measured(images, evaluator.read(images, prompts))
+    return measured(evaluator, images, prompts)
 
 
 Intervention = Callable[[], Callable[[], None]]  # installs itself, returns its remover
@@ -284,9 +301,8 @@ def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelP
         evaluation = {"skipped": f"{config.concept!r} is not a concept the probe can read"}
     else:
         prompts = [s.prompt for s in plan.shots]
-        measured = (Measured(before[k:], evaluator.read(before[k:], prompts)),
-                    Measured(after[k:], evaluator.read(after[k:], prompts)))
-        evaluation = plan_metrics(plan, *measured) | evaluator.extra_metrics(plan, *measured)  # zerase.evaluators
+        pair = (measured(evaluator, before[k:], prompts), measured(evaluator, after[k:], prompts))
+        evaluation = plan_metrics(plan, *pair) | evaluator.extra_metrics(plan, *pair)  # zerase.evaluators
     evaluation["images"] = 2 * len(pairs)
     evaluation["images_generated"] = generated  # the rest: the unpatched model's, from earlier jobs
     evaluation["seconds"] = round(time.monotonic() - started, 2)

@@ -36,3 +36,38 @@ class LambdaController:
     def load_state_dict(self, state: dict[str, float]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+@dataclass
+class LevelController:
+    """λ as the dual variable of a constraint on the *level* of drift, not its rate (issue 15).
+
+    Eq. 15 summed over steps gives λ_T = (β/α)(L_pr(θ_T) − L_pr(θ_0)) − β·ε·T: a weight proportional to
+    the drift so far, in which ε moves λ by at most β·ε·T (0.2 at 200 steps, ε = 1e-2). Here the
+    constraint is L_pr ≤ τ·E, with E = E||v_θ(x_t, c_pr)||² + E||v_θ(x_t, ∅)||² the frozen preservation
+    outputs' energy (so τ is the tolerated relative squared drift), and λ is its projected dual ascent:
+
+        λ_{t+1} = max(0, λ_t + β · (L_pr(θ_t) / (τ·E) − 1))
+
+    the issue's λ ← max(0, λ + β(L_pr/ref − τ)) with ref = τ·E and the violation in units of τ, so that
+    β = 0.1 moves λ by 0.1 per step at twice the tolerated drift, whatever τ is. λ keeps rising while the
+    drift stays above τ·E (an integral, not a proportional, response) and falls back once it is below.
+    """
+
+    beta: float  # β, the dual step size
+    tau: float  # τ, the tolerated L_pr relative to the frozen energy
+    energy: float  # E, measured on the preservation bank before training
+    lam: float = 0.0  # λ_0 = 0, as Algorithm 1
+    last_level: float = 0.0  # L_pr / E of the last update, for logs
+
+    def update(self, pr_now: float) -> float:
+        self.last_level = pr_now / self.energy
+        self.lam = max(0.0, self.lam + self.beta * (self.last_level / self.tau - 1.0))
+        return self.lam
+
+    def state_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -14,6 +14,8 @@ patched projection.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -168,6 +170,18 @@ class GatedLoraModel:
             module.add_trainable(self.spec.rank, self.spec.alpha, gen)
             params += [module.lora_A, module.lora_B]  # type: ignore[list-item]
         return params
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The trainable LoRA set aside for a while: the frozen model's outputs (targets for on-policy states)."""
+        saved = {path: (m.lora_A, m.lora_B) for path, m in self.modules.items()}
+        try:
+            for m in self.modules.values():
+                m.lora_A = m.lora_B = None
+            yield
+        finally:
+            for path, (a, b) in saved.items():
+                self.modules[path].lora_A, self.modules[path].lora_B = a, b
 
     def lora_state(self) -> dict[str, torch.Tensor]:
         """LoRA factors by module path, in the artifact's naming (`<path>.lora_A.weight`)."""

@@ -59,6 +59,11 @@ class ModelProfile:
         """Prompts of this model's world that show `concept` (none: the concept's own templates)."""
         return []
 
+    def erase_contexts(self, concept: str) -> list[str]:
+        """Many prompts of this model's world that show `concept`, bases of a resampled erase-prompt pool
+        (EraseConfig.erase_contexts; none: the category templates and `erase_prompts`)."""
+        return []
+
     def default_preservation(self, concept: str, category: str) -> list[str] | None:
         """What to keep when the request names nothing; None: the category's generic set."""
         return None

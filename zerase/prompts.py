@@ -19,6 +19,14 @@ def erase_prompts(concept: str, extra: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(prompts))
 
 
+def attack_spellings(concept: str) -> dict[str, list[str]]:
+    """The evaluation's string attacks on `concept` by kind (synonyms aside): misspelt, affixed, upper case.
+    Training draws its respellings elsewhere (zerase.prompt_pool), so these stay unseen."""
+    c = concept
+    return {"misspelling": [c[:-1], c + c[-1], c[0] + c[2] + c[1] + c[3:] if len(c) > 3 else c + "e"],
+            "affix": [f"x{c}", f"{c}ish", f"super{c}"], "case": [c.upper()]}
+
+
 def shuffle_words(prompt: str, concept: str, rng: random.Random) -> str:
     """Shuffle word order, keeping the concept phrase whole, so its token positions move (§4.1)."""
     lower = prompt.lower()
@@ -37,6 +45,13 @@ def strip_concept(prompt: str, concept: str) -> str:
     """The prompt with the concept words removed: a same-context anchor ("a red circle" -> "a circle")."""
     stripped = re.sub(re.escape(concept), " ", prompt, flags=re.IGNORECASE)
     return re.sub(r"\s+", " ", stripped).strip(" ,")
+
+
+def replace_concept(prompt: str, concept: str, by: str) -> str:
+    """Every whole-word occurrence of `concept` replaced by `by` ("a red circle" -> "a red shape")."""
+    for start, end in reversed(concept_spans(prompt, concept)):
+        prompt = prompt[:start] + by + prompt[end:]
+    return prompt
 
 
 def _folded(text: str) -> tuple[str, list[int]]:

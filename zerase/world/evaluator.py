@@ -2,6 +2,10 @@
 
 Readings are the probe's labels without "none" ({"red", "circle", "filled"}, {"Mira", ...}); the
 world's values are distinct across axes, so a bare label says which concept it is.
+
+Coherence: an image is a clean world object when the probe reads a colour, a shape and a style (not
+"none" on any of the three) each with probability >= COHERENCE_CONFIDENCE. A character is not required
+(most objects have none). An erasure into "another clean object" keeps coherence; into mush, it drops.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import numpy as np
 
 from zerase.evaluation import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
 from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
-from zerase.world.probe import NONE, ConceptProbe
+from zerase.world.probe import LABELS, NONE, ConceptProbe
 from zerase.world.profile import world_axis, world_value
+
+COHERENCE_CONFIDENCE = 0.5
+OBJECT_AXES = ("colour", "shape", "style")
 
 SYNONYMS = {
     "red": ["crimson", "scarlet"], "yellow": ["golden", "lemon"], "green": ["emerald", "lime"],
@@ -68,6 +75,16 @@ class ProbeEvaluator(Evaluator):
 
     def read(self, images: np.ndarray, prompts: Sequence[str]) -> list[set[str]]:
         return probe_readings(self.probe.classify(images)) if len(images) else []
+
+    def coherent(self, images: np.ndarray, prompts: Sequence[str]) -> list[bool] | None:
+        if not len(images):
+            return []
+        probs = self.probe.probabilities(images)
+        ok = np.ones(len(images), dtype=bool)
+        for axis in OBJECT_AXES:
+            p = probs[axis]
+            ok &= (p.argmax(-1) != LABELS[axis].index(NONE)) & (p.max(-1) >= COHERENCE_CONFIDENCE)
+        return ok.tolist()
 
     def plan(self, concept: str, n_seeds: int, full: bool, *, category: str | None = None,
              preservation: Sequence[str] = (), anchor: str | None = None) -> Plan:

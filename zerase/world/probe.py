@@ -70,6 +70,12 @@ class ConceptProbe:
         picks = {axis: logits[axis].argmax(-1).tolist() for axis in LABELS}
         return [{axis: LABELS[axis][picks[axis][i]] for axis in LABELS} for i in range(len(batch))]
 
+    @torch.no_grad()
+    def probabilities(self, images: Sequence[np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """Per axis, (N, len(LABELS[axis])) softmax probabilities, in LABELS order."""
+        batch = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2).float() / 255
+        return {axis: logit.softmax(-1).numpy() for axis, logit in self.net(batch).items()}
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.net.state_dict(), str(directory / "probe.safetensors"))

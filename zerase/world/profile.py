@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING
 
 from zerase.profiles import ModelProfile
 from zerase.sampling import SamplingSettings, TrainingDefaults
-from zerase.world.concepts import AXES, CHARACTER_NAMES, COLOURS, SHAPES, STYLES, object_prompt
+from zerase.world.concepts import (
+    AXES,
+    CHARACTER_NAMES,
+    CHARACTER_TEMPLATES,
+    COLOURS,
+    OBJECT_TEMPLATES,
+    SHAPES,
+    STYLES,
+    _articles,
+    object_prompt,
+)
 
 if TYPE_CHECKING:
     from zerase.evaluation import Evaluator
@@ -65,6 +75,25 @@ def world_erase_prompts(concept: str) -> list[str]:
     return []
 
 
+def world_erase_contexts(concept: str) -> list[str]:
+    """Every caption of the world's templates that names the concept (the other attributes in turn):
+    37 for a colour, 48 for a shape, 64 for a style, 4 for a character."""
+    axis = world_axis(concept)
+    if axis == "character":
+        return [t.format(name=world_value(concept)) for t in CHARACTER_TEMPLATES]
+    if axis is None:
+        return []
+    slot = {"colour": "{colour}", "shape": "{shape}", "style": "{style}"}[axis]
+    out: list[str] = []
+    for template in (t for t in OBJECT_TEMPLATES if slot in t):
+        for colour in COLOURS:
+            for shape in SHAPES:
+                for style in STYLES:
+                    values = {"colour": colour, "shape": shape, "style": style} | {axis: concept.lower()}
+                    out.append(_articles(template.format(**values)))
+    return list(dict.fromkeys(out))
+
+
 class WorldProfile(ModelProfile):
     name = "tiny-world"
 
@@ -80,6 +109,9 @@ class WorldProfile(ModelProfile):
 
     def erase_prompts(self, concept: str) -> list[str]:
         return world_erase_prompts(concept)
+
+    def erase_contexts(self, concept: str) -> list[str]:
+        return world_erase_contexts(concept)
 
     def default_preservation(self, concept: str, category: str) -> list[str] | None:
         return world_preservation(concept) if world_axis(concept) else None

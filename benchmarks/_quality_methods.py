@@ -1,0 +1,121 @@
+"""The methods the quality harness compares, each inside the stream-disentangled framework (§5.1: every
+fine-tuning baseline trains a text-gated LoRA on the caption rows of the main layers' Q/K/V, Eq. 4), and
+the training recipes they share. Used by benchmarks/quality.py and benchmarks/_table4.py.
+
+- Z-Erase: the service's erasure (L_erase + L_attn + λ L_pr, the Lagrangian λ of Eq. 13-15);
+- Z-Erase, level λ: the same with λ the dual variable of a constraint on the level of L_pr (issue 15);
+- Z-Erase, fixed λ=1: no modulation (Table 5's "L_erase + L_attn + L_pr");
+- ESD-u: Eq. 5's negative-guidance target alone (no attention term, no preservation) on every main layer's
+  caption-row Q/K/V. ESD-u trains the non-cross-attention weights of a U-Net; a single-stream model has
+  no cross-attention to leave out, so in the framework ESD-u is the whole trainable set under L_erase;
+- AC (model-based, Kumari et al.): the frozen model's output for the anchor concept in the prompt's own
+  context (AC_TARGET per axis: "a red circle" -> "a circle" for a colour, -> "a red shape" for a shape,
+  "a picture of Mira" -> "a picture of a character"), with AC's regulariser as L_pr at a fixed weight 1;
+- UCE: the closed-form edit of the caption rows' projections (zerase.uce), anchors as AC's;
+- naive fine-tuning: L_erase alone on an *ungated* LoRA (image rows too): the paper's Fig. 3 (right);
+- token zeroing: the concept's key columns masked at inference (Fig. 3 left).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zerase.artifact import LoraArtifact, load_artifact
+from zerase.config import EraseConfig
+from zerase.lora import GatedLoraModel, LoraSpec
+from zerase.patching import PatchedPipeline, stack_factors
+from zerase.pipeline import load_pipeline
+from zerase.presets import resolve
+from zerase.profiles import profile_for
+from zerase.world.profile import world_axis, world_erase_contexts
+
+AXIS_CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
+# AC's anchor concept per axis: the concept stripped, or replaced by its superclass' word.
+AC_TARGET: dict[str, dict[str, Any]] = {
+    "colour": {"target": "strip"}, "style": {"target": "strip"},
+    "shape": {"target": "replace", "anchor": "shape"}, "character": {"target": "replace", "anchor": "a character"},
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str  # "train" (zerase.erasure), "uce" (zerase.uce) or "zeroing" (zerase.zeroing, nothing trained)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    per_axis: dict[str, dict[str, Any]] = field(default_factory=dict)  # more overrides, by the concept's axis
+
+
+METHODS: dict[str, Method] = {
+    "Z-Erase": Method("train"),
+    "Z-Erase, level λ": Method("train", {"modulation": "level"}),
+    "Z-Erase, fixed λ=1": Method("train", {"modulation": "fixed", "fixed_lambda": 1.0}),
+    "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
+    "AC": Method("train", {"attn_weight": 0.0, "modulation": "fixed", "fixed_lambda": 1.0}, AC_TARGET),
+    "UCE": Method("uce", {}, AC_TARGET),
+    "naive fine-tuning": Method("train", {"gating": "all", "attn_weight": 0.0, "modulation": "none"}),
+    "token zeroing": Method("zeroing"),
+    # Table 5's ablations, on request (--methods)
+    "L_erase + L_attn": Method("train", {"modulation": "none"}),
+    "naive LoRA, Z-Erase losses": Method("train", {"gating": "all"}),
+}
+DEFAULT_METHODS = ("Z-Erase", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "ESD-u", "AC", "UCE", "naive fine-tuning",
+                   "token zeroing")
+REFERENCE = "Z-Erase"
+
+# Training data shared by every trained method (and UCE's prompts): the paper's fixed prompts and frozen bank,
+# or the resampled pool with on-policy banks (EraseConfig.prompt_pool, refresh_every).
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "rich": {"prompt_pool": 256, "perturb": 0.25, "refresh_every": 50, "trajectories": 64},
+}
+
+
+def world_stack():  # noqa: ANN201 (pipeline, profile, sampling, evaluator)
+    """The bundled world's pipeline, profile, sampling and probe evaluator."""
+    pipe = load_pipeline()
+    profile = profile_for()
+    evaluator = profile.evaluator()
+    if evaluator is None:
+        raise SystemExit("the bundled model has no concept probe: run `zerase world build` first")
+    return pipe, profile, profile.sampling, evaluator
+
+
+def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], steps: int | None,
+                  seed: int, extra: dict[str, Any] | None = None) -> EraseConfig:
+    """The EraseConfig a method trains (or edits) with on one concept of the world: the service's presets,
+    the shared recipe, then the method's own settings."""
+    axis = world_axis(concept) or "colour"
+    category = AXIS_CATEGORY[axis]
+    base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                   height=settings.height, width=settings.width, **({"steps": steps} if steps else {}))
+    data = dict(recipe)
+    if data.get("prompt_pool"):
+        data |= {"category": category, "erase_contexts": world_erase_contexts(concept)}
+    method = METHODS[name]
+    return dataclasses.replace(base, **data, **method.overrides, **method.per_axis.get(axis, {}), **(extra or {}),
+                               seed=seed)
+
+
+def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:
+    """An intervention (install -> remover) serving the artifact at `path`: gated through the service's
+    patcher; an ungated (naive) one on every row."""
+    artifact = load_artifact(path)
+
+    def install() -> Callable[[], None]:
+        if artifact.metadata["gating"] == "text-only":
+            patched = PatchedPipeline(pipe)
+            patched.apply([artifact])
+            return patched.clear
+        # The naive baseline cannot be served through the gated patcher: apply ΔW to every row.
+        model = GatedLoraModel(pipe.transformer, _spec(artifact), text_only=False)
+        model.set_factors(stack_factors([artifact], [1.0]))
+        return model.remove
+
+    return install
+
+
+def _spec(artifact: LoraArtifact) -> LoraSpec:
+    return LoraSpec(tuple(artifact.metadata["target_modules"]), tuple(artifact.metadata["layers"]))

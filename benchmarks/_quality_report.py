@@ -1,0 +1,114 @@
+"""The quality harness's tables: per-run rows summarised per method and axis (mean ± spread over training
+seeds), the issue's targets marked where missed, and the image grid. Used by benchmarks/quality.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from zerase.generate import image_grid
+
+# Issue 15's targets on the world, per axis (mean over training seeds): (metric, bound, "max" | "min").
+TARGETS = {"acc_e": (0.05, "max"), "acc_ir_drop": (0.02, "max"), "coherence": (0.90, "min"),
+           "attack_success": (0.05, "max")}
+COLUMNS = {"acc_e": "Acc_e", "acc_ir_drop": "Acc_ir drop", "coherence": "coherence", "attack_success": "attack",
+           "ha": "Ha", "train_s": "train s"}
+MISSED = "✗"
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation; 0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per method and axis (and "all"): each metric's mean ± spread over training seeds, a seed's figure being
+    the mean over that axis' concepts."""
+    out = []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    axes = list(dict.fromkeys(r["axis"] for r in rows))
+    for method in methods:
+        for axis in [*axes, "all"] if len(axes) > 1 else axes:
+            mine = [r for r in rows if r["method"] == method and (axis == "all" or r["axis"] == axis)]
+            seeds = sorted({r["train_seed"] for r in mine})
+            entry: dict = {"method": method, "axis": axis, "seeds": len(seeds),
+                           "concepts": sorted({r["concept"] for r in mine})}
+            for key in COLUMNS:
+                per_seed = [float(np.mean([r[key] for r in mine if r["train_seed"] == s and r.get(key) is not None]))
+                            for s in seeds if any(r.get(key) is not None for r in mine if r["train_seed"] == s)]
+                entry[key] = spread(per_seed) if per_seed else None
+            out.append(entry)
+    return out
+
+
+def ahead(summary: list[dict], method: str, baselines: list[str]) -> dict[str, list[str]]:
+    """Per axis, the baselines `method` is NOT ahead of on Ha beyond the spread (mean − sd > theirs + sd)."""
+    by = {(s["method"], s["axis"]): s for s in summary}
+    out: dict[str, list[str]] = {}
+    for s in summary:
+        if s["method"] != method or s["ha"] is None:
+            continue
+        m, sd = s["ha"]
+        out[s["axis"]] = [b for b in baselines if (b, s["axis"]) in by and by[(b, s["axis"])]["ha"] is not None
+                          and not m - sd > by[(b, s["axis"])]["ha"][0] + by[(b, s["axis"])]["ha"][1]]
+    return out
+
+
+def _cell(value: tuple[float, float] | None, key: str) -> str:
+    if value is None:
+        return "–"
+    mean, sd = value
+    text = f"{mean:.0f} ± {sd:.0f}" if key == "train_s" else f"{mean:.2f} ± {sd:.2f}"
+    if key in TARGETS:
+        bound, kind = TARGETS[key]
+        if (mean > bound) if kind == "max" else (mean < bound):
+            text += f" {MISSED}"
+    return text
+
+
+def markdown(rows: list[dict], reference: str, baselines: list[str], notes: list[str]) -> str:
+    summary = summarise(rows)
+    behind = ahead(summary, reference, baselines)
+    lines = ["| axis | method | " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * (len(COLUMNS) + 2)]
+    for s in summary:
+        cells = [_cell(s[k], k) for k in COLUMNS]
+        if s["method"] == reference and s["axis"] in behind:
+            ha = list(COLUMNS).index("ha")
+            cells[ha] += f" {MISSED} (not ahead of {', '.join(behind[s['axis']])})" if behind[s["axis"]] else " (ahead)"
+        lines.append(f"| {s['axis']} | {s['method']} | " + " | ".join(cells) + " |")
+    lines += ["", "Per concept (mean over training seeds):", "",
+              "| concept | method | Acc_e before→after | Acc_ir before→after | coherence before→after | attack | "
+              "Ha | λ_final | train s |", "|" + "---|" * 9]
+    for concept in dict.fromkeys(r["concept"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = [r for r in rows if r["concept"] == concept and r["method"] == method]
+            if not mine:
+                continue
+
+            def mean(key: str, mine: list[dict] = mine) -> float:
+                vals = [r[key] for r in mine if r.get(key) is not None]
+                return float(np.mean(vals)) if vals else float("nan")
+
+            lam = mean("final_lambda")
+            lines.append(f"| {concept} | {method} | {mean('acc_e_before'):.2f}→{mean('acc_e'):.2f} | "
+                         f"{mean('acc_ir_before'):.2f}→{mean('acc_ir'):.2f} | "
+                         f"{mean('coherence_before'):.2f}→{mean('coherence'):.2f} | {mean('attack_success'):.2f} | "
+                         f"{mean('ha'):.2f} | {'' if np.isnan(lam) else f'{lam:.2f}'} | {mean('train_s'):.0f} |")
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+def write_outputs(out: Path, rows: list[dict], grid_rows: list[np.ndarray], reference: str, baselines: list[str],
+                  notes: list[str], quiet: bool = False) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows) if rows else []
+    (out / "quality.json").write_text(json.dumps({"rows": rows, "summary": summary, "notes": notes}, indent=2))
+    text = markdown(rows, reference, baselines, notes) if rows else "no runs yet\n"
+    (out / "quality.md").write_text(text)
+    if grid_rows:
+        Image.fromarray(image_grid(np.concatenate(grid_rows), rows=len(grid_rows), scale=3)).save(out / "grid.png")
+    if not quiet:
+        print(text)

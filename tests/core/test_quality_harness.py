@@ -1,0 +1,34 @@
+"""`benchmarks/quality.py --fast`: the quality harness end to end at toy sizes (one concept, two training
+steps, one seed, the sampled evaluation). It checks that every method runs and the files are written,
+not the numbers: those come from the full run (benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = {"Z-Erase", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "ESD-u", "AC", "UCE", "naive fine-tuning",
+           "token zeroing"}
+
+
+@pytest.mark.slow
+def test_fast_run_writes_every_method_with_its_metrics(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/quality.py", "--fast", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    data = json.loads((tmp_path / "quality.json").read_text())
+    assert {r["method"] for r in data["rows"]} == METHODS
+    for row in data["rows"]:
+        for key in ("acc_e", "acc_ir", "acc_ir_drop", "ha", "coherence", "attack_success"):
+            assert row[key] is not None and -1.0 <= row[key] <= 1.0, (row["method"], key, row[key])
+    assert {(s["method"], s["axis"]) for s in data["summary"]} == {(m, "colour") for m in METHODS}
+    table = (tmp_path / "quality.md").read_text()
+    assert "| colour | Z-Erase |" in table and "coherence" in table
+    with Image.open(tmp_path / "grid.png") as grid:  # the unpatched row, then one per method
+        assert grid.height == (1 + len(METHODS)) * 32 * 3
