@@ -4,7 +4,10 @@ problem+json. Bounded: a fixed number of examples per operation, derandomised, s
 
 from __future__ import annotations
 
+import ast
+import linecache
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,24 @@ from api.app import create_app
 from service.core.settings import Settings
 
 EXAMPLES_PER_OPERATION = 20
+
+
+def _parse_schemathesis_lambdas_now() -> None:
+    """CPython 3.11.7's ast.parse can fail deep in the stack ("SystemError: AST constructor recursion depth
+    mismatch", fixed in later 3.11 releases), which is where Hypothesis parses the source of schemathesis'
+    filter lambdas to describe them while the tests are collected: now and then, collection failed. The same
+    parse, done here at the top of the stack, goes into Hypothesis' cache, so none is needed down there."""
+    import schemathesis as package
+    from hypothesis.internal import lambda_sources
+
+    for path in Path(package.__file__).parent.rglob("*.py"):
+        lines = tuple(linecache.getlines(str(path)))  # what inspect.findsource reads
+        if any("lambda" in line for line in lines):
+            lambda_sources.AST_LAMBDAS_CACHE[lines] = lambda_sources.extract_all_lambdas(ast.parse("".join(lines)))
+
+
+if sys.version_info[:3] == (3, 11, 7):
+    _parse_schemathesis_lambdas_now()
 
 
 # Schemathesis generates the tests when the module is collected, so the app exists at import time; its
