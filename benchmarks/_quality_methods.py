@@ -5,6 +5,9 @@ the training recipes they share. Used by benchmarks/quality.py and benchmarks/_t
 - Z-Erase: the service's erasure (L_erase + L_attn + λ L_pr, the Lagrangian λ of Eq. 13-15);
 - Z-Erase, level λ: the same with λ the dual variable of a constraint on the level of L_pr (issue 15);
 - Z-Erase, fixed λ=1: no modulation (Table 5's "L_erase + L_attn + L_pr");
+- Z-Erase, on-policy: the erase bank re-sampled with the current LoRA every 50 steps (issue 15);
+- Z-Erase, prompt pool: 64 base prompts (the world's captions of the concept, a quarter category templates)
+  × 8 surface variants (word order, respellings), 64 trajectories, on-policy every 50 steps;
 - ESD-u: Eq. 5's negative-guidance target alone (no attention term, no preservation) on every main layer's
   caption-row Q/K/V. ESD-u trains the non-cross-attention weights of a U-Net; a single-stream model has
   no cross-attention to leave out, so in the framework ESD-u is the whole trainable set under L_erase;
@@ -52,6 +55,9 @@ METHODS: dict[str, Method] = {
     "Z-Erase": Method("train"),
     "Z-Erase, level λ": Method("train", {"modulation": "level"}),
     "Z-Erase, fixed λ=1": Method("train", {"modulation": "fixed", "fixed_lambda": 1.0}),
+    "Z-Erase, on-policy": Method("train", {"refresh_every": 50}),
+    "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
+                                             "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
     "AC": Method("train", {"attn_weight": 0.0, "modulation": "fixed", "fixed_lambda": 1.0}, AC_TARGET),
     "UCE": Method("uce", {}, AC_TARGET),
@@ -61,15 +67,16 @@ METHODS: dict[str, Method] = {
     "L_erase + L_attn": Method("train", {"modulation": "none"}),
     "naive LoRA, Z-Erase losses": Method("train", {"gating": "all"}),
 }
-DEFAULT_METHODS = ("Z-Erase", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "ESD-u", "AC", "UCE", "naive fine-tuning",
-                   "token zeroing")
+DEFAULT_METHODS = ("Z-Erase", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool",
+                   "ESD-u", "AC", "UCE", "naive fine-tuning", "token zeroing")
 REFERENCE = "Z-Erase"
 
-# Training data shared by every trained method (and UCE's prompts): the paper's fixed prompts and frozen bank,
-# or the resampled pool with on-policy banks (EraseConfig.prompt_pool, refresh_every).
+# Training data shared by every trained method (and UCE's prompts), --recipe: the paper's fixed prompts and frozen
+# bank (the default: baselines as the paper runs them), on-policy banks, or the resampled pool as well.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
-    "rich": {"prompt_pool": 256, "perturb": 0.25, "refresh_every": 50, "trajectories": 64},
+    "on-policy": {"refresh_every": 50},
+    "pool": {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64, "refresh_every": 50},
 }
 
 
@@ -91,12 +98,11 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     category = AXIS_CATEGORY[axis]
     base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
                    height=settings.height, width=settings.width, **({"steps": steps} if steps else {}))
-    data = dict(recipe)
-    if data.get("prompt_pool"):
-        data |= {"category": category, "erase_contexts": world_erase_contexts(concept)}
     method = METHODS[name]
-    return dataclasses.replace(base, **data, **method.overrides, **method.per_axis.get(axis, {}), **(extra or {}),
-                               seed=seed)
+    data = recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
+    if data.get("prompt_pool"):
+        data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
+    return dataclasses.replace(base, **data, seed=seed)
 
 
 def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:

@@ -46,15 +46,18 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def ahead(summary: list[dict], method: str, baselines: list[str]) -> dict[str, list[str]]:
-    """Per axis, the baselines `method` is NOT ahead of on Ha beyond the spread (mean − sd > theirs + sd)."""
+    """Per axis, the baselines `method` is NOT ahead of on Ha beyond the spread (mean − sd > theirs + sd); axes
+    where no baseline ran are left out."""
     by = {(s["method"], s["axis"]): s for s in summary}
     out: dict[str, list[str]] = {}
     for s in summary:
         if s["method"] != method or s["ha"] is None:
             continue
         m, sd = s["ha"]
-        out[s["axis"]] = [b for b in baselines if (b, s["axis"]) in by and by[(b, s["axis"])]["ha"] is not None
-                          and not m - sd > by[(b, s["axis"])]["ha"][0] + by[(b, s["axis"])]["ha"][1]]
+        present = [by[(b, s["axis"])]["ha"] for b in baselines if (b, s["axis"]) in by]
+        if any(ha is not None for ha in present):
+            out[s["axis"]] = [b for b in baselines if (b, s["axis"]) in by and by[(b, s["axis"])]["ha"] is not None
+                              and not m - sd > by[(b, s["axis"])]["ha"][0] + by[(b, s["axis"])]["ha"][1]]
     return out
 
 

@@ -7,6 +7,7 @@ as mean ± spread (sample standard deviation over training seeds), the issue's t
         [--methods ...] [--train-seeds 3] [--seeds 8] [--steps 200] [--recipe paper|rich] [--length 1000]
         [--out benchmarks/quality]
     python benchmarks/quality.py --fast --out DIR   # CI: one concept, 2 steps, one seed, the sampled evaluation
+    python benchmarks/quality.py --merge DIR DIR ... --out DIR  # one table from runs split by concept
     python benchmarks/quality.py --table4 ...       # the paper's Table 4 alone (benchmarks/_table4.py)
 
 Metrics (zerase.evaluation, read by the world's probe): Acc_e, the share of the concept's images that still
@@ -21,6 +22,7 @@ concept: the unpatched model, then each method at training seed 0, same 8 seeds)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -37,6 +39,7 @@ from _quality_methods import (
     world_stack,
 )
 from _quality_report import write_outputs
+from PIL import Image
 
 from zerase.erasure import erase
 from zerase.evaluation import evaluate_intervention
@@ -65,6 +68,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--length", type=int, nargs="*", default=[], help="also Z-Erase at these step counts")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quality"))
     parser.add_argument("--fast", action="store_true", help="CI: checks the harness, not the numbers")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="write one table to --out from these runs' outputs (e.g. concepts split over two cores)")
     parser.add_argument("--table4", "--attacks", action="store_true", help="only the paper's Table 4")
     parser.add_argument("--attack-prompts", type=int, default=RedTeamBudget.prompts,
                         help="Table 4: concept prompts each red-team attack optimises")
@@ -80,18 +85,20 @@ def main() -> None:
 
         table4(args)
         return
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     recipe = dict(RECIPES[args.recipe])
     full = True
     if args.fast:  # every method and code path once, at toy sizes: a few seconds each
         args.concepts = args.concepts or ["red"]
         args.train_seeds, args.seeds, args.steps, full = 1, 2, args.steps or 2, False
-        recipe = {"prompt_pool": 8, "refresh_every": 1, "trajectories": 2}
         GRID_SEEDS[2:] = []
     concepts = args.concepts or list(CONCEPTS)
     methods = list(args.methods or DEFAULT_METHODS) + [f"Z-Erase, {n} steps" for n in args.length]
     pipe, _profile, settings, evaluator = world_stack()
-    notes = [f"Recipe {args.recipe if not args.fast else 'fast'}: {recipe or 'the paper prompts, frozen bank'}; "
+    notes = [f"Recipe {args.recipe}: {recipe or 'the paper prompts, frozen bank'}{' (shrunk: --fast)' * args.fast}; "
              f"{args.steps or 'preset'} steps; {args.seeds} evaluation seeds ({'full' if full else 'sampled'} "
              f"protocol); training seeds 0..{args.train_seeds - 1}; overrides {extra or 'none'}."]
     rows: list[dict] = []
@@ -108,7 +115,7 @@ def main() -> None:
                     steps = int(name.split(", ")[1].split()[0])
                 for seed in range(args.train_seeds):
                     row = run(pipe, evaluator, settings, name, concept, seed, steps, recipe, extra, Path(tmp),
-                              args.seeds, full, grid_rows if seed == 0 else None, show)
+                              args.seeds, full, grid_rows if seed == 0 else None, show, args.fast)
                     rows.append(row | {"axis": axis})
                     write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods), notes, quiet=True)
                     print(json.dumps({k: row[k] for k in ("concept", "method", "train_seed", "acc_e", "acc_ir", "ha",
@@ -120,6 +127,22 @@ def main() -> None:
     write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods), notes)
 
 
+def merge(dirs: list[Path], out: Path) -> None:
+    """One quality table from several runs' quality.json (and their grids, stacked)."""
+    rows, notes, grids = [], [], []
+    for d in dirs:
+        data = json.loads((d / "quality.json").read_text())
+        rows += data["rows"]
+        notes += [f"{d}: {n}" for n in data["notes"]]
+        if (d / "grid.png").exists():
+            with Image.open(d / "grid.png") as im:
+                grids.append(np.asarray(im.convert("RGB")))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    write_outputs(out, rows, [], REFERENCE, _baselines(methods), notes)
+    if grids:
+        Image.fromarray(np.concatenate(grids)).save(out / "grid.png")
+
+
 def _base(name: str) -> str:
     return name if name in METHODS else REFERENCE
 
@@ -129,8 +152,9 @@ def _baselines(methods: list[str]) -> list[str]:
 
 
 def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: int | None, recipe: dict, extra: dict,
-        tmp: Path, n_seeds: int, full: bool, grid_rows: list[np.ndarray] | None, show: str) -> dict:
-    """One method on one concept at one training seed: train (or edit), then the evaluation protocol."""
+        tmp: Path, n_seeds: int, full: bool, grid_rows: list[np.ndarray] | None, show: str, fast: bool) -> dict:
+    """One method on one concept at one training seed: train (or edit), then the evaluation protocol. `fast`:
+    toy banks and pools, every option still exercised."""
     method = METHODS[_base(name)]
     t = time.monotonic()
     info: dict = {"final_lambda": None, "energy_kept": None}
@@ -143,6 +167,9 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
     else:
         config = method_config(_base(name), concept, settings, recipe=recipe, steps=steps, seed=seed,
                                extra=extra if method.kind == "train" else None)
+        if fast:
+            config = dataclasses.replace(config, trajectories=2, refresh_every=min(config.refresh_every, 1),
+                                         prompt_pool=min(config.prompt_pool, 6), pool_variants=2)
         if method.kind == "uce":
             result = uce_erase(pipe, config)
             info["energy_kept"] = result.timings["uce_energy_kept"]
@@ -169,6 +196,7 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
         "acc_ir_drop": report["acc_ir_before"] - report["acc_ir"],
         "attack_success": float(np.mean([v["after"] for v in kinds.values()])) if kinds else 0.0,
         "attacks": {k: v["after"] for k, v in kinds.items()},
+        "kept": {k: v["after"] for k, v in report["per_concept"].items()},
         **info, "train_s": round(train_s, 1), "total_s": round(time.monotonic() - t, 1),
     }
 

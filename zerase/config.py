@@ -59,9 +59,11 @@ class EraseConfig:
     shuffle_variants: int = 2  # word-order shuffles per erase prompt
     erase_prompts: list[str] = field(default_factory=list)  # extra prompts showing the concept
     # Training data beyond the paper's fixed prompts and frozen bank; all off by default (today's behaviour).
-    prompt_pool: int = 0  # > 0: erase prompts resampled every step from this many (zerase.prompt_pool)
+    prompt_pool: int = 0  # > 0: this many base erase prompts (zerase.prompt_pool), each with surface variants
+    pool_variants: int = 8  # surface variants per base prompt (word order, respellings); one drawn per step
     category: str | None = None  # the pool's templates (a presets.Category value); None: generic ones
     erase_contexts: list[str] = field(default_factory=list)  # pool bases: the model's prompts showing the concept
+    pool_templates: float = 0.5  # share of pool prompts from category templates (the rest: erase_contexts)
     perturb: float = 0.25  # share of pool prompts with the concept respelt (never as the evaluation attacks)
     synonyms: list[str] = field(default_factory=list)  # respellings the pool may use as well
     refresh_every: int = 0  # > 0: every this many steps, the erase bank is re-sampled with the current LoRA
@@ -77,10 +79,10 @@ class EraseConfig:
             raise ValueError("steps and rank must be positive")
         if min(self.erase_batch, self.preserve_batch, self.trajectories, self.height, self.width) < 1:
             raise ValueError("batch sizes, trajectories and the training resolution must be positive")
-        if self.tau <= 0 or not 0 <= self.perturb <= 1:
-            raise ValueError("tau must be positive and perturb in [0, 1]")
-        if self.prompt_pool < 0 or self.refresh_every < 0:
-            raise ValueError("prompt_pool and refresh_every must not be negative")
+        if self.tau <= 0 or not (0 <= self.perturb <= 1 and 0 <= self.pool_templates <= 1):
+            raise ValueError("tau must be positive, perturb and pool_templates in [0, 1]")
+        if self.prompt_pool < 0 or self.refresh_every < 0 or self.pool_variants < 1:
+            raise ValueError("prompt_pool and refresh_every must not be negative, pool_variants positive")
         if any(n < 1 for n in self.trained_steps):
             raise ValueError("schedule steps must be positive")
 

@@ -12,11 +12,12 @@ states and half the previous step's fresh states (*carried*). The carried half w
 in the last step and is scored at θ_{t+1} now: the same samples before and after one update,
 which is exactly the L_pr(θ_t) - L_pr(θ_{t+1}) of Eq. 14, at no extra cost.
 
-Opt-in training data (EraseConfig; off by default): `prompt_pool` draws each step's erase prompts
-afresh from a resampled pool (zerase.training_prompts), their frozen targets computed at the bank's
-states in one no-grad forward with the LoRA set aside; `refresh_every` re-samples the erase bank with
-the current LoRA every K steps (zerase.trajectories, on-policy states, frozen targets), kept beside the
-frozen bank. `modulation="level"` constrains the level of L_pr instead of its rate (zerase.lagrangian).
+Opt-in training data (EraseConfig; off by default): `prompt_pool` samples the bank on a pool's base
+prompts and draws each step a fresh surface variant (word order, respelling) of every state's base
+(zerase.prompt_pool), its frozen target computed in one no-grad forward with the LoRA set aside;
+`refresh_every` re-samples the erase bank with the current LoRA every K steps (zerase.trajectories,
+on-policy states, frozen targets), kept beside the frozen bank. `modulation="level"` constrains the
+level of L_pr instead of its rate (zerase.lagrangian).
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
 
 def _pool_target(transformer: ZImageTransformer2DModel, lora: GatedLoraModel, bank: TrajectoryBank, idx: torch.Tensor,
                  prompt_ids: torch.Tensor, prompts: TrainingPrompts, config: EraseConfig) -> torch.Tensor:
-    """The erase target for pool prompts `prompt_ids` at bank states `idx`: the frozen model's outputs for
-    those prompts, computed now (v(x_t, ∅) and a fixed anchor's output come from the bank: they do not
-    depend on the prompt)."""
+    """The erase target for pool prompts `prompt_ids` (variants of the states' own base prompts) at bank states
+    `idx`: the frozen model's outputs for those prompts, computed now (v(x_t, ∅) and a fixed anchor's output
+    come from the bank: they do not depend on the prompt)."""
     if config.target == "anchor":
         assert bank.anchor is not None
         return bank.anchor[idx]
@@ -137,10 +138,13 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
         pres_embeds, pres_n = prompts.preserve, config.trajectories
     else:  # the empty prompt alone still anchors the unconditional branch (Eq. 8, first term)
         pres_embeds, pres_n = [prompts.empty], max(4, config.trajectories // 4)
-    pool = config.prompt_pool > 0
-    # A pool's per-prompt anchors are computed per step: the bank's would be for other prompts.
-    bank_anchors = None if pool and prompts.anchor_per_prompt else prompts.anchors
-    erase_bank = build_bank(pipe, prompts.embeds, prompts.empty, bank_anchors, config.trajectories,
+    pool = prompts.groups is not None
+    # The bank samples its trajectories on the bank prompts (a pool's bases); a pool's per-prompt anchors are
+    # computed per step, for the variant drawn.
+    bank_embeds = [prompts.embeds[i] for i in prompts.bank_prompts]
+    bank_anchors = (None if prompts.anchors is None or (pool and prompts.anchor_per_prompt)
+                    else [prompts.anchors[i] for i in prompts.bank_prompts])
+    erase_bank = build_bank(pipe, bank_embeds, prompts.empty, bank_anchors, config.trajectories,
                             config.sampling, gen, schedules=config.trained_steps)
     frozen_bank = erase_bank
     pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen,
@@ -185,9 +189,9 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
                 break
             if config.refresh_every and state["step"] % config.refresh_every == 0 and state["step"] != refreshed_at:
                 t_r = time.monotonic()
-                ids = torch.randint(0, len(prompts.embeds), (config.trajectories,), generator=gen) if pool else None
+                ids = torch.randint(0, len(bank_embeds), (config.trajectories,), generator=gen) if pool else None
                 erase_bank = frozen_bank + build_bank(
-                    pipe, prompts.embeds, prompts.empty, bank_anchors, config.trajectories, config.sampling, gen,
+                    pipe, bank_embeds, prompts.empty, bank_anchors, config.trajectories, config.sampling, gen,
                     schedules=config.trained_steps, frozen=lora.frozen, prompt_ids=ids)
                 refreshed_at = state["step"]
                 refresh_s += time.monotonic() - t_r
@@ -197,8 +201,11 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
             n_e, n_p = len(e_idx), len(p_idx)
             x = torch.cat([erase_bank.states[e_idx], pres_bank.states[p_idx], pres_bank.states[p_idx]])
             t = torch.cat([erase_bank.t[e_idx], pres_bank.t[p_idx], pres_bank.t[p_idx]])
-            if pool:  # fresh prompts at the bank's states, their frozen targets computed now
-                v = torch.randint(0, len(prompts.embeds), (n_e,), generator=gen)
+            if pool:  # a fresh surface variant of each state's base prompt, its frozen target computed now
+                assert prompts.groups is not None
+                draw = torch.rand(n_e, generator=gen)
+                groups = [prompts.groups[int(b)] for b in erase_bank.prompt[e_idx]]
+                v = torch.tensor([g[int(r * len(g))] for g, r in zip(groups, draw)])
                 erase_target = _pool_target(transformer, lora, erase_bank, e_idx, v, prompts, config)
             else:
                 v = erase_bank.prompt[e_idx]

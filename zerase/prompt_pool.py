@@ -1,16 +1,20 @@
 """Resampled erase prompts: the concept in category templates over many contexts, reworded and respelt.
 
 A fixed handful of training prompts teaches the LoRA those prompts; the evaluation and a red team use
-others. With `EraseConfig.prompt_pool > 0` each training step draws its erase prompts from a pool of
-that many, each made here as:
+others. With `EraseConfig.prompt_pool > 0` training draws from a pool made here in two layers:
 
-1. a base: one of the model's own prompts showing the concept (`EraseConfig.erase_contexts`, e.g. the
-   tiny world's object templates) or a category template (the paper's Table 7 kinds, "an art in the
-   style of {c}", "a close scene of {c}") with one of ~30 scene contexts;
-2. the paper's word-order shuffle (§4.1) with probability 1/3;
-3. with probability `perturb`, the concept respelt: a misspelling, an affix, a change of case, or one of
-   `EraseConfig.synonyms`. The evaluation's own attack spellings (`prompts.attack_spellings`) are never
-   drawn: attack success stays a measure of spellings the erasure did not train on.
+- *bases* (what the prompt shows): `prompt_pool` of them, each one of the model's own prompts showing the
+  concept (`EraseConfig.erase_contexts`, e.g. the tiny world's object templates) or, with probability
+  `templates` (`EraseConfig.pool_templates`), a category template (the paper's Table 7 kinds, "an art in
+  the style of {c}", "a close scene of {c}", I2P-like phrasings for nudity) with one of ~30 scene contexts.
+  The erase bank's trajectories are sampled from bases, so a state always comes from a prompt showing the
+  same content, as in ESD: Eq. 5's target for "a yellow circle" at a red circle's state would also push
+  away from "yellow";
+- *surface variants* of each base (`pool_variants`, the base first): the paper's word-order shuffle (§4.1,
+  probability 1/3) and, with probability `perturb`, the concept respelt: a misspelling, an affix, a change
+  of case, or one of `EraseConfig.synonyms`. Every step draws a fresh variant of each state's base. The
+  evaluation's own attack spellings (`prompts.attack_spellings`) are never drawn: attack success stays a
+  measure of spellings the erasure did not train on.
 
 The caller finds the concept's tokens on the final prompt (`prompts.concept_token_positions` with the
 spelling returned), so Eq. 6 always suppresses the tokens that are really there.
@@ -86,17 +90,22 @@ def respell(concept: str, kind: str, rng: random.Random, synonyms: Sequence[str]
     return " ".join(words)
 
 
-def sample_prompt(concept: str, rng: random.Random, *, category: str | None, contexts: Sequence[str],
-                  perturb: float, synonyms: Sequence[str] = ()) -> PoolPrompt:
-    """One erase prompt (see the module docstring); its concept spelling is never an evaluation attack's."""
-    if contexts and rng.random() < 0.5:
-        text = rng.choice(list(contexts))
-    else:
-        text = rng.choice(CATEGORY_TEMPLATES.get(category or "custom", GENERIC_TEMPLATES)).format(c=concept)
-        scene = rng.choice(CONTEXTS)
-        text = f"{text}, {scene}" if scene else text
-    if rng.random() < 1 / 3:
-        text = shuffle_words(text, concept, rng)
+def base_prompt(concept: str, rng: random.Random, *, category: str | None, contexts: Sequence[str],
+                templates: float = 0.5) -> str:
+    """A prompt showing the concept: one of `contexts`, or (probability `templates`) a category template with
+    a scene context."""
+    if contexts and rng.random() >= templates:
+        return rng.choice(list(contexts))
+    text = rng.choice(CATEGORY_TEMPLATES.get(category or "custom", GENERIC_TEMPLATES)).format(c=concept)
+    scene = rng.choice(CONTEXTS)
+    return f"{text}, {scene}" if scene else text
+
+
+def surface_variant(base: str, concept: str, rng: random.Random, *, perturb: float,
+                    synonyms: Sequence[str] = ()) -> PoolPrompt:
+    """`base` reworded (the word-order shuffle, probability 1/3) and with probability `perturb` respelt; the
+    spelling is never one of the evaluation's attacks."""
+    text = shuffle_words(base, concept, rng) if rng.random() < 1 / 3 else base
     spans = concept_spans(text, concept)
     if not spans or rng.random() >= perturb:
         return PoolPrompt(text, concept)
@@ -113,13 +122,25 @@ def sample_prompt(concept: str, rng: random.Random, *, category: str | None, con
     return PoolPrompt(text, spelled)
 
 
-def prompt_pool(concept: str, size: int, rng: random.Random, *, category: str | None, contexts: Sequence[str],
-                perturb: float, synonyms: Sequence[str] = ()) -> list[PoolPrompt]:
-    """`size` distinct erase prompts (fewer if the templates cannot make that many)."""
-    out: dict[str, PoolPrompt] = {}
-    for _ in range(size * 4):
-        p = sample_prompt(concept, rng, category=category, contexts=contexts, perturb=perturb, synonyms=synonyms)
-        out.setdefault(p.text, p)
-        if len(out) == size:
+def prompt_pool(concept: str, size: int, variants: int, rng: random.Random, *, category: str | None,
+                contexts: Sequence[str], perturb: float, synonyms: Sequence[str] = (),
+                templates: float = 0.5) -> list[list[PoolPrompt]]:
+    """Up to `size` distinct base prompts, each as a group of up to `variants` distinct surface forms, the
+    base itself first."""
+    bases: list[str] = []
+    for _ in range(size * 8):
+        b = base_prompt(concept, rng, category=category, contexts=contexts, templates=templates)
+        if b not in bases and concept_spans(b, concept):
+            bases.append(b)
+        if len(bases) == size:
             break
-    return list(out.values())
+    groups = []
+    for b in bases:
+        group = {b: PoolPrompt(b, concept)}
+        for _ in range(variants * 4):
+            if len(group) >= variants:
+                break
+            v = surface_variant(b, concept, rng, perturb=perturb, synonyms=synonyms)
+            group.setdefault(v.text, v)
+        groups.append(list(group.values()))
+    return groups

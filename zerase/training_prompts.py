@@ -3,9 +3,9 @@ the preservation prompts and the empty prompt.
 
 The erase prompts are either the paper's: a few templates plus the model's own prompts, each also in
 `shuffle_variants` word orders (§4.1), paired with the frozen bank's trajectories; or, with
-`EraseConfig.prompt_pool > 0`, a pool of resampled prompts (zerase.prompt_pool) from which every step
-draws afresh. Either way the concept's token positions (Eq. 6) are found on the final prompt, respelt
-concept included.
+`EraseConfig.prompt_pool > 0`, a pool (zerase.prompt_pool): base prompts, on which the bank samples its
+trajectories, each with surface variants of which every step draws one afresh. Either way the concept's
+token positions (Eq. 6) are found on the final prompt, respelt concept included.
 """
 
 from __future__ import annotations
@@ -33,23 +33,33 @@ class TrainingPrompts:
     preserve: list[torch.Tensor]
     empty: torch.Tensor
     anchor_per_prompt: bool  # the anchor depends on the erase prompt ("strip", "replace"), not one fixed prompt
+    # A pool's groups: per base prompt (the bank's prompt index), the indices of its surface variants, the base
+    # first. None: the paper's prompts, each its own bank prompt.
+    groups: list[list[int]] | None = None
+
+    @property
+    def bank_prompts(self) -> list[int]:
+        """Index of each bank prompt (a base) among `texts`."""
+        return [g[0] for g in self.groups] if self.groups is not None else list(range(len(self.texts)))
 
 
-def _erase_texts(config: EraseConfig, rng: random.Random) -> tuple[list[str], list[str]]:
-    """(erase prompts, the concept as each one spells it)."""
+def _erase_texts(config: EraseConfig, rng: random.Random) -> tuple[list[str], list[str], list[int]]:
+    """(erase prompts, the concept as each one spells it, the group of each: its base prompt's number)."""
     if config.prompt_pool:
         contexts = config.erase_contexts or erase_prompts(config.concept, config.erase_prompts)
-        pool = prompt_pool(config.concept, config.prompt_pool, rng, category=config.category, contexts=contexts,
-                           perturb=config.perturb, synonyms=config.synonyms)
-        return [p.text for p in pool], [p.spelled for p in pool]
+        pool = prompt_pool(config.concept, config.prompt_pool, config.pool_variants, rng, category=config.category,
+                           contexts=contexts, perturb=config.perturb, synonyms=config.synonyms,
+                           templates=config.pool_templates)
+        flat = [(p, g) for g, group in enumerate(pool) for p in group]
+        return [p.text for p, _ in flat], [p.spelled for p, _ in flat], [g for _, g in flat]
     base = erase_prompts(config.concept, config.erase_prompts)
     variants = base + [shuffle_words(p, config.concept, rng) for p in base for _ in range(config.shuffle_variants)]
     variants = list(dict.fromkeys(variants))
-    return variants, [config.concept] * len(variants)
+    return variants, [config.concept] * len(variants), list(range(len(variants)))
 
 
 def prepare_prompts(pipe: ZImagePipeline, config: EraseConfig, rng: random.Random) -> TrainingPrompts:
-    variants, spelled = _erase_texts(config, rng)
+    variants, spelled, group_of = _erase_texts(config, rng)
     pos = [concept_token_positions(pipe.tokenizer, p, c) for p, c in zip(variants, spelled)]
     # The pipeline keeps the first MAX_CAPTION_TOKENS tokens: a variant whose concept lies past the cut
     # would train on a caption without it, and gather attention past the sequence's end.
@@ -58,6 +68,9 @@ def prepare_prompts(pipe: ZImagePipeline, config: EraseConfig, rng: random.Rando
         raise ValueError(f"{config.concept!r} lies past the {MAX_CAPTION_TOKENS} caption tokens the pipeline "
                          "keeps in every training prompt")
     variants, spelled, pos = [variants[i] for i in kept], [spelled[i] for i in kept], [pos[i] for i in kept]
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(kept):
+        groups.setdefault(group_of[k], []).append(i)
     width = max(1, max(len(p) for p in pos))
     positions = torch.tensor([p + [0] * (width - len(p)) for p in pos])
     valid = torch.tensor([[1.0] * len(p) + [0.0] * (width - len(p)) for p in pos])
@@ -78,4 +91,5 @@ def prepare_prompts(pipe: ZImagePipeline, config: EraseConfig, rng: random.Rando
         anchors = anchors * nv
     return TrainingPrompts(texts=variants, embeds=encoded[:nv], positions=positions, valid=valid, anchors=anchors,
                            preserve=encoded[nv:nv + npr], empty=encoded[nv + npr],
-                           anchor_per_prompt=config.target in ("strip", "replace"))
+                           anchor_per_prompt=config.target in ("strip", "replace"),
+                           groups=list(groups.values()) if config.prompt_pool else None)

@@ -38,13 +38,15 @@ def test_level_lambda_rises_above_the_tolerated_drift_and_falls_below_it() -> No
 
 
 def test_pool_respells_the_concept_but_never_as_the_evaluation_attacks(pipe) -> None:
-    pool = prompt_pool("red", 200, random.Random(0), category="abstraction", contexts=world_erase_contexts("red"),
-                       perturb=0.5)
+    groups = prompt_pool("red", 40, 8, random.Random(0), category="abstraction",
+                         contexts=world_erase_contexts("red"), perturb=0.5)
+    assert len(groups) == 40 and all(g[0].spelled == "red" for g in groups), "each group starts with its base"
+    variants = [p for g in groups for p in g]
     held_out = {s for ss in attack_spellings("red").values() for s in ss}
-    assert len(pool) >= 150
-    assert not {p.spelled for p in pool} & held_out
-    assert sum(p.spelled != "red" for p in pool) > 40, "about half the prompts are respelt"
-    for p in pool[:40]:  # the concept as written is found, and its tokens, on the final prompt
+    assert len(variants) >= 200
+    assert not {p.spelled for p in variants} & held_out
+    assert sum(p.spelled != "red" for p in variants) > 60, "about half the variants are respelt"
+    for p in variants[:60]:  # the concept as written is found, and its tokens, on the final prompt
         assert concept_spans(p.text, p.spelled), p
         assert concept_token_positions(pipe.tokenizer, p.text, p.spelled), p
 
