@@ -43,6 +43,11 @@ def load_checkpoint(directory: Path, config: EraseConfig) -> dict[str, Any] | No
         return None
     # weights_only: tensors and plain containers only, so a writable checkpoint volume is not code execution.
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt["config"] != config.to_dict():
+    # Through from_dict: a checkpoint written before a setting was added (with its default) still matches.
+    try:
+        saved = EraseConfig.from_dict(ckpt["config"]).to_dict()
+    except (TypeError, ValueError):
+        saved = None
+    if saved != config.to_dict():
         raise ValueError(f"checkpoint at {path} belongs to a run with other settings")
     return ckpt
