@@ -16,8 +16,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+class _Checkpointed:
+    """A controller's state is its dataclass fields: what a checkpoint saves and a resumed run puts back."""
+
+    def state_dict(self) -> dict[str, float]:
+        return asdict(self)  # type: ignore[call-overload]  # the subclasses are dataclasses
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
 @dataclass
-class LambdaController:
+class LambdaController(_Checkpointed):
     lr: float  # α, the model's learning rate
     epsilon: float  # ε, the tolerated rise of L_pr per unit step (from the EraseConfig)
     beta: float = 0.1  # β, the dual step size
@@ -30,16 +41,9 @@ class LambdaController:
         self.lam = max(0.0, self.lam - self.beta * self.last_gradient)
         return self.lam
 
-    def state_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
 
 @dataclass
-class LevelController:
+class LevelController(_Checkpointed):
     """λ as the dual variable of a constraint on the *level* of drift, not its rate (issue 15).
 
     Eq. 15 summed over steps gives λ_T = (β/α)(L_pr(θ_T) − L_pr(θ_0)) − β·ε·T: a weight proportional to
@@ -64,10 +68,3 @@ class LevelController:
         self.last_level = pr_now / self.energy
         self.lam = max(0.0, self.lam + self.beta * (self.last_level / self.tau - 1.0))
         return self.lam
-
-    def state_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)

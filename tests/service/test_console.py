@@ -121,3 +121,16 @@ def test_deploy_from_the_erasure_page(app_client: TestClient, settings: Settings
     # The synthetic job has no artifact: leave the shared database serving the base model again.
     admin = bearer(api_key(settings, "admin", "deployer-admin"))
     assert app_client.post("/deployments/0/activate", headers=admin).status_code == 200
+
+
+def test_a_new_key_is_shown_once_and_works(app_client: TestClient, settings: Settings) -> None:
+    sign_in(app_client, api_key(settings, "admin", "key-maker"))
+    page = app_client.get("/console/keys")
+    made = app_client.post("/console/keys", data={"csrf_token": csrf(page.text), "name": "night-shift",
+                                                  "role": "moderator"})
+    secret = re.search(r'id="new-secret">([^<]+)<', made.text)
+    assert made.status_code == 200 and secret
+    assert app_client.get("/erasures", headers=bearer(secret.group(1))).status_code == 200
+    assert secret.group(1) not in app_client.get("/console/keys").text  # never again
+    refused = app_client.post("/console/keys", data={"csrf_token": csrf(page.text), "name": " ", "role": "boss"})
+    assert refused.status_code == 422 and refused.text.count('class="error"') == 2  # both fields named
