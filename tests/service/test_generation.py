@@ -196,24 +196,35 @@ def test_version_switch_under_concurrent_requests(client: httpx.Client, red_eras
         refs[version] = gen(client, "a red star", 5)[1]
     assert not np.array_equal(refs[0], refs[deployed])
 
-    results: list[tuple[int, np.ndarray]] = []
+    # Three clients generate without pause while the active version flips. After each flip the next flip
+    # waits for a request that started after it: that one must report the new version (the switch is never
+    # missed), and every image must be exactly the version it reports (never a mix).
+    results: list[tuple[float, int, np.ndarray]] = []
+    stop = threading.Event()
 
     def worker() -> None:
-        for _ in range(3):
-            results.append(gen(client, "a red star", 5))
+        while not stop.is_set():
+            started = time.monotonic()
+            results.append((started, *gen(client, "a red star", 5)))
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for t in threads:
         t.start()
-    flips = 0
-    while any(t.is_alive() for t in threads):
-        activate(client, (0, deployed)[flips % 2])
-        flips += 1
-        time.sleep(0.2)
-    for t in threads:
-        t.join()
-    assert len(results) == 9 and {v for v, _ in results} == {0, deployed}, [v for v, _ in results]
-    assert all(np.array_equal(im, refs[v]) for v, im in results)  # each image is the version it claims
+    try:
+        for flip in range(6):
+            version = (deployed, 0)[flip % 2]
+            activate(client, version)
+            flipped, deadline = time.monotonic(), time.monotonic() + 60
+            while not (after := [v for started, v, _ in list(results) if started > flipped]):
+                assert time.monotonic() < deadline, "no request finished after the switch"
+                time.sleep(0.01)
+            assert after[0] == version, (flip, after)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert {v for _, v, _ in results} == {0, deployed}
+    assert all(np.array_equal(im, refs[v]) for _, v, im in results)  # each image is the version it claims
 
 
 def real_prompts() -> list[str]:
