@@ -20,9 +20,9 @@ MISSED = "✗"
 
 
 def spread(values: list[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation; 0 for a single value)."""
+    """(mean, sample standard deviation; NaN for a single value: one seed has no spread to show)."""
     arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -53,11 +53,11 @@ def ahead(summary: list[dict], method: str, baselines: list[str]) -> dict[str, l
     for s in summary:
         if s["method"] != method or s["ha"] is None:
             continue
-        m, sd = s["ha"]
+        m, sd = s["ha"][0], np.nan_to_num(s["ha"][1])  # one seed: the means alone decide
         present = [by[(b, s["axis"])]["ha"] for b in baselines if (b, s["axis"]) in by]
         if any(ha is not None for ha in present):
             out[s["axis"]] = [b for b in baselines if (b, s["axis"]) in by and by[(b, s["axis"])]["ha"] is not None
-                              and not m - sd > by[(b, s["axis"])]["ha"][0] + by[(b, s["axis"])]["ha"][1]]
+                              and not m - sd > by[(b, s["axis"])]["ha"][0] + np.nan_to_num(by[(b, s["axis"])]["ha"][1])]
     return out
 
 
@@ -65,7 +65,8 @@ def _cell(value: tuple[float, float] | None, key: str) -> str:
     if value is None:
         return "–"
     mean, sd = value
-    text = f"{mean:.0f} ± {sd:.0f}" if key == "train_s" else f"{mean:.2f} ± {sd:.2f}"
+    digits = 0 if key == "train_s" else 2
+    text = f"{mean:.{digits}f}" if np.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
     if key in TARGETS:
         bound, kind = TARGETS[key]
         if (mean > bound) if kind == "max" else (mean < bound):
@@ -107,7 +108,9 @@ def markdown(rows: list[dict], reference: str, baselines: list[str], notes: list
 def write_outputs(out: Path, rows: list[dict], grid_rows: list[np.ndarray], reference: str, baselines: list[str],
                   notes: list[str], quiet: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(rows) if rows else []
+    # In the JSON a single seed's spread is null (NaN is not JSON).
+    summary = [{k: (v[0], None) if isinstance(v, tuple) and np.isnan(v[1]) else v for k, v in entry.items()}
+               for entry in summarise(rows)] if rows else []
     (out / "quality.json").write_text(json.dumps({"rows": rows, "summary": summary, "notes": notes}, indent=2))
     text = markdown(rows, reference, baselines, notes) if rows else "no runs yet\n"
     (out / "quality.md").write_text(text)
