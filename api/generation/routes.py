@@ -38,7 +38,7 @@ def generate(body: GenerateRequest, generator: GeneratorDep, actor: ActorDep,
     # A sync route: FastAPI runs it in its threadpool, so sampling never blocks the event loop. Its database
     # session was released after authentication: waiting for the model holds no connection.
     result = generator.generate(GenerationRequest(**body.model_dump()), key_id=actor.key_id)
-    png = _png(result.image)
+    png = png_bytes(result.image)
     headers = {PATCH_HEADER: str(result.patch_version)}
     if not _wants_json(accept):
         return Response(png, media_type="image/png", headers=headers)
@@ -69,7 +69,7 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()

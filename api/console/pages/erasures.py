@@ -73,9 +73,8 @@ def submit(request: Request, user: ModeratorForm, sessions: SessionsDep, dispatc
               "preservation_preset": preservation_preset,
               "epsilon": epsilon, "eta": eta, "steps": steps}
     body: dict[str, Any] = {"concept": concept, "category": category, "reason": reason or None}
-    lines = [line.strip() for line in preservation.splitlines() if line.strip()]
     # The preset's own list, left as shown, is the preset: the job resolves it exactly as the API would.
-    if _lines(preservation) != _lines(preservation_preset):
+    if (lines := _lines(preservation)) != _lines(preservation_preset):
         body["preservation"] = lines
     body.update({name: text.strip() for name, text in (("epsilon", epsilon), ("eta", eta), ("steps", steps))
                  if text.strip()})

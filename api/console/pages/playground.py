@@ -4,7 +4,6 @@ see the base model's image beside it."""
 from __future__ import annotations
 
 import base64
-import io
 from typing import Annotated
 
 import numpy as np
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from api.console.render import render
 from api.console.session import FormOf, Page, User
 from api.deps import SettingsDep
-from api.generation.routes import get_generator
+from api.generation.routes import get_generator, png_bytes
 from api.generation.schemas import GenerateRequest
 from service.core.errors import DomainError
 from service.deployments import service as deployments
@@ -62,8 +61,4 @@ def _page(request: Request, user: User, settings: object, values: dict[str, str]
 
 
 def _data_url(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
