@@ -8,7 +8,12 @@ import numpy as np
 import torch
 from diffusers import ZImagePipeline
 
+from zerase.pipeline import encode_prompts_compact
 from zerase.sampling import SamplingSettings
+
+# The VAE decodes at most this many pixels at once: one 1024x1024 image (its activations are the memory peak
+# of sampling), or a whole batch of small ones, which is where decoding them together pays.
+DECODE_PIXELS = 1024 * 1024
 
 
 def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
@@ -21,24 +26,49 @@ def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
     """
     if len(prompts) != len(seeds):
         raise ValueError("prompts and seeds must have the same length")
-    out = []
+    out = [np.zeros((0, settings.height, settings.width, 3), np.uint8)]
     for i in range(0, len(prompts), batch_size):
         chunk = list(prompts[i:i + batch_size])
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds[i:i + batch_size]]
-        latents = torch.stack([
-            torch.randn((pipe.transformer.in_channels, *latent_hw(pipe, settings)), generator=g) for g in gens])
-        images = pipe(
-            prompt=chunk,
-            negative_prompt=[negative_prompt or ""] * len(chunk),
-            height=settings.height,
-            width=settings.width,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            latents=latents.to(pipe.transformer.device),
-            output_type="np",
-        ).images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(out) if out else np.zeros((0, settings.height, settings.width, 3), np.uint8)
+        # Encoded here rather than by the pipeline: each distinct text once, padded to the longest (the
+        # pipeline pads every caption to 512 tokens and encodes the shared negative prompt once per image).
+        negatives = [negative_prompt or ""] * len(chunk) if settings.guidance_scale > 0 else []
+        features = encode_prompts_compact(pipe, chunk + negatives)
+        out.append(sample(pipe, features[:len(chunk)], features[len(chunk):], seeds[i:i + batch_size], settings))
+    return np.concatenate(out)
+
+
+def sample(pipe: ZImagePipeline, features: Sequence[torch.Tensor], negatives: Sequence[torch.Tensor],
+           seeds: Sequence[int], settings: SamplingSettings) -> np.ndarray:
+    """One pipeline call on caption features (one per seed; `negatives` too, or none without guidance):
+    (N, H, W, 3) uint8."""
+    device, dtype = pipe.transformer.device, pipe.transformer.dtype
+    latents = torch.stack([torch.randn((pipe.transformer.in_channels, *latent_hw(pipe, settings)),
+                                       generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    latents = pipe(
+        prompt_embeds=[f.to(device, dtype) for f in features],
+        negative_prompt_embeds=[f.to(device, dtype) for f in negatives],
+        height=settings.height,
+        width=settings.width,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        latents=latents.to(device),
+        output_type="latent",
+    ).images
+    return decode(pipe, latents)
+
+
+@torch.no_grad()
+def decode(pipe: ZImagePipeline, latents: torch.Tensor) -> np.ndarray:
+    """The pipeline's own decoding (ZImagePipeline.__call__'s last step), DECODE_PIXELS at a time."""
+    vae = pipe.vae
+    height, width = (side * pipe.vae_scale_factor for side in latents.shape[-2:])
+    per_call = max(1, DECODE_PIXELS // (height * width))
+    images = []
+    for chunk in latents.split(per_call):
+        z = chunk.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        decoded = pipe.image_processor.postprocess(vae.decode(z, return_dict=False)[0], output_type="np")
+        images.append((np.clip(decoded, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(images)
 
 
 def latent_hw(pipe: ZImagePipeline, settings: SamplingSettings) -> tuple[int, int]:

@@ -8,7 +8,9 @@ Served patches stay unfused: the base projection for every row, plus stacked low
 (H_txt·Aᵀ)·Bᵀ in fp32 on caption rows, added to the caption rows' frozen projection in fp32 and
 rounded once. Folding W + ΔW into one bf16 matrix would round most of a small ΔW away (at
 |ΔW|/|W| = 1e-3 most entries of W do not change at all), and would hold a dense copy of every
-patched projection.
+patched projection. The one exception: where the stacked rank makes the dense ΔW cheaper than the
+factors (many patches on a narrow model) and the model is fp32, caption rows go through an fp32
+W + ΔW of their own (no rounding issue, and a copy no larger than ΔW itself).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class TextGatedLinear(nn.Module):
         # dense fp32 ΔW = B·A (`text_delta`). Either way W itself is never touched.
         self.text_factors: tuple[torch.Tensor, torch.Tensor] | None = None
         self.text_delta: torch.Tensor | None = None
+        # With the dense ΔW on an fp32 model, also W + ΔW: caption rows then cost one GEMM like image rows.
+        self.text_weight: torch.Tensor | None = None
 
     def add_trainable(self, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
         """B = 0 so training starts exactly at the frozen model (standard LoRA init)."""
@@ -116,17 +120,22 @@ class TextGatedLinear(nn.Module):
         return self.text_factors is not None or self.text_delta is not None or self.lora_A is not None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, L, in)
-        # One full frozen projection for every row (image rows are exactly the base model's), then the
-        # low-rank correction on the caption rows only: the gate costs two skinny matmuls, no split or copy.
+        span = self.tracker.span if self.text_only else None
+        n_img = span.uniform_image_len if span is not None else None
+        if self.text_weight is not None and n_img is not None and self.lora_A is None:
+            # Served fp32 patches on a narrow model: image rows through W, caption rows through W + ΔW, so the
+            # patch costs no multiply-adds over the frozen model, only a second GEMM call and the concatenation.
+            w, bias = self.base.weight, self.base.bias
+            return torch.cat((F.linear(h[:, :n_img], w, bias), F.linear(h[:, n_img:], self.text_weight, bias)), 1)
+        # Otherwise one full frozen projection for every row (image rows are exactly the base model's), then
+        # the low-rank correction on the caption rows only.
         out = self.base(h)
         if not self.active:
             return out
         if not self.text_only:
             return self._patched(out, h)
-        span = self.tracker.span
         if span is None:
             raise RuntimeError("text-gated projection called outside a transformer forward pass")
-        n_img = span.uniform_image_len
         if n_img is not None:
             if out.dtype == torch.float32:  # fp32: the correction is added in place, nothing to round
                 delta = self._delta(h[:, n_img:])
@@ -204,7 +213,7 @@ class GatedLoraModel:
         as W·h + (B·A)·h where the stacked rank costs more than a dense product."""
         for path, m in self.modules.items():
             f = factors.get(path)
-            m.text_factors = m.text_delta = None
+            m.text_factors = m.text_delta = m.text_weight = None
             if f is None:
                 continue
             device = m.base.weight.device
@@ -212,6 +221,8 @@ class GatedLoraModel:
             rank, (out_features, in_features) = a.shape[0], m.base.weight.shape
             if rank * (in_features + out_features) > in_features * out_features:
                 m.text_delta = b @ a
+                if m.base.weight.dtype == torch.float32:
+                    m.text_weight = m.base.weight + m.text_delta
             else:
                 m.text_factors = (a, b)
 

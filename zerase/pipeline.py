@@ -6,6 +6,7 @@ The bundled tiny model and Z-Image Turbo go through exactly this code.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -31,8 +32,6 @@ def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False).eval()
-    # The pipeline decodes a whole batch at once (up to 64 images at 1024 px): one image at a time instead.
-    pipe.vae.enable_slicing()
     return pipe.to(device)
 
 
@@ -45,3 +44,23 @@ def encode_prompts(pipe: ZImagePipeline, prompts: list[str],
     """
     return pipe.encode_prompt(list(prompts), device=pipe.transformer.device, do_classifier_free_guidance=False,
                               max_sequence_length=max_sequence_length)[0]
+
+
+def caption_length(pipe: ZImagePipeline, prompt: str) -> int:
+    """Tokens in the chat-templated caption the pipeline encodes for `prompt`."""
+    text = pipe.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                              add_generation_prompt=True, enable_thinking=True)
+    return len(pipe.tokenizer(text).input_ids)  # tokenized as _encode_prompt does
+
+
+@torch.no_grad()
+def encode_prompts_compact(pipe: ZImagePipeline, prompts: Sequence[str]) -> list[torch.Tensor]:
+    """`encode_prompts`, each distinct prompt encoded once and padded to the longest caption among them
+    rather than to 512 tokens. The features of real tokens do not depend on the padding (the encoder is
+    causal and masks it), so this is the pipeline's output at a fraction of the text encoder's cost."""
+    distinct = list(dict.fromkeys(prompts))
+    if not distinct:
+        return []
+    longest = max(caption_length(pipe, p) for p in distinct)
+    features = dict(zip(distinct, encode_prompts(pipe, distinct, min(MAX_CAPTION_TOKENS, longest)), strict=True))
+    return [features[p] for p in prompts]

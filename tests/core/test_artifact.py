@@ -142,7 +142,7 @@ def test_many_patches_serve_as_one_dense_product_with_the_same_images(pipe, red_
         once = generate(pipe, ["a red circle"], [0], settings)
         patched.apply([red] * 20)  # the average of 20 copies is the same ΔW, at stacked rank 80: dense is cheaper
         module = next(iter(patched._model.modules.values()))  # noqa: SLF001
-        assert module.text_factors is None and module.text_delta is not None
+        assert module.text_factors is None and module.text_delta is not None and module.text_weight is not None
         many = generate(pipe, ["a red circle"], [0], settings)
     finally:
         patched.clear()

@@ -13,18 +13,28 @@ from zerase.profiles import profile_for
 PROMPTS = ["a red circle", "Mira", "a picture of an outlined purple star that is quite large indeed"]
 
 
+# A LoRA in training; served patches as stacked factors (rank 4); served at rank 80 on this 128-wide model,
+# where caption rows get their own fp32 W + ΔW.
+@pytest.mark.parametrize("lora_kind", ["trainable", "served rank 4", "served rank 80"])
 @pytest.mark.parametrize("latent_hw", [(16, 16), (8, 24)])
-def test_random_lora_changes_text_rows_only(pipe, latent_hw):
+def test_random_lora_changes_text_rows_only(pipe, latent_hw, lora_kind):
     transformer = pipe.transformer
     caps = encode_prompts(pipe, PROMPTS)
     assert len({len(c) for c in caps}) == 3, "prompts must have different token lengths"
     lora = GatedLoraModel(transformer, LoraSpec(rank=4))
     try:
-        lora.add_trainable(seed=1)
         gen = torch.Generator().manual_seed(0)
-        for m in lora.modules.values():
-            with torch.no_grad():
-                m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=gen))
+        if lora_kind == "trainable":
+            lora.add_trainable(seed=1)
+            for m in lora.modules.values():
+                with torch.no_grad():
+                    m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=gen))
+        else:
+            rank = int(lora_kind.rsplit(" ", 1)[1])
+            lora.set_factors({path: (torch.randn(rank, m.base.in_features, generator=gen),
+                                     torch.randn(m.base.out_features, rank, generator=gen) * 0.1)
+                              for path, m in lora.modules.items()})
+            assert all((m.text_weight is not None) == (rank == 80) for m in lora.modules.values())
         seen: list[tuple[TextGatedLinear, torch.Tensor, torch.Tensor]] = []
         hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
                  for m in lora.modules.values()]

@@ -14,6 +14,7 @@ from zerase.erasure import erase
 from zerase.generate import generate
 from zerase.lora import TextGatedLinear
 from zerase.patching import PatchedPipeline
+from zerase.pipeline import encode_prompts_compact
 from zerase.presets import resolve
 from zerase.prompts import concept_spans
 from zerase.redteam import (
@@ -26,7 +27,7 @@ from zerase.redteam import (
     ring_a_bell,
     unlearndiff,
 )
-from zerase.redteam.features import content_start, encode, pooled
+from zerase.redteam.features import content_start, pooled
 from zerase.world.evaluator import ProbeEvaluator
 
 RED = ["a red circle", "a red square", "a red triangle", "a red star"]
@@ -72,7 +73,7 @@ def _assert_pristine(pipe: ZImagePipeline) -> None:
 
 def test_concept_vector_points_from_prompts_without_to_prompts_with(pipe) -> None:
     c = concept_vector(pipe, RED[:3], ["a circle", "a square", "a triangle"])
-    held_out = pooled(encode(pipe, ["a red star", "a star"]), content_start(pipe))
+    held_out = pooled(encode_prompts_compact(pipe, ["a red star", "a star"]), content_start(pipe))
     diff = held_out[0] - held_out[1]
     assert torch.nn.functional.cosine_similarity(c, diff, dim=0) > 0.5
     assert (held_out[1] + c - held_out[0]).norm() < diff.norm(), "adding c moves 'a star' towards 'a red star'"
@@ -93,14 +94,14 @@ def test_unlearndiff_objective_decreases_against_the_erasure(pipe, artifact, set
     assert attack.objective_after < attack.objective_before
     assert np.mean(attack.history[-3:]) < np.mean(attack.history[:3])
     (features,) = attack.features
-    assert features.shape == encode(pipe, ["a red circle"])[0].shape and not features.requires_grad
+    assert features.shape == encode_prompts_compact(pipe, ["a red circle"])[0].shape and not features.requires_grad
     _assert_pristine(pipe)
 
 
 def test_concept_features_on_the_unpatched_model_show_the_concept(pipe, probe, settings) -> None:
     """No intervention: UnlearnDiff starts at its own target (objective 0), so its images are the concept
     prompt's, pixel for pixel, and the probe reads "red" in them."""
-    empty, feats = encode(pipe, ["", "a red circle"])
+    empty, feats = encode_prompts_compact(pipe, ["", "a red circle"])
     direct = generate_from_features(pipe, [feats], [3], settings, empty)
     assert np.array_equal(direct, generate(pipe, ["a red circle"], [3], settings)), "seeds mean the same noise"
     (result,) = red_team_intervention(pipe, no_intervention, ProbeEvaluator(probe), "red", prompts=RED,

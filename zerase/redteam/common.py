@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.generate import latent_hw
+from zerase.generate import sample
 from zerase.sampling import SamplingSettings
 
 # Installs an intervention (an artifact, token zeroing...) for generating these prompts and returns its
@@ -93,18 +93,8 @@ def generate_from_features(pipe: ZImagePipeline, features: Sequence[torch.Tensor
     image there and here for the same prompt's features)."""
     if len(features) != len(seeds):
         raise ValueError("features and seeds must have the same length")
-    device, dtype = pipe.transformer.device, pipe.transformer.dtype
     out = [np.zeros((0, settings.height, settings.width, 3), np.uint8)]
     for i in range(0, len(features), batch_size):
-        chunk = features[i:i + batch_size]
-        latents = torch.stack([torch.randn((pipe.transformer.in_channels, *latent_hw(pipe, settings)),
-                                           generator=torch.Generator().manual_seed(int(s)))
-                               for s in seeds[i:i + batch_size]])
-        images = pipe(
-            prompt_embeds=[f.detach().to(device, dtype) for f in chunk],
-            negative_prompt_embeds=[negative.to(device, dtype)] * len(chunk),
-            height=settings.height, width=settings.width, num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale, latents=latents.to(device), output_type="np",
-        ).images
-        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        chunk = [f.detach() for f in features[i:i + batch_size]]
+        out.append(sample(pipe, chunk, [negative] * len(chunk), seeds[i:i + batch_size], settings))
     return np.concatenate(out)

@@ -7,9 +7,6 @@ from collections.abc import Sequence
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.captions import MAX_CAPTION_TOKENS
-from zerase.pipeline import encode_prompts
-
 
 def _render(pipe: ZImagePipeline, prompt: str) -> str:
     return pipe.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
@@ -34,15 +31,6 @@ def content_start(pipe: ZImagePipeline) -> int:
     """Template tokens before the prompt's text. The text encoder is causal, so their features are the same
     for every prompt: pooling leaves them out."""
     return templated_ids(pipe, "x")[1]
-
-
-def encode(pipe: ZImagePipeline, prompts: Sequence[str]) -> list[torch.Tensor]:
-    """`encode_prompts`, padded to the batch's longest caption instead of 512 tokens (the features of real
-    tokens do not depend on the padding: the encoder is causal and masks it)."""
-    if not prompts:
-        return []
-    longest = max(len(templated_ids(pipe, p)[0]) for p in prompts)
-    return encode_prompts(pipe, list(prompts), max_sequence_length=min(MAX_CAPTION_TOKENS, longest))
 
 
 def pooled(features: Sequence[torch.Tensor], start: int) -> torch.Tensor:

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 from diffusers import ZImagePipeline
 
+from zerase.pipeline import encode_prompts_compact
 from zerase.prompts import concept_spans, concept_token_positions, strip_concept
 from zerase.redteam.common import RedTeamBudget
-from zerase.redteam.features import content_start, encode, pooled, templated_ids
+from zerase.redteam.features import content_start, pooled, templated_ids
 
 BLANK = -1  # a gene that spells nothing: found prompts may be shorter than the genome
 
@@ -55,7 +56,7 @@ def concept_vector(pipe: ZImagePipeline, with_concept: Sequence[str], without: S
     if len(with_concept) != len(without) or not with_concept:
         raise ValueError("one prompt without the concept per prompt with it, at least one pair")
     start = content_start(pipe)
-    feats = pooled(encode(pipe, [*with_concept, *without]), start)
+    feats = pooled(encode_prompts_compact(pipe, [*with_concept, *without]), start)
     n = len(with_concept)
     return (feats[:n] - feats[n:]).mean(0)
 
@@ -120,7 +121,7 @@ def search_prompt(pipe: ZImagePipeline, concept: str, target: torch.Tensor, scal
         # A prompt that spells the concept (tokens can join into its word) is no attack: never selected.
         todo = [t for t in dict.fromkeys(texts) if t not in cache and t and not concept_spans(t, concept)]
         if todo:
-            d = ((pooled(encode(pipe, todo), start) - target) ** 2).sum(1) / scale
+            d = ((pooled(encode_prompts_compact(pipe, todo), start) - target) ** 2).sum(1) / scale
             cache.update(zip(todo, d.tolist()))
         return [cache.get(t, float("inf")) for t in texts]
 
@@ -173,7 +174,7 @@ def ring_a_bell(pipe: ZImagePipeline, concept: str, prompts: Sequence[str],
     scale = float((budget.eta * c).pow(2).sum().clamp_min(1e-12))
     start = content_start(pipe)
     attacked = with_concept[:budget.prompts]
-    base = pooled(encode(pipe, neutral[:len(attacked)]), start)
+    base = pooled(encode_prompts_compact(pipe, neutral[:len(attacked)]), start)
     candidates = candidate_tokens(pipe, concept, with_concept, neutral, budget.candidates)
     rng = random.Random(budget.seed)
     found = []

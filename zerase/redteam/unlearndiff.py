@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import ZImagePipeline
 
+from zerase.pipeline import encode_prompts_compact
 from zerase.redteam.common import Install, RedTeamBudget, installed
-from zerase.redteam.features import encode
 from zerase.sampling import SamplingSettings
 from zerase.trajectories import TrajectoryBank, build_bank
 
@@ -74,7 +74,7 @@ def unlearndiff(pipe: ZImagePipeline, install: Install, prompts: Sequence[str], 
     transformer = pipe.transformer
     device = transformer.device
     gen = torch.Generator().manual_seed(budget.seed)
-    *feats, empty = encode(pipe, [*sources, ""])
+    *feats, empty = encode_prompts_compact(pipe, [*sources, ""])
     bank = build_bank(pipe, feats, empty, None, budget.trajectories * len(sources), settings, gen,
                       batch_size=max(1, budget.states))
     base = [f.float() for f in feats]
