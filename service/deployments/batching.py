@@ -3,7 +3,8 @@
 at most `max_wait_s` for the batch to fill.
 
 No thread of its own: the first waiting request that finds the model free leads, collects the oldest
-request's compatible company, runs it and hands every member its result. Each image keeps its own
+request's compatible company (waiting up to `max_wait_s` from then for it to fill), runs it and hands
+every member its result. Each image keeps its own
 seeded noise (zerase.generate), so batching changes no pixel. One batch is one version check and one
 sampling call, so a batch never mixes two safety-patch versions.
 """
@@ -66,12 +67,18 @@ class Batcher(Generic[R]):
         return mine.result  # type: ignore[return-value]
 
     def _collect(self) -> list[Pending[R]]:
-        """The oldest request and its compatible followers (in arrival order), once the batch is full or the
-        oldest has waited `max_wait_s`. Called holding the condition's lock."""
+        """The oldest request and its compatible followers (in arrival order), once the batch is full or
+        `max_wait_s` has passed since the model became free for it. Called holding the condition's lock.
+
+        The wait counts from when the model is free, not from the oldest request's arrival: under load the
+        oldest has waited out a whole batch already, and starting at once would take only the requests that
+        queued meanwhile while the clients the last batch answered are on their way back; closed-loop
+        clients then settle into half-full batches (8 clients: 4 + 4, measured) instead of full ones."""
         head = self._queue[0]
+        deadline = max(head.enqueued, time.monotonic()) + self.max_wait_s
         while True:
             company = [p for p in self._queue if p.group == head.group][: self.max_batch]
-            left = head.enqueued + self.max_wait_s - time.monotonic()
+            left = deadline - time.monotonic()
             if len(company) >= self.max_batch or left <= 0:
                 break
             self._cond.wait(timeout=left)

@@ -4,6 +4,9 @@ what a batch must share never share one."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from jobclient import at_once
 from service.core.db import migrate, session_factory
 from service.core.settings import Settings
 from service.core.store import store_for
+from service.deployments.batching import Batcher, Pending
 from service.deployments.serving import Generated, GenerationRequest, GenerationService
 
 PROMPTS = ["a red circle", "a blue star", "Mira", "a green square outlined", "a yellow triangle", "Zed"]
@@ -54,3 +58,32 @@ def test_requests_that_differ_in_sampling_never_share_a_batch(tmp_path: Path, mo
     results = concurrently(batched, requests)
     assert [r.width for r in results] == [16 if i % 2 else 32 for i in range(4)]
     assert max(batched.batcher.recent_sizes) <= 2 and sum(batched.batcher.recent_sizes) == 4
+
+
+def test_a_batch_waits_for_company_from_when_the_model_is_free() -> None:
+    """Requests that queued behind a running batch still gather company for max_wait once the model is free,
+    rather than starting at once because they have already waited longer than that."""
+    release, running = threading.Event(), threading.Event()
+
+    def run(batch: Sequence[Pending[str]]) -> list[str]:
+        if batch[0].payload == "first":
+            running.set()
+            release.wait(10)
+        return [member.payload for member in batch]
+
+    batcher: Batcher[str] = Batcher(run, max_batch=8, max_wait_s=0.5)
+    threads = [threading.Thread(target=batcher.submit, args=("g", "first"))]
+    threads[0].start()
+    assert running.wait(10)
+    threads += [threading.Thread(target=batcher.submit, args=("g", name)) for name in ("b", "c")]
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.8)  # b and c have now waited longer than max_wait behind the running batch
+    release.set()
+    time.sleep(0.1)  # d and e come a little after the model is free, well within max_wait of it
+    late = [threading.Thread(target=batcher.submit, args=("g", name)) for name in ("d", "e")]
+    for t in late:
+        t.start()
+    for t in threads + late:
+        t.join(10)
+    assert list(batcher.recent_sizes) == [1, 4]
