@@ -2,7 +2,9 @@
 
 Two `zerase serve` processes on one PostgreSQL database (a fresh one, dropped after), one with
 ZERASE_GENERATION_MAX_BATCH=1 (one request at a time) and one with the default dynamic batching; the
-tiny model at its default size. For 0 and 20 deployed erasures, interleaved between the two servers:
+tiny model at its default size; requests cycle through 8 captions. First, in this process and without
+HTTP, one image alone against a batch of 8: the most batching can gain on this machine. Then, for 0 and
+20 deployed erasures, interleaved between the two servers:
   - single: sequential requests from one client (the best single-request latency);
   - saturation: 8 concurrent clients (8 keys) back to back for --seconds: throughput;
   - open loop: arrivals at a fixed rate (half the batching server's saturation) for --seconds, bounded in
@@ -20,8 +22,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import torch
 from _stack import fresh_database, serve, stop
 from generate_endpoint import percentile, record
 from generation import random_artifacts
@@ -31,26 +35,39 @@ from service.core.db import session_factory
 from service.core.settings import Settings
 from service.deployments import service as deployments
 from service.keys.service import issue_key
+from zerase.generate import generate
 from zerase.pipeline import load_pipeline
+from zerase.profiles import profile_for
 
 CLIENTS = 8
+# Requests cycle through these, so a batch holds different captions (identical ones are encoded once).
+PROMPTS = ["a red circle", "a blue star", "a green square", "a yellow triangle", "an outlined purple circle",
+           "Mira", "a small red star", "a large blue square"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--single", type=int, default=20, help="sequential requests for the single-request p50")
+    parser.add_argument("--max-wait-ms", type=float, default=Settings().generation_max_wait_ms,
+                        help="ZERASE_GENERATION_MAX_WAIT_MS of the batching server")
     args = parser.parse_args()
     with fresh_database("zerase_load") as url, tempfile.TemporaryDirectory() as var:
         settings = Settings(database_url=url, var_dir=Path(var), embedded_worker=False, auto_migrate=False)
-        random_artifacts(load_pipeline(), 20, Path(var))
+        pipe = load_pipeline()
+        random_artifacts(pipe, 20, Path(var))
+        alone, batched = core_batch_gain(pipe, CLIENTS)
+        print(f"in process (no HTTP, unpatched, {torch.get_num_threads()} threads): one image alone "
+              f"{alone * 1000:.1f} ms, in a batch of {CLIENTS} {batched * 1000:.1f} ms per image: batching can "
+              f"gain at most {alone / batched:.2f}x here")
+        del pipe
         ids = record(settings, [Path(var) / f"a{i}.safetensors" for i in range(20)])
         keys = [issue_key(url, f"load-{i}", "generator", Actor("benchmark"))[1] for i in range(CLIENTS)]
         servers = {}
         for name, batch in (("off", "1"), ("on", "8")):
             env = {"ZERASE_DATABASE_URL": url, "ZERASE_VAR_DIR": str(Path(var) / name), "ZERASE_AUTO_MIGRATE": "false",
                    "ZERASE_EMBEDDED_WORKER": "false", "ZERASE_API_ROUTES": "generation", "ZERASE_LOG_LEVEL": "WARNING",
-                   "ZERASE_GENERATION_MAX_BATCH": batch}
+                   "ZERASE_GENERATION_MAX_BATCH": batch, "ZERASE_GENERATION_MAX_WAIT_MS": str(args.max_wait_ms)}
             servers[name] = serve(env, Path(var) / f"serve-{name}.log")
         try:
             admin = Settings(database_url=url)  # deployments are made through the service's own functions
@@ -61,7 +78,11 @@ def main() -> None:
                 for _, base in servers.values():
                     warm(base, keys[0], version)
                 single = {name: single_p50(base, keys[0], args.single) for name, (_, base) in servers.items()}
-                saturation = {name: saturate(base, keys, args.seconds) for name, (_, base) in servers.items()}
+                saturation, batches = {}, {}
+                for name, (_, base) in servers.items():
+                    before = batch_sums(base)
+                    saturation[name] = saturate(base, keys, args.seconds)
+                    batches[name] = [after - b for after, b in zip(batch_sums(base), before, strict=True)]
                 rate = saturation["on"] / 2
                 for name, (_, base) in servers.items():
                     lat, refused, sent = open_loop(base, keys, rate, args.seconds)
@@ -70,11 +91,43 @@ def main() -> None:
                           f"saturation {saturation[name]:6.1f} img/s | open loop at {rate:5.1f}/s: p50 "
                           f"{p50 * 1000:6.1f} ms p99 {p99 * 1000:6.1f} ms ({p99 / single[name]:.2f}x single p50), "
                           f"429 {refused / sent:.1%}")
+                size, calls, wait = batches["on"]
                 print(f"  {n:>2} erasures: saturation with batching / without: "
-                      f"{saturation['on'] / saturation['off']:.2f}x")
+                      f"{saturation['on'] / saturation['off']:.2f}x; at saturation with batching: "
+                      f"{size / max(calls, 1):.2f} requests per pipeline call, queue wait "
+                      f"{wait / max(size, 1) * 1000:.1f} ms per request")
         finally:
             for proc, _ in servers.values():
                 stop(proc)
+
+
+def core_batch_gain(pipe: Any, batch: int, rounds: int = 10) -> tuple[float, float]:
+    """Median seconds per image, alone and in a batch of `batch`, in this process (interleaved rounds): the
+    bound on what batching can gain over HTTP, where every request also costs work no batch shares."""
+    settings = profile_for(None).sampling
+    alone, batched = [], []
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+    generate(pipe, prompts, list(range(batch)), settings)  # warm-up
+    for r in range(rounds):
+        t = time.perf_counter()
+        generate(pipe, [prompts[r % batch]], [r], settings)
+        alone.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        generate(pipe, prompts, [r] * batch, settings)
+        batched.append((time.perf_counter() - t) / batch)
+    return statistics.median(alone), statistics.median(batched)
+
+
+def batch_sums(base: str) -> tuple[float, float, float]:
+    """From /metrics: requests batched, pipeline calls, seconds waited in the queue (all since start)."""
+    values = {}
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("zerase_generation_batch_size_sum", "zerase_generation_batch_size_count",
+                    "zerase_generation_queue_seconds_sum"):
+            values[name] = float(value)
+    return (values["zerase_generation_batch_size_sum"], values["zerase_generation_batch_size_count"],
+            values["zerase_generation_queue_seconds_sum"])
 
 
 def deploy(settings: Settings, ids: list[str]) -> int:
@@ -88,7 +141,7 @@ def activate(settings: Settings, version: int) -> None:
 
 
 def post(client: httpx.Client, seed: int) -> httpx.Response:
-    return client.post("/generate", json={"prompt": "a red circle", "seed": seed})
+    return client.post("/generate", json={"prompt": PROMPTS[seed % len(PROMPTS)], "seed": seed})
 
 
 def warm(base: str, key: str, version: int) -> None:
