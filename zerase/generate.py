@@ -11,10 +11,6 @@ from diffusers import ZImagePipeline
 from zerase.pipeline import encode_prompts_compact
 from zerase.sampling import SamplingSettings
 
-# The VAE decodes at most this many pixels at once: one 1024x1024 image (its activations are the memory peak
-# of sampling), or a whole batch of small ones, which is where decoding them together pays.
-DECODE_PIXELS = 1024 * 1024
-
 
 def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
              settings: SamplingSettings, negative_prompt: str | None = None,
@@ -29,10 +25,10 @@ def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
     out = [np.zeros((0, settings.height, settings.width, 3), np.uint8)]
     for i in range(0, len(prompts), batch_size):
         chunk = list(prompts[i:i + batch_size])
-        # Encoded here rather than by the pipeline: each distinct text once, padded to the longest (the
-        # pipeline pads every caption to 512 tokens and encodes the shared negative prompt once per image).
+        # Encoded here rather than by the pipeline: each distinct text once (the pipeline encodes the shared
+        # negative prompt once per image), at the pipeline's fixed padding so a batch changes no feature.
         negatives = [negative_prompt or ""] * len(chunk) if settings.guidance_scale > 0 else []
-        features = encode_prompts_compact(pipe, chunk + negatives)
+        features = encode_prompts_compact(pipe, chunk + negatives, pad_to_longest=False)
         out.append(sample(pipe, features[:len(chunk)], features[len(chunk):], seeds[i:i + batch_size], settings))
     return np.concatenate(out)
 
@@ -44,7 +40,7 @@ def sample(pipe: ZImagePipeline, features: Sequence[torch.Tensor], negatives: Se
     device, dtype = pipe.transformer.device, pipe.transformer.dtype
     latents = torch.stack([torch.randn((pipe.transformer.in_channels, *latent_hw(pipe, settings)),
                                        generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    latents = pipe(
+    images = pipe(
         prompt_embeds=[f.to(device, dtype) for f in features],
         negative_prompt_embeds=[f.to(device, dtype) for f in negatives],
         height=settings.height,
@@ -52,23 +48,9 @@ def sample(pipe: ZImagePipeline, features: Sequence[torch.Tensor], negatives: Se
         num_inference_steps=settings.steps,
         guidance_scale=settings.guidance_scale,
         latents=latents.to(device),
-        output_type="latent",
+        output_type="np",
     ).images
-    return decode(pipe, latents)
-
-
-@torch.no_grad()
-def decode(pipe: ZImagePipeline, latents: torch.Tensor) -> np.ndarray:
-    """The pipeline's own decoding (ZImagePipeline.__call__'s last step), DECODE_PIXELS at a time."""
-    vae = pipe.vae
-    height, width = (side * pipe.vae_scale_factor for side in latents.shape[-2:])
-    per_call = max(1, DECODE_PIXELS // (height * width))
-    images = []
-    for chunk in latents.split(per_call):
-        z = chunk.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-        decoded = pipe.image_processor.postprocess(vae.decode(z, return_dict=False)[0], output_type="np")
-        images.append((np.clip(decoded, 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(images)
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
 def latent_hw(pipe: ZImagePipeline, settings: SamplingSettings) -> tuple[int, int]:

@@ -32,6 +32,10 @@ def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False).eval()
+    # The pipeline decodes a whole batch at once (up to 64 images at 1024 px): one image at a time instead.
+    # That also keeps an image independent of its batch: decoding several at once moved pixels by one step
+    # in the served model's threads.
+    pipe.vae.enable_slicing()
     return pipe.to(device)
 
 
@@ -54,13 +58,18 @@ def caption_length(pipe: ZImagePipeline, prompt: str) -> int:
 
 
 @torch.no_grad()
-def encode_prompts_compact(pipe: ZImagePipeline, prompts: Sequence[str]) -> list[torch.Tensor]:
-    """`encode_prompts`, each distinct prompt encoded once and padded to the longest caption among them
-    rather than to 512 tokens. The features of real tokens do not depend on the padding (the encoder is
-    causal and masks it), so this is the pipeline's output at a fraction of the text encoder's cost."""
+def encode_prompts_compact(pipe: ZImagePipeline, prompts: Sequence[str],
+                           pad_to_longest: bool = True) -> list[torch.Tensor]:
+    """`encode_prompts` with each distinct prompt encoded once, padded to the longest caption among them
+    rather than to 512 tokens (the features of real tokens do not depend on the padding up to rounding: the
+    encoder is causal and masks it).
+
+    pad_to_longest=False keeps the pipeline's 512: then a caption's features are bit-for-bit the same
+    whatever else is encoded with it, which the service's batching needs (the padded length changed them
+    by a rounding step in its threads)."""
     distinct = list(dict.fromkeys(prompts))
     if not distinct:
         return []
-    longest = max(caption_length(pipe, p) for p in distinct)
-    features = dict(zip(distinct, encode_prompts(pipe, distinct, min(MAX_CAPTION_TOKENS, longest)), strict=True))
+    length = max(caption_length(pipe, p) for p in distinct) if pad_to_longest else MAX_CAPTION_TOKENS
+    features = dict(zip(distinct, encode_prompts(pipe, distinct, min(MAX_CAPTION_TOKENS, length)), strict=True))
     return [features[p] for p in prompts]
