@@ -29,6 +29,7 @@ import torch
 from _stack import fresh_database, serve, stop
 from generate_endpoint import percentile, record
 from generation import random_artifacts
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.audit.service import Actor
 from service.core.db import session_factory
@@ -120,12 +121,8 @@ def core_batch_gain(pipe: Any, batch: int, rounds: int = 10) -> tuple[float, flo
 
 def batch_sums(base: str) -> tuple[float, float, float]:
     """From /metrics: requests batched, pipeline calls, seconds waited in the queue (all since start)."""
-    values = {}
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("zerase_generation_batch_size_sum", "zerase_generation_batch_size_count",
-                    "zerase_generation_queue_seconds_sum"):
-            values[name] = float(value)
+    values = {sample.name: sample.value for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)
+              for sample in family.samples}
     return (values["zerase_generation_batch_size_sum"], values["zerase_generation_batch_size_count"],
             values["zerase_generation_queue_seconds_sum"])
 

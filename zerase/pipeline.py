@@ -50,11 +50,15 @@ def encode_prompts(pipe: ZImagePipeline, prompts: list[str],
                               max_sequence_length=max_sequence_length)[0]
 
 
+def templated_caption(pipe: ZImagePipeline, prompt: str) -> str:
+    """The chat-templated text the pipeline encodes for `prompt` (ZImagePipeline._encode_prompt)."""
+    return pipe.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                              add_generation_prompt=True, enable_thinking=True)
+
+
 def caption_length(pipe: ZImagePipeline, prompt: str) -> int:
     """Tokens in the chat-templated caption the pipeline encodes for `prompt`."""
-    text = pipe.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                              add_generation_prompt=True, enable_thinking=True)
-    return len(pipe.tokenizer(text).input_ids)  # tokenized as _encode_prompt does
+    return len(pipe.tokenizer(templated_caption(pipe, prompt)).input_ids)  # tokenized as _encode_prompt does
 
 
 @torch.no_grad()

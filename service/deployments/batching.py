@@ -75,7 +75,7 @@ class Batcher(Generic[R]):
         queued meanwhile while the clients the last batch answered are on their way back; closed-loop
         clients then settle into half-full batches (8 clients: 4 + 4, measured) instead of full ones."""
         head = self._queue[0]
-        deadline = max(head.enqueued, time.monotonic()) + self.max_wait_s
+        deadline = time.monotonic() + self.max_wait_s  # collection starts when the model is free
         while True:
             company = [p for p in self._queue if p.group == head.group][: self.max_batch]
             left = deadline - time.monotonic()

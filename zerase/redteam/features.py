@@ -7,18 +7,15 @@ from collections.abc import Sequence
 import torch
 from diffusers import ZImagePipeline
 
-
-def _render(pipe: ZImagePipeline, prompt: str) -> str:
-    return pipe.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                              add_generation_prompt=True, enable_thinking=True)
+from zerase.pipeline import templated_caption
 
 
 def templated_ids(pipe: ZImagePipeline, prompt: str) -> tuple[list[int], int, int]:
     """The caption's token ids as the pipeline builds them (chat template), and the [start, end) token range
     of the prompt's own text in them."""
-    text = _render(pipe, prompt)
+    text = templated_caption(pipe, prompt)
     # The prompt starts where two different prompts' renderings part ("a" alone also occurs in the template).
-    a, b = _render(pipe, "A"), _render(pipe, "B")
+    a, b = templated_caption(pipe, "A"), templated_caption(pipe, "B")
     at = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
     enc = pipe.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
