@@ -166,7 +166,8 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
                           + (f", {unpatched:.2f} without" if unpatched is not None else ""))
     if job.get("preview_url"):
         table.add_row("job preview", f"GET {job['preview_url']}")
-    table.add_row("console", f"{client.base_url}console/erasures/{job['id']}; after the demo, `make serve` and "
+    page = client.base_url.join(f"/console/erasures/{job['id']}")
+    table.add_row("console", f"{page}; after the demo, `make serve` and "
                              f"http://{get_settings().api_host}:{get_settings().api_port}/console with the same key")
     console.print(table)
     _evaluator_report(profile, concept, prompts, before, after)
