@@ -25,7 +25,8 @@ class ApprovalOut(BaseModel):
     action: ApprovalAction
     erasure_id: str | None = Field(description="deploy and retire: the erasure")
     version: int | None = Field(description="activate: the version to serve (0: the base model)")
-    force: bool = Field(description="deploy past the deploy gate: asked by an admin, approvable by an admin only")
+    key_id: str | None = Field(None, description="create_key: the new admin key, refused until approved")
+    force: bool = Field(description="past the deploy gate: asked by an admin, approvable by an admin only")
     reason: str | None
     status: ApprovalStatus
     requested_by: str = Field(description="The requesting key's name (auto-deploy: the job's key)")
@@ -42,7 +43,8 @@ class ApprovalOut(BaseModel):
     @classmethod
     def of(cls, request: ApprovalRequest) -> ApprovalOut:
         return cls(id=request.id, url=f"/approvals/{request.id}", action=ApprovalAction(request.action),
-                   erasure_id=request.erasure_id, version=request.version, force=request.force,
+                   erasure_id=request.erasure_id, version=request.version, key_id=request.key_id,
+                   force=request.force,
                    reason=request.reason, status=ApprovalStatus(request.status), requested_by=request.requested_by,
                    requested_key_id=request.requested_key_id, created_at=request.created_at,
                    decided_by=request.decided_by, decided_key_id=request.decided_key_id,

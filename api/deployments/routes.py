@@ -57,12 +57,14 @@ def get_active(db: SessionDep) -> ActiveOut:
 
 
 @router.post("/deployments/{version}/activate", name="activate", response_model=ActiveOut,
-             responses={**AWAITING_APPROVAL, **problems(404, 409, 422)})
+             responses={**AWAITING_APPROVAL, **problems(403, 404, 409, 422)})
 def activate(version: Version, db: SessionDep, actor: ActorDep, settings: SettingsDep,
              body: ChangeRequest | None = None) -> ActiveOut | JSONResponse:
-    """Serve this version from the next /generate request on; no new version is made. With approvals on, 202:
-    a pending request for it (409 if one already waits)."""
-    result = approvals.activate_or_request(db, version, actor, settings, reason=body.reason if body else None)
+    """Serve this version from the next /generate request on, if it passes the deploy gate as served (409
+    `deploy_gate`; an admin may force it, audited); no new version is made. With approvals on, 202: a pending
+    request for it (409 if one already waits)."""
+    result = approvals.activate_or_request(db, version, actor, settings, force=bool(body and body.force),
+                                           reason=body.reason if body else None)
     return accepted(result) if isinstance(result, ApprovalRequest) else _active(db)
 
 
@@ -79,11 +81,12 @@ def deploy(id: ErasurePath, db: SessionDep, actor: ActorDep, settings: SettingsD
 
 
 @router.post("/erasures/{id}/retire", name="retire", status_code=201, response_model=ActiveOut,
-             responses={**AWAITING_APPROVAL, **problems(409, 422)}, tags=["erasures"])
+             responses={**AWAITING_APPROVAL, **problems(403, 409, 422)}, tags=["erasures"])
 def retire(id: ErasurePath, db: SessionDep, actor: ActorDep, settings: SettingsDep,  # noqa: A002
            body: ChangeRequest | None = None) -> ActiveOut | JSONResponse:
     """A new version = the active set - this erasure, activated. With approvals on, 202: a pending request for it."""
-    result = approvals.retire_or_request(db, id, actor, settings, reason=body.reason if body else None)
+    result = approvals.retire_or_request(db, id, actor, settings, force=bool(body and body.force),
+                                         reason=body.reason if body else None)
     return accepted(result) if isinstance(result, ApprovalRequest) else _active(db)
 
 

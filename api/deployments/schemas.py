@@ -33,10 +33,11 @@ class DeployRequest(BaseModel):
 
 
 class ChangeRequest(BaseModel):
-    """The optional body of a retire or an activation."""
+    """The optional body of a retire or an activation: the version served then passes the deploy gate too."""
 
     model_config = ConfigDict(extra="forbid")
 
+    force: bool = Field(False, description="Admins only: serve it even if the deploy gate refuses (audited)")
     reason: Reason | None = Field(None, description="Kept with the approval request (ZERASE_DEPLOY_APPROVALS=1)")
 
 

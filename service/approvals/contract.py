@@ -9,6 +9,7 @@ class ApprovalAction(enum.StrEnum):
     DEPLOY = "deploy"  # the active set + an erasure
     RETIRE = "retire"  # the active set - an erasure
     ACTIVATE = "activate"  # serve a version (rollback, roll forward, 0: the base model)
+    CREATE_KEY = "create_key"  # admit a new admin key (made pending, refused until approved)
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -16,6 +17,7 @@ class ApprovalStatus(enum.StrEnum):
     APPROVED = "approved"  # and the action ran: `deployment_version` says what it made or activated
     REJECTED = "rejected"
     FAILED = "failed"  # approved, but the action itself was refused (the deploy gate, a conflict): `failure`
+    CANCELLED = "cancelled"  # its requester's key was revoked before anyone decided
 
 
 APPROVAL_ID_PATTERN = r"^apr_[0-9a-f]{16}$"

@@ -1,10 +1,11 @@
-"""Four-eyes approval (ZERASE_DEPLOY_APPROVALS=1): a deploy, retire or activation by one key becomes a pending
-request that a different moderator or admin key approves or rejects.
+"""Four-eyes approval (ZERASE_DEPLOY_APPROVALS=1): a deploy, retire or activation by one key (and a new admin key,
+`service.approvals.keys`) becomes a pending request that a different person's moderator or admin key approves or
+rejects.
 
 The `*_or_request` functions are the one entry point of the API, the console and auto-deploy: with approvals off
 they act at once, as the deployments service does. An approved action runs when it is approved, as the approver,
-through that service (the deploy gate judges the erasure again then); if it is refused, the request is `failed`
-with the reason. Every step is audited.
+through that service (the deploy gate judges the version as served again then); if it is refused, the request is
+`failed` with the reason. Every step is audited. Who counts as a different person: `service.approvals.distinct`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.approvals.contract import ApprovalAction, ApprovalStatus
+from service.approvals.distinct import not_distinct
 from service.approvals.models import ApprovalRequest
 from service.audit.service import Actor, record
 from service.core import events
@@ -24,12 +26,14 @@ from service.core.settings import Settings
 from service.core.tables import utcnow
 from service.deployments import service as deployments
 from service.deployments.contract import BASE_VERSION
-from service.deployments.gate import GatePolicy, GateRefused, misses
+from service.deployments.gate import GatePolicy, GateRefused
 from service.deployments.models import Deployment
 from service.erasures.contract import JobStatus
 from service.erasures.errors import JobNotFound
 from service.erasures.models import ErasureJob
+from service.keys import service as keys
 from service.keys.contract import Role
+from service.keys.models import ApiKey
 
 DECIDERS = (Role.ADMIN, Role.MODERATOR)
 
@@ -61,20 +65,20 @@ def deploy_or_request(db: Session, erasure_id: str, actor: Actor, settings: Sett
                     requester=requester)
 
 
-def retire_or_request(db: Session, erasure_id: str, actor: Actor, settings: Settings, *,
+def retire_or_request(db: Session, erasure_id: str, actor: Actor, settings: Settings, *, force: bool = False,
                       reason: str | None = None) -> Deployment | ApprovalRequest:
     """Retire the erasure (the active set - it, activated), or, with approvals on, request that (pending)."""
     if not settings.deploy_approvals:
-        return deployments.retire_erasure(db, erasure_id, actor)
-    return _request(db, ApprovalAction.RETIRE, actor, settings, erasure_id=erasure_id, reason=reason)
+        return deployments.retire_erasure(db, erasure_id, actor, gate=GatePolicy.of(settings), force=force)
+    return _request(db, ApprovalAction.RETIRE, actor, settings, erasure_id=erasure_id, force=force, reason=reason)
 
 
-def activate_or_request(db: Session, version: int, actor: Actor, settings: Settings, *,
+def activate_or_request(db: Session, version: int, actor: Actor, settings: Settings, *, force: bool = False,
                         reason: str | None = None) -> Deployment | ApprovalRequest | None:
     """Serve `version` (None back: the base model, 0), or, with approvals on, request that (pending)."""
     if not settings.deploy_approvals:
-        return deployments.activate(db, version, actor)
-    return _request(db, ApprovalAction.ACTIVATE, actor, settings, version=version, reason=reason)
+        return deployments.activate(db, version, actor, gate=GatePolicy.of(settings), force=force)
+    return _request(db, ApprovalAction.ACTIVATE, actor, settings, version=version, force=force, reason=reason)
 
 
 def approve(db: Session, approval_id: str, actor: Actor, settings: Settings,
@@ -86,6 +90,9 @@ def approve(db: Session, approval_id: str, actor: Actor, settings: Settings,
     if request.force and actor.role != Role.ADMIN:
         raise Forbidden(f"{request.id} deploys past the deploy gate (force); only an admin key may approve it",
                         "Authorization", "header")
+    if request.action == ApprovalAction.CREATE_KEY and actor.role != Role.ADMIN:
+        raise Forbidden(f"{request.id} admits a new admin key; only an admin key may approve it",
+                        "Authorization", "header")
     claimed_at = _decide(db, request, actor, ApprovalStatus.APPROVED, comment)
     try:
         # The decision commits with the action. SQLite: it commits when the action takes the write lock, before
@@ -95,7 +102,8 @@ def approve(db: Session, approval_id: str, actor: Actor, settings: Settings,
         db.rollback()
         return _fail(db, approval_id, actor, comment, claimed_at, exc)
     # Known once the action has committed: a transaction of its own.
-    request.deployment_version = made.version if made is not None else BASE_VERSION
+    if request.action != ApprovalAction.CREATE_KEY:
+        request.deployment_version = made.version if made is not None else BASE_VERSION
     db.commit()
     return request
 
@@ -105,6 +113,8 @@ def reject(db: Session, approval_id: str, actor: Actor, comment: str | None = No
     serialize_writes(db)
     request = _decidable(db, approval_id, actor)
     _decide(db, request, actor, ApprovalStatus.REJECTED, comment)
+    if request.key_id is not None:  # a refused admin key never works
+        keys.mark_revoked(db, request.key_id, actor)
     db.commit()
     return request
 
@@ -143,8 +153,16 @@ def _request(db: Session, action: ApprovalAction, actor: Actor, settings: Settin
         ApprovalRequest.erasure_id == erasure_id, ApprovalRequest.version == version))
     if waiting is not None:
         raise ApprovalConflict(f"{waiting} already asks to {action} this; approve or reject it first", field, "path")
-    request = ApprovalRequest(action=action, erasure_id=erasure_id, version=version, force=force, reason=reason,
-                              requested_by=requester.name, requested_key_id=requester.key_id)
+    return add_request(db, action, actor, requester, erasure_id=erasure_id, version=version, force=force,
+                       reason=reason)
+
+
+def add_request(db: Session, action: ApprovalAction, actor: Actor, requester: Actor, *, erasure_id: str | None = None,
+                version: int | None = None, key_id: str | None = None, force: bool = False,
+                reason: str | None = None) -> ApprovalRequest:
+    """Add the pending request, audited, commit, then announce it (the caller has checked and serialised)."""
+    request = ApprovalRequest(action=action, erasure_id=erasure_id, version=version, key_id=key_id, force=force,
+                              reason=reason, requested_by=requester.name, requested_key_id=requester.key_id)
     db.add(request)
     db.flush()
     record(db, actor, "approval.request", request.id,
@@ -158,43 +176,50 @@ def _request(db: Session, action: ApprovalAction, actor: Actor, settings: Settin
 
 def _check(db: Session, action: ApprovalAction, erasure_id: str | None, version: int | None,
            gate: GatePolicy | None) -> None:
-    """Refuse, as the deployments service would, a change that could not be made now. Locks the active row,
-    so requests are serialised with each other and with every deploy."""
-    active_version = deployments.active_row(db, lock=True).version
+    """Refuse, as the deployments service would, a change that could not be made now: the same gate check of the
+    version as it would be served. Locks the active row, so requests are serialised with each other and with every
+    deploy."""
+    active_version = deployments.active_row(db, lock=True).version or BASE_VERSION
+    active = deployments.served_entries(db, active_version)
     if action == ApprovalAction.ACTIVATE:
         assert version is not None
-        if version != BASE_VERSION:
-            deployments.get(db, version)  # 404 naming the version
-        return
-    assert erasure_id is not None
-    active = [e["erasure_id"] for e in deployments.get(db, active_version).entries] if active_version else []
-    if action == ApprovalAction.RETIRE:
-        if erasure_id not in active:
+        served = deployments.served_entries(db, version)  # 404 naming the version
+    elif action == ApprovalAction.RETIRE:
+        if erasure_id not in [e["erasure_id"] for e in active]:
             raise deployments.DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
-        return
-    job = db.get(ErasureJob, erasure_id)
-    if job is None:
-        raise JobNotFound(erasure_id)
-    if job.status != JobStatus.SUCCEEDED or not (job.artifact_uri and job.artifact_sha256):
-        raise deployments.DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures can "
-                                             "be deployed", "id", "path")
-    if erasure_id in active:
-        raise deployments.DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
-    missed = misses(gate, erasure_id, job.evaluation) if gate is not None else []
+        served = [e for e in active if e["erasure_id"] != erasure_id]
+    else:
+        assert erasure_id is not None
+        job = db.get(ErasureJob, erasure_id)
+        if job is None:
+            raise JobNotFound(erasure_id)
+        if job.status != JobStatus.SUCCEEDED or not (job.artifact_uri and job.artifact_sha256):
+            raise deployments.DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures "
+                                                 "can be deployed", "id", "path")
+        if erasure_id in [e["erasure_id"] for e in active]:
+            raise deployments.DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id",
+                                                 "path")
+        served = [*active, {"erasure_id": erasure_id}]
+    missed = deployments.gate_misses(db, served, gate)
     if missed:
         raise GateRefused(missed)
 
 
 def _act(db: Session, request: ApprovalRequest, actor: Actor, settings: Settings) -> Deployment | None:
-    """Run the request's action through the deployments service (which commits)."""
+    """Run the request's action through the deployments service (which commits) or admit the key."""
+    gate = GatePolicy.of(settings)
+    if request.action == ApprovalAction.CREATE_KEY:
+        assert request.key_id is not None
+        keys.admit(db, request.key_id, actor)
+        db.commit()
+        return None
     if request.action == ApprovalAction.ACTIVATE:
         assert request.version is not None
-        return deployments.activate(db, request.version, actor)
+        return deployments.activate(db, request.version, actor, gate=gate, force=request.force)
     assert request.erasure_id is not None
     if request.action == ApprovalAction.DEPLOY:
-        return deployments.deploy_erasure(db, request.erasure_id, actor, gate=GatePolicy.of(settings),
-                                          force=request.force)
-    return deployments.retire_erasure(db, request.erasure_id, actor)
+        return deployments.deploy_erasure(db, request.erasure_id, actor, gate=gate, force=request.force)
+    return deployments.retire_erasure(db, request.erasure_id, actor, gate=gate, force=request.force)
 
 
 def _locked(db: Session, approval_id: str) -> ApprovalRequest:
@@ -206,17 +231,20 @@ def _locked(db: Session, approval_id: str) -> ApprovalRequest:
 
 
 def _decidable(db: Session, approval_id: str, actor: Actor) -> ApprovalRequest:
-    """The pending request, locked, if `actor` may decide it: a moderator or admin key that did not ask for it."""
+    """The pending request, locked, if `actor` may decide it: a moderator or admin key of another person."""
     if actor.role not in DECIDERS:
         raise Forbidden(f"{actor.name!r} ({actor.role or 'system actor'}) may not decide approval requests; this "
                         "needs a moderator or admin key", "Authorization", "header")
     request = _locked(db, approval_id)
-    # By key id, and by name: a second key made under the requester's own name is the same person.
-    if (actor.key_id is not None and actor.key_id == request.requested_key_id) or actor.name == request.requested_by:
-        raise OwnRequest(f"{request.id} was requested by {request.requested_by!r}; a different key must approve or "
-                         "reject it", "Authorization", "header")
+    why = not_distinct(db, actor, request)
+    if why is not None:
+        raise OwnRequest(f"{request.id} was requested by {request.requested_by!r} and {why}; a different person's "
+                         "key must approve or reject it", "Authorization", "header")
     if request.status != ApprovalStatus.PENDING:
         raise ApprovalConflict(f"{request.id} is already {request.status} (by {request.decided_by})", "id", "path")
+    requester = db.get(ApiKey, request.requested_key_id) if request.requested_key_id else None
+    if requester is not None and requester.revoked_at is not None:  # revoke_key cancels these; in case it did not
+        raise ApprovalConflict(f"{request.id} was requested by a key that is revoked since", "id", "path")
     return request
 
 

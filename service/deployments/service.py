@@ -40,7 +40,8 @@ class DeploymentNotFound(NotFound):
 def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
            reason: str | None = None, gate: GatePolicy | None = None, force: bool = False) -> Deployment:
     """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated; committed.
-    With a `gate`, every erasure's evaluation must meet it, unless an admin forces it."""
+    With a `gate`, the version must pass it (`gate_check`), unless an admin forces it; activating it is judged
+    again."""
     serialize_writes(db)
     deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason, gate=gate, force=force)
     db.commit()
@@ -49,14 +50,13 @@ def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | N
 
 def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
             reason: str | None = None, field: str = "erasure_ids", gate: GatePolicy | None = None,
-            force: bool = False, gated: Sequence[str] | None = None) -> Deployment:
+            force: bool = False) -> Deployment:
     if weights is not None and len(weights) != len(erasure_ids):
         raise InvalidDeployment(f"{len(weights)} weights for {len(erasure_ids)} erasures", "weights")
     for i, w in enumerate(weights or []):
         if not 0 < w <= MAX_WEIGHT:
             raise InvalidDeployment(f"weight {w} is not in (0, {MAX_WEIGHT:g}]", f"weights[{i}]")
     entries: list[dict[str, Any]] = []
-    missed: list[Miss] = []
     for i, erasure_id in enumerate(erasure_ids):
         if erasure_id in erasure_ids[:i]:
             raise InvalidDeployment(f"{erasure_id} is listed twice", f"{field}[{i}]")
@@ -66,25 +66,54 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
         if job.status != JobStatus.SUCCEEDED or not (job.artifact_uri and job.artifact_sha256):
             raise DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures can be "
                                      "deployed", f"{field}[{i}]")
-        if gate is not None and (gated is None or erasure_id in gated):
-            missed += misses(gate, erasure_id, job.evaluation)
         weight = weights[i] if weights is not None else 1.0 / len(erasure_ids)
         entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
-    if missed and not force:
-        raise GateRefused(missed)
-    if force and actor.role != "admin":
-        raise Forbidden(f"only admin keys may force a deployment past the gate; {actor.name!r} is a "
-                        f"{actor.role or 'system actor'}", "force")
+    missed = gate_check(db, entries, actor, gate, force)
     deployment = Deployment(entries=entries, created_by=actor.name, reason=reason)
     db.add(deployment)
     db.flush()
-    if missed:
-        record(db, actor, "deployment.gate_forced", f"deployment:{deployment.version}",
-               {"misses": [m.to_dict() for m in missed]})
+    _audit_forced(db, actor, deployment.version, missed, "create")
     record(db, actor, "deployment.create", f"deployment:{deployment.version}",
            {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
     return deployment
+
+
+def gate_check(db: Session, entries: Sequence[dict[str, Any]], actor: Actor, gate: GatePolicy | None,
+               force: bool = False) -> list[Miss]:
+    """The one gate check of every change to what /generate serves (create, deploy, retire, activate, and the
+    approvals and auto-deploy that run them): the version as served, every entry judged. Refused (409) unless
+    an admin forces it; the misses forced, for the caller to audit on the version ([]: it passes)."""
+    if force and actor.role != "admin":
+        raise Forbidden(f"only admin keys may force a deployment past the gate; {actor.name!r} is a "
+                        f"{actor.role or 'system actor'}", "force")
+    missed = gate_misses(db, entries, gate)
+    if missed and not force:
+        raise GateRefused(missed)
+    return missed
+
+
+def gate_misses(db: Session, entries: Sequence[dict[str, Any]], gate: GatePolicy | None) -> list[Miss]:
+    """What the gate finds wrong with serving `entries` ([] when it passes or is off)."""
+    if gate is None:
+        return []
+    out: list[Miss] = []
+    for entry in entries:
+        job = db.get(ErasureJob, entry["erasure_id"])
+        out += misses(gate, entry["erasure_id"], job.evaluation if job is not None else None)
+    return out
+
+
+def _audit_forced(db: Session, actor: Actor, version: int, missed: list[Miss], action: str) -> None:
+    # Each time, not once per version: serving a forced set again is a decision of its own.
+    if missed:
+        record(db, actor, "deployment.gate_forced", f"deployment:{version}",
+               {"action": action, "misses": [m.to_dict() for m in missed]})
+
+
+def served_entries(db: Session, version: int) -> list[dict[str, Any]]:
+    """What serving `version` means ([] for the base model)."""
+    return list(get(db, version).entries) if version != BASE_VERSION else []
 
 
 def get(db: Session, version: int) -> Deployment:
@@ -113,19 +142,24 @@ def active(db: Session) -> Deployment | None:
     return get(db, version) if version is not None else None
 
 
-def activate(db: Session, version: int, actor: Actor) -> Deployment | None:
-    """Serve `version` (0: the base model) from the next generation request on; committed."""
+def activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | None = None,
+             force: bool = False) -> Deployment | None:
+    """Serve `version` (0: the base model) from the next generation request on, if it passes the `gate`
+    (`gate_check`: an admin may force it); committed."""
     serialize_writes(db)
-    activated = _activate(db, version, actor)
+    activated = _activate(db, version, actor, gate=gate, force=force)
     db.commit()
     events.publish(activated)
     return get(db, version) if version != BASE_VERSION else None
 
 
-def _activate(db: Session, version: int, actor: Actor) -> events.DeploymentActivated:
-    """Move the pointer (not committed); the event to publish once the caller has committed."""
+def _activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | None,
+              force: bool = False) -> events.DeploymentActivated:
+    """Judge the version and move the pointer (not committed); the event to publish once the caller has committed."""
     deployment = get(db, version) if version != BASE_VERSION else None
     previous = active_row(db, lock=True).version or BASE_VERSION
+    missed = gate_check(db, deployment.entries if deployment else [], actor, gate, force)
+    _audit_forced(db, actor, version, missed, "activate")
     db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
                .values(version=deployment.version if deployment else None, activated_by=actor.name,
                        activated_at=utcnow()))
@@ -140,30 +174,30 @@ def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
                    force: bool = False) -> Deployment:
     """A new version = the active set + this erasure, at equal weights; activated, in one transaction,
     serialised with every other deploy, retire and activation (none builds on a set another is replacing).
-    The `gate` judges the new erasure (the active ones were judged when they were deployed)."""
+    The `gate` judges the new version as served (`gate_check`)."""
     serialize_writes(db)
     current = _active_ids(db)
     if erasure_id in current:
         raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
-    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id",
-                         gate=gate, force=force, gated=[erasure_id])
+    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
     record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
-    activated = _activate(db, deployment.version, actor)
+    activated = _activate(db, deployment.version, actor, gate=gate, force=force)
     db.commit()
     events.publish(activated)
     return deployment
 
 
-def retire_erasure(db: Session, erasure_id: str, actor: Actor) -> Deployment:
+def retire_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePolicy | None = None,
+                   force: bool = False) -> Deployment:
     """A new version = the active set - this erasure (empty: serves the base model); activated, in one
-    transaction, serialised like deploy_erasure."""
+    transaction, serialised like deploy_erasure, and judged like it."""
     serialize_writes(db)
     current = _active_ids(db)
     if erasure_id not in current:
         raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
     deployment = _create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
     record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
-    activated = _activate(db, deployment.version, actor)
+    activated = _activate(db, deployment.version, actor, gate=gate, force=force)
     db.commit()
     events.publish(activated)
     return deployment

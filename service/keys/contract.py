@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 
 
 class Role(enum.StrEnum):
@@ -13,3 +14,8 @@ class Role(enum.StrEnum):
 
 SECRET_PREFIX = "zk_"
 KEY_ID_PATTERN = r"^key_[0-9a-f]{16}$"
+
+
+def person(name: str) -> str:
+    """Who a key's name stands for: "ALICE", "alice" and "ａｌｉｃｅ " are one person (four-eyes compares these)."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.tables import Base, UTCDateTime, check_in, utcnow
@@ -24,6 +24,10 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # the secret's first characters, to recognise it by
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_by: Mapped[str | None] = mapped_column(String(200))
+    # The key that made this one (None: the command line): four-eyes follows this line back to the requester.
+    created_by_key_id: Mapped[str | None] = mapped_column(String(40))
+    # An admin key made under approvals waits for a second admin; it is refused until then.
+    pending_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -141,13 +141,19 @@ def all_events(client: httpx.Client, job_id: str, limit: int = 100) -> list[dict
         cursor = page["next_cursor"]
 
 
-def make_job(settings: Settings, status: JobStatus = JobStatus.SUCCEEDED, concept: str = "red") -> str:
-    """A finished job row as the worker leaves it (the artifact itself is not needed here)."""
+# An evaluation that passes the default deploy gate (Acc_e 0, nothing kept lost).
+PASSING_EVALUATION = {"status": "evaluated", "acc_e": 0.0, "acc_ir_before": 0.9, "acc_ir": 0.9}
+
+
+def make_job(settings: Settings, status: JobStatus = JobStatus.SUCCEEDED, concept: str = "red",
+             evaluation: dict[str, Any] | None = None) -> str:
+    """A finished job row as the worker leaves it (the artifact itself is not needed here); with no
+    `evaluation` the deploy gate refuses it."""
     job_id = new_job_id()
     sha = job_id[3:].ljust(64, "0")
     with session_factory(settings.database_url)() as db:
         db.add(ErasureJob(id=job_id, status=status, concept=concept, category="abstraction", config={},
-                          requested_by="test", finished_at=utcnow(),
+                          requested_by="test", finished_at=utcnow(), evaluation=evaluation,
                           **({"artifact_uri": (Path("/nowhere") / sha).as_uri(), "artifact_sha256": sha,
                               "artifact_bytes": 1} if status == JobStatus.SUCCEEDED else {})))
         db.commit()
