@@ -2,7 +2,7 @@
 
 Tensors: `layers.{i}.attention.{to_q|to_k|to_v}.lora_A.weight` (r, in) and `...lora_B.weight`
 (out, r); ΔW = (alpha / r) · B·A, applied to caption rows only (gating "text-only"). The header's
-`zerase` entry holds the metadata JSON (see README, "Artifact format").
+`zerase` entry holds the metadata JSON (see docs/algorithm.md, "Artifact format").
 """
 
 from __future__ import annotations

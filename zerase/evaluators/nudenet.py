@@ -9,7 +9,7 @@ COLOR_RGBA2BGR, which on three channels swaps R and B, then blobFromImage(swapRB
 a file reaches the network as BGR. An ndarray skips the decode and gets the same two swaps, so an RGB
 array would reach it as RGB. Our images are RGB: they are handed over as BGR, as a file would be.
 
-Licence: the wheel's metadata says MIT, the LICENSE files it bundles are the AGPL-3.0 (see the README).
+Licence: the wheel's metadata says MIT, the LICENSE files it bundles are the AGPL-3.0 (see docs/service.md).
 `nudenet` is imported only when a detector is made: the core imports without it.
 """
 

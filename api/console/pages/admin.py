@@ -12,9 +12,12 @@ from api.audit.schemas import AuditOut
 from api.console import actions
 from api.console.render import render
 from api.console.session import FormOf, Page, User
+from api.deps import SettingsDep
 from api.keys.schemas import KeyCreate, KeyOut
+from service.approvals import keys as approved_keys
 from service.audit import service as audit
 from service.audit.contract import AUDIT_CURSOR_PATTERN, MAX_ACTION, MAX_ACTOR, MAX_TARGET
+from service.core.text import PLAIN_PARAMETER
 from service.keys import service as keys
 from service.keys.contract import KEY_ID_PATTERN, Role
 
@@ -24,7 +27,8 @@ AdminForm = Annotated[User, Depends(FormOf())]
 
 
 def _filter(max_length: int) -> object:
-    return Query(max_length=max_length)
+    # As the API's /audit filters: no control characters (a NUL cannot even be sent to PostgreSQL).
+    return Query(max_length=max_length, pattern=PLAIN_PARAMETER)
 
 
 @router.get("/audit", name="console-audit")
@@ -45,21 +49,23 @@ def keys_page(request: Request, user: Admin) -> Response:
 
 
 @router.post("/keys", name="console-create-key")
-def create_key(request: Request, user: AdminForm, name: Annotated[str, Form()] = "",
+def create_key(request: Request, user: AdminForm, settings: SettingsDep, name: Annotated[str, Form()] = "",
                role: Annotated[str, Form()] = "") -> Response:
     try:
         body = KeyCreate.model_validate({"name": name, "role": role})
     except ValidationError as exc:
         return _keys(request, user, errors={str(e["loc"][0]): e["msg"] for e in exc.errors()},
                      values={"name": name, "role": role}, status=422)
-    key, secret = keys.create_key(user.db, body.name, body.role, user.session.actor)
-    return _keys(request, user, created={"key": KeyOut.of(key), "secret": secret})
+    key, secret, approval = approved_keys.create_key_or_request(user.db, body.name, body.role, user.session.actor,
+                                                                settings)
+    return _keys(request, user, created={"key": KeyOut.of(key), "secret": secret,
+                                         "approval_id": approval.id if approval else None})
 
 
 @router.post("/keys/{key_id}/revoke", name="console-revoke-key")
 def revoke_key(user: AdminForm, key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)]) -> Response:
     with actions.reported(user, "Revoke"):
-        key = keys.revoke(user.db, key_id, user.session.actor)
+        key = approved_keys.revoke_key(user.db, key_id, user.session.actor)
         actions.flash(user, f"Key {key.name!r} ({key.id}) is revoked")
     return actions.back("/keys")
 
@@ -67,4 +73,5 @@ def revoke_key(user: AdminForm, key_id: Annotated[str, Path(pattern=KEY_ID_PATTE
 def _keys(request: Request, user: User, errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
           created: dict[str, object] | None = None, status: int = 200) -> Response:
     return render(request, "keys.html", user, status_code=status, keys=[KeyOut.of(k) for k in keys.list_keys(user.db)],
-                  roles=[r.value for r in Role], errors=errors or {}, values=values or {}, created=created)
+                  roles=[r.value for r in reversed(Role)], errors=errors or {}, created=created,
+                  values=values or {"role": Role.GENERATOR.value})  # the least privilege unless chosen
