@@ -41,7 +41,7 @@ def get_webhook(id: WebhookId, db: SessionDep) -> WebhookOut:  # noqa: A002 (the
 
 @router.delete("/webhooks/{id}", name="delete", status_code=204, responses=problems(404, 422))
 def delete_webhook(id: WebhookId, db: SessionDep, actor: ActorDep) -> None:  # noqa: A002
-    """Nothing more is sent to it; deliveries still pending fail."""
+    """Nothing more is sent to it: deliveries still pending fail, and a send under way is aborted."""
     webhooks.delete_subscription(db, id, actor)
 
 

@@ -17,7 +17,8 @@ class WebhookCreate(BaseModel):
         {"url": "https://hooks.example.com/zerase", "events": ["erasure.succeeded", "deployment.activated"],
          "description": "release channel"}]})
 
-    url: Annotated[str, Field(max_length=MAX_URL, description="http(s); must resolve to public addresses unless "
+    url: Annotated[str, Field(max_length=MAX_URL, description="http(s), without credentials (user:password@); "
+                                                             "must resolve to public addresses unless "
                                                              "ZERASE_WEBHOOK_ALLOWED_HOSTS allows it")]
     events: Annotated[list[EventType], Field(min_length=1, max_length=32)]
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] | None = None

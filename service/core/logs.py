@@ -91,6 +91,8 @@ def configure_logging(log_format: Literal["text", "json"], level: str | int, str
         lib.handlers.clear()
         lib.propagate = True
     logging.captureWarnings(True)  # warnings.warn(...) from libraries: logged lines too, with the job id
+    # httpx logs each request's full URL at INFO (a webhook URL's query may carry a token): its warnings only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     adopt_model_libraries()
 
 

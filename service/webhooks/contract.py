@@ -31,3 +31,4 @@ MAX_ERROR = 500  # an attempt's error message, cut to this
 MAX_SUBSCRIPTIONS = 100  # live ones
 MAX_DELIVERIES_PAGE = 200
 MAX_BACKOFF_S = 24 * 3600  # no wait between two attempts is longer
+MAX_IN_FLIGHT = 8  # deliveries one API process sends at once, at most one per webhook

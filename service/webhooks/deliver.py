@@ -1,98 +1,127 @@
 """The deliverer: sends due deliveries, signed per Standard Webhooks, and retries the failed ones.
 
-`deliver_due` is one pass (tests call it directly); `Deliverer` runs passes on a thread of the API
-process. Each delivery is claimed on its own before it is sent, by pushing its due time past the
-longest a send can take (PostgreSQL: FOR UPDATE SKIP LOCKED, so two API processes never claim the
-same one; SQLite: under the write lock). A process that dies mid-send leaves a claim that expires,
-and the delivery is sent again: at least once, with the same `webhook-id` for the receiver to
-deduplicate by.
+`deliver_due` is one pass (tests call it directly); `Deliverer` runs passes on a thread of the API process.
+Both run a `_Pump` on an asyncio loop: it claims due deliveries while fewer than MAX_IN_FLIGHT are being
+sent, at most one per webhook, so a slow receiver holds up only its own deliveries. Each attempt has a
+wall-clock deadline (send.py). A delivery is claimed on its own before it is sent, by pushing its due time
+past the lease, longer than the deadline (PostgreSQL: FOR UPDATE SKIP LOCKED, so two API processes never
+claim the same one; SQLite: under the write lock). A process that dies mid-send leaves a claim that
+expires, and the delivery is sent again: at least once, with the same `webhook-id` for the receiver to
+deduplicate by; never while the first send is still open.
 
-A send that is not a 2xx (a redirect included: none is followed), times out or cannot connect is
-tried again after base, 2x base, 4x base... (ZERASE_WEBHOOK_RETRY_BASE_S) until it has had
-ZERASE_WEBHOOK_MAX_ATTEMPTS tries. A target the allowlist refuses now fails at once.
+A send that is not a 2xx (a redirect included: none is followed), times out or cannot connect is tried
+again after base, 2x base, 4x base... (ZERASE_WEBHOOK_RETRY_BASE_S) until it has had
+ZERASE_WEBHOOK_MAX_ATTEMPTS tries. A target the allowlist refuses now fails at once. Deleting a webhook
+fails its pending deliveries, and a send to it under way is aborted and not retried.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import threading
-import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks.webhooks import Webhook
 
 from service.core.db import serialize_writes, session_factory
 from service.core.settings import Settings
 from service.core.tables import utcnow
-from service.webhooks.contract import MAX_BACKOFF_S, MAX_ERROR, DeliveryStatus
+from service.webhooks.contract import MAX_BACKOFF_S, MAX_ERROR, MAX_IN_FLIGHT, DeliveryStatus
 from service.webhooks.models import Attempt, Delivery, Subscription
-from service.webhooks.targets import TargetPolicy, TargetRefused, TargetUnresolved, resolve
+from service.webhooks.send import Claimed, Outcome, attempt, http_client
+from service.webhooks.targets import TargetPolicy
 
 log = logging.getLogger(__name__)
-USER_AGENT = "zerase-webhooks/0.1"
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    id: str
-    url: str
-    secret: str
-    payload: dict[str, Any]
-    subscription_live: bool
+def deliver_due(settings: Settings, *, limit: int = 100) -> int:
+    """Send the deliveries due now (and those that fall due meanwhile) until none is due or being sent, at
+    most `limit`: the number of sends started (refusals included)."""
+    return _run(_one_pass(settings, limit))
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    final: bool = False  # no retry, whatever attempts are left
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def http_client(settings: Settings) -> httpx.Client:
-    """No redirects, no proxies from the environment (they would bypass the address check), and no kept
-    connections: each send connects to the address it has just checked."""
-    return httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False,
-                        limits=httpx.Limits(max_keepalive_connections=0))
+async def _one_pass(settings: Settings, limit: int) -> int:
+    async with http_client(settings) as http:
+        pump, never = _Pump(settings, http), asyncio.Event()
+        try:
+            while True:
+                await pump.fill(limit)
+                if not pump.sending:
+                    return pump.started
+                await pump.settle(settings.webhook_poll_interval_s, never)
+        finally:
+            await pump.drain()
 
 
-def deliver_due(settings: Settings, *, limit: int = 100, http: httpx.Client | None = None) -> int:
-    """Send the deliveries due now, one claim at a time, at most `limit`: the number sent (or refused)."""
-    sessions = session_factory(settings.database_url)
-    policy = TargetPolicy.of(settings)
-    # Longer than a send can take (DNS, connect, write, read), so a claim never expires mid-send.
-    lease = timedelta(seconds=4 * settings.webhook_timeout_s + 30)
-    owned = http is None
-    http = http or http_client(settings)
-    done = 0
-    try:
-        while done < limit:
-            claimed = _claim(sessions, lease)
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run on a loop of its own, with threads enough for every send's DNS lookup and the claims beside them."""
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_default_executor(ThreadPoolExecutor(MAX_IN_FLIGHT + 2, "webhook-io"))
+        return runner.run(coroutine)
+
+
+class _Pump:
+    """The sends in flight: at most MAX_IN_FLIGHT, at most one per webhook (keyed by its id)."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings, self.http = settings, http
+        self.sessions = session_factory(settings.database_url)
+        self.policy = TargetPolicy.of(settings)
+        # Longer than an attempt can last (the deadline, then a cancelled request's close), so a claim never
+        # expires while its send is open; the margin covers writing the outcome.
+        self.lease = timedelta(seconds=2 * settings.webhook_timeout_s + 30)
+        self.sending: dict[str, tuple[str, asyncio.Task[None]]] = {}  # webhook id -> (delivery id, its send)
+        self.started = 0
+
+    async def fill(self, limit: int | None = None) -> None:
+        """Claim due deliveries while a slot is free, skipping webhooks that already have a send in flight."""
+        while len(self.sending) < MAX_IN_FLIGHT and (limit is None or self.started < limit):
+            claimed = await asyncio.to_thread(_claim, self.sessions, self.lease, frozenset(self.sending))
             if claimed is None:
-                break
-            outcome = _send(http, claimed, policy) if claimed.subscription_live else \
-                _Outcome(None, "the webhook was deleted", 0, final=True)
-            _record(sessions, claimed.id, outcome, settings)
-            done += 1
-    finally:
-        if owned:
-            http.close()
-    return done
+                return
+            self.sending[claimed.subscription_id] = (claimed.id, asyncio.create_task(self._deliver(claimed)))
+            self.started += 1
+
+    async def settle(self, wait_s: float, wake: asyncio.Event) -> None:
+        """Wait until a send ends, `wake` is set or `wait_s` has passed; forget the sends that ended, and
+        cancel those whose delivery is no longer pending (its webhook was deleted meanwhile)."""
+        waker = asyncio.create_task(wake.wait())
+        await asyncio.wait([waker, *(task for _, task in self.sending.values())], timeout=wait_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        waker.cancel()
+        self.sending = {k: v for k, v in self.sending.items() if not v[1].done()}
+        if self.sending:
+            dropped = await asyncio.to_thread(_not_pending, self.sessions, [d for d, _ in self.sending.values()])
+            for delivery_id, task in self.sending.values():
+                if delivery_id in dropped:
+                    task.cancel()
+
+    async def drain(self) -> None:
+        """Let the sends under way end (each within its deadline) and their outcomes be written."""
+        await asyncio.gather(*(task for _, task in self.sending.values()), return_exceptions=True)
+        self.sending.clear()
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        outcome = await attempt(self.http, claimed, self.policy, self.settings.webhook_timeout_s) \
+            if claimed.subscription_live else Outcome(None, "the webhook was deleted", 0, final=True)
+        try:
+            await asyncio.to_thread(_record, self.sessions, claimed.id, outcome, self.settings)
+        except Exception:  # the database is down, say: the claim expires and the delivery is sent again
+            log.exception("webhook delivery %s: its outcome was not recorded", claimed.id)
 
 
-def _claim(sessions: sessionmaker[Session], lease: timedelta) -> _Claimed | None:
+def _claim(sessions: sessionmaker[Session], lease: timedelta, busy: frozenset[str]) -> Claimed | None:
     now = utcnow()
-    due = (Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+    due = [Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now]
+    if busy:
+        due.append(Delivery.subscription_id.not_in(busy))
     with sessions() as db:
         if db.scalar(select(Delivery.id).where(*due).limit(1)) is None:  # idle: no lock taken
             return None
@@ -104,46 +133,16 @@ def _claim(sessions: sessionmaker[Session], lease: timedelta) -> _Claimed | None
         subscription = db.get(Subscription, delivery.subscription_id)
         assert subscription is not None  # a foreign key
         delivery.next_attempt_at = now + lease
-        claimed = _Claimed(delivery.id, subscription.url, subscription.secret, delivery.payload,
-                           subscription.deleted_at is None)
+        claimed = Claimed(delivery.id, subscription.id, subscription.url, subscription.secret, delivery.payload,
+                          subscription.deleted_at is None)
         db.commit()
         return claimed
 
 
-def _send(http: httpx.Client, claimed: _Claimed, policy: TargetPolicy) -> _Outcome:
-    """One signed POST of the delivery's payload; what came of it (never raises for the receiver's sake)."""
-    started = time.monotonic()
-
-    def took() -> int:
-        return int((time.monotonic() - started) * 1000)
-
-    try:
-        target = resolve(claimed.url, policy)  # again: DNS may have changed since the subscription was made
-    except TargetRefused as exc:
-        return _Outcome(None, f"refused: {exc}", took(), final=True)
-    except TargetUnresolved as exc:
-        return _Outcome(None, str(exc), took())
-    body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
-    now = utcnow()
-    headers = {"webhook-id": claimed.id, "webhook-timestamp": str(int(now.timestamp())),
-               "webhook-signature": Webhook(claimed.secret).sign(claimed.id, now, body),
-               "content-type": "application/json", "user-agent": USER_AGENT, "host": target.host_header}
-    extensions = {"sni_hostname": target.sni} if target.sni else None
-    try:
-        # Streamed and never read: the status is all that counts, and a large answer costs nothing.
-        with http.stream("POST", target.connect_url, content=body.encode(), headers=headers,
-                         extensions=extensions) as response:
-            code = response.status_code
-            location = response.headers.get("location")
-    except httpx.TimeoutException:
-        return _Outcome(None, f"timed out (ZERASE_WEBHOOK_TIMEOUT_S={http.timeout.read})", took())
-    except httpx.HTTPError as exc:
-        return _Outcome(None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, took())
-    if 200 <= code < 300:
-        return _Outcome(code, None, took())
-    if 300 <= code < 400:
-        return _Outcome(code, f"HTTP {code}: redirects are not followed (Location: {location})", took())
-    return _Outcome(code, f"HTTP {code}", took())
+def _not_pending(sessions: sessionmaker[Session], delivery_ids: list[str]) -> set[str]:
+    with sessions() as db:
+        return set(db.scalars(select(Delivery.id).where(Delivery.id.in_(delivery_ids),
+                                                        Delivery.status != DeliveryStatus.PENDING)))
 
 
 def backoff(attempts: int, base_s: float) -> timedelta:
@@ -151,7 +150,7 @@ def backoff(attempts: int, base_s: float) -> timedelta:
     return timedelta(seconds=min(base_s * 2 ** (attempts - 1), MAX_BACKOFF_S))
 
 
-def _record(sessions: sessionmaker[Session], delivery_id: str, outcome: _Outcome, settings: Settings) -> None:
+def _record(sessions: sessionmaker[Session], delivery_id: str, outcome: Outcome, settings: Settings) -> None:
     error = outcome.error[:MAX_ERROR] if outcome.error else None
     with sessions() as db:
         serialize_writes(db)
@@ -175,32 +174,51 @@ def _record(sessions: sessionmaker[Session], delivery_id: str, outcome: _Outcome
 
 
 class Deliverer:
-    """`deliver_due` every ZERASE_WEBHOOK_POLL_INTERVAL_S on a daemon thread, from start() to stop()."""
+    """Sends due deliveries on a daemon thread from start() to stop(), looking for them every
+    ZERASE_WEBHOOK_POLL_INTERVAL_S and whenever a send ends."""
 
     def __init__(self, settings: Settings) -> None:
         TargetPolicy.of(settings)  # a malformed allowlist fails when the app is made, not on the thread
         self.settings = settings
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
+        self._stopping.clear()
+        self._ready.clear()
+        self._thread = threading.Thread(target=_run_quietly, args=(self._serve(),), name="webhook-deliverer",
+                                        daemon=True)
         self._thread.start()
+        self._ready.wait(timeout=10)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
         if self._thread is not None:
-            self._thread.join(timeout=self.settings.webhook_timeout_s + 5)  # at most the send under way
+            self._thread.join(timeout=self.settings.webhook_timeout_s + 5)  # at most the sends under way
             self._thread = None
 
-    def _run(self) -> None:
-        with http_client(self.settings) as http:
-            while not self._stop.is_set():
+    async def _serve(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        self._ready.set()
+        async with http_client(self.settings) as http:
+            pump = _Pump(self.settings, http)
+            while not self._stopping.is_set():
                 try:
-                    # One delivery per call, so stop() waits for one send at most.
-                    while deliver_due(self.settings, limit=1, http=http) and not self._stop.is_set():
-                        pass
+                    await pump.fill()
+                    await pump.settle(self.settings.webhook_poll_interval_s, self._wake)
                 except Exception:  # the database is down, say: try again next interval
                     log.exception("webhook delivery pass failed")
-                self._stop.wait(self.settings.webhook_poll_interval_s)
+                    await asyncio.sleep(self.settings.webhook_poll_interval_s)
+            await pump.drain()
+
+
+def _run_quietly(coroutine: Coroutine[Any, Any, None]) -> None:
+    try:
+        _run(coroutine)
+    except Exception:
+        log.exception("the webhook deliverer stopped")

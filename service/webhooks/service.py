@@ -78,7 +78,8 @@ def get_subscription(db: Session, webhook_id: str) -> Subscription:
 
 
 def delete_subscription(db: Session, webhook_id: str, actor: Actor) -> Subscription:
-    """Stop sending to it (committed, audited): its pending deliveries fail. The row and its log stay."""
+    """Stop sending to it (committed, audited): its pending deliveries fail, and the deliverer aborts a send
+    to it under way (deliver.py) without retrying it. The row and its log stay."""
     subscription = get_subscription(db, webhook_id)
     now = utcnow()
     subscription.deleted_at = now

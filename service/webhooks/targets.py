@@ -26,7 +26,23 @@ from service.webhooks.contract import MAX_URL
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IANA's special-purpose registries, listed rather than left to `ipaddress.is_global`, which lets some through
+# (192.0.0.8, fec0::1). The two translation prefixes above are not here: their addresses are judged by their IPv4.
+_SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple((ipaddress.ip_network(net), kind) for net, kind in (
+    ("0.0.0.0/8", "unspecified"), ("10.0.0.0/8", "private"), ("100.64.0.0/10", "shared (carrier NAT)"),
+    ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"), ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol"), ("192.0.2.0/24", "documentation"), ("192.31.196.0/24", "AS112"),
+    ("192.52.193.0/24", "AMT"), ("192.88.99.0/24", "6to4 relay"), ("192.168.0.0/16", "private"),
+    ("192.175.48.0/24", "AS112"), ("198.18.0.0/15", "benchmarking"), ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"), ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"),
+    ("::/128", "unspecified"), ("::1/128", "loopback"), ("64:ff9b:1::/48", "local translation"),
+    ("100::/64", "discard-only"), ("2001::/23", "IETF protocol"), ("2001:db8::/32", "documentation"),
+    ("2002::/16", "6to4"), ("2620:4f:8000::/48", "AS112"), ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing"), ("fc00::/7", "unique-local"), ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"), ("ff00::/8", "multicast"),
+))
 
 
 class TargetRefused(Invalid):
@@ -102,6 +118,9 @@ def check_url(url: str) -> SplitResult:
         raise TargetRefused(f"the URL must start with http:// or https://, got {parts.scheme or 'no'} scheme")
     if not parts.hostname:
         raise TargetRefused("the URL has no host")
+    if "@" in parts.netloc:  # the message must not repeat them
+        raise TargetRefused("the URL must not contain credentials (user:password@); receivers authenticate the "
+                            "service by the webhook-signature header")
     return parts
 
 
@@ -112,35 +131,26 @@ def resolve(url: str, policy: TargetPolicy) -> Target:
     port = parts.port or DEFAULT_PORTS[parts.scheme]
     literal, addresses = _addresses(host, port)
     for address in addresses:
-        kind = forbidden_kind(address)
-        if kind and not policy.allows(host, address):
+        why = forbidden(address)
+        if why and not policy.allows(host, address):
             shown = f"{host} is" if literal else f"{host} resolves to {address}, which is"
-            article = "an" if kind[0] in "aeiou" else "a"
-            raise TargetRefused(f"{shown} {article} {kind} address; webhooks go to public addresses only, unless "
+            raise TargetRefused(f"{shown} {why}; webhooks go to public addresses only, unless "
                                 "ZERASE_WEBHOOK_ALLOWED_HOSTS allows the host or its network")
     address = addresses[0]
     literal_host = f"[{address}]" if address.version == 6 else str(address)
     netloc = literal_host if parts.port is None else f"{literal_host}:{parts.port}"
-    if parts.username is not None:  # credentials in the URL stay with it (httpx sends them as Basic auth)
-        netloc = f"{parts.netloc.rsplit('@', 1)[0]}@{netloc}"
-    host_header = parts.netloc.rsplit("@", 1)[-1]
     sni = host if parts.scheme == "https" and not literal else None
-    return Target(parts._replace(netloc=netloc, fragment="").geturl(), host_header, sni)
+    return Target(parts._replace(netloc=netloc, fragment="").geturl(), parts.netloc, sni)
 
 
-def forbidden_kind(address: IPAddress) -> str | None:
-    """Why the service must not send to `address` by default ("private", "loopback", ...), or None."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None:
-            address = embedded
-    checks = (("loopback", address.is_loopback), ("unspecified", address.is_unspecified),
-              ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-              ("private", address.is_private), ("reserved", address.is_reserved),
-              ("non-public", not address.is_global))
-    return next((kind for kind, hit in checks if hit), None)
+def forbidden(address: IPAddress) -> str | None:
+    """Why the service must not send to `address` by default ("in 10.0.0.0/8 (private)", ...), or None."""
+    if isinstance(address, ipaddress.IPv6Address) and (address in _MAPPED or address in _NAT64):
+        address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # where the packets go
+    special = next((f"in {net} ({kind})" for net, kind in _SPECIAL if address in net), None)
+    checks = ((special, special is not None), ("a reserved address", address.is_reserved),
+              ("not a public address", not address.is_global))
+    return next((why for why, hit in checks if hit), None)
 
 
 def _addresses(host: str, port: int) -> tuple[bool, list[IPAddress]]:

@@ -8,7 +8,10 @@ deliverer thread sends to them, as in production.
 
 from __future__ import annotations
 
+import io
+import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from conftest import empty_postgres_database
 from fastapi.testclient import TestClient
 from jobclient import api_key, at_once, bearer, make_job
 from receiver import Receiver
+from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from api.app import create_app
@@ -26,17 +30,17 @@ from service import flows
 from service.audit.service import Actor
 from service.core import events
 from service.core.db import migrate, session_factory
+from service.core.logs import configure_logging
 from service.core.settings import Settings
 from service.erasures import lifecycle
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob, new_job_id
 from service.webhooks import service as webhooks
 from service.webhooks.deliver import deliver_due
+from service.webhooks.models import Delivery
 from service.webhooks.targets import TargetPolicy
 
 T = TypeVar("T")
-
-
 
 
 def eventually(check: Callable[[], T | None], timeout_s: float = 5.0) -> T:
@@ -95,8 +99,9 @@ def subscribe(client: TestClient) -> Iterator[Callable[..., dict[str, Any]]]:
 def receiver() -> Iterator[Callable[..., Receiver]]:
     started: list[Receiver] = []
 
-    def start(*statuses: int, hang_s: float = 0.0, headers: dict[str, str] | None = None) -> Receiver:
-        started.append(Receiver(statuses or (200,), hang_s, headers))
+    def start(*statuses: int, hang_s: float = 0.0, headers: dict[str, str] | None = None,
+              trickle_s: float | None = None) -> Receiver:
+        started.append(Receiver(statuses or (200,), hang_s, headers, trickle_s))
         return started[-1]
 
     yield start
@@ -111,10 +116,10 @@ def log_of(client: TestClient, webhook_id: str) -> list[dict[str, Any]]:
     return data
 
 
-def finished(client: TestClient, webhook_id: str, count: int = 1) -> list[dict[str, Any]]:
+def finished(client: TestClient, webhook_id: str, count: int = 1, timeout_s: float = 5.0) -> list[dict[str, Any]]:
     """The log once `count` deliveries have ended (succeeded or failed)."""
     return eventually(lambda: (log := log_of(client, webhook_id)) and len(log) >= count
-                      and all(d["status"] != "pending" for d in log) and log or None)
+                      and all(d["status"] != "pending" for d in log) and log or None, timeout_s)
 
 
 def field_of(response: Any) -> str:
@@ -186,12 +191,52 @@ def test_out_of_attempts_it_fails_and_redirects_are_not_followed(client: TestCli
     "http://0.0.0.0/", "http://2130706433/", "http://[fe80::1]/", "http://224.0.0.1/",
     "ftp://hooks.example.com/", "file:///etc/passwd", "javascript:alert(1)", "http:///nohost",
     "http://hooks.example.com\x00.evil/", "http://8.8.8.8:0/",
+    # IANA special-purpose blocks that `ipaddress.is_global` lets through, and a few more of the registries
+    "http://[fec0::1]/", "http://192.0.0.8/", "http://[::ffff:192.0.0.8]/", "http://[64:ff9b::c000:208]/",
+    "http://100.64.0.1/", "http://192.88.99.1/", "http://192.175.48.1/", "http://198.18.0.1/",
+    "http://255.255.255.255/", "http://[100::1]/", "http://[2001:db8::1]/", "http://[2002:a00:1::1]/",
+    "http://[2620:4f:8000::1]/", "http://[fd00::1]/", "http://[ff02::1]/",
 ])
 def test_targets_outside_the_allowlist_are_refused(strict: TestClient, url: str) -> None:
     r = strict.post("/webhooks", json={"url": url, "events": ["erasure.succeeded"]})
     assert r.status_code == 422 and field_of(r) == "url", r.text
     assert r.json()["code"] == "webhook_target_refused"
     assert all(h["url"] != url for h in strict.get("/webhooks").json()["data"])
+
+
+@pytest.mark.parametrize("url", ["http://93.184.215.14/hook", "https://[2606:4700:4700::1111]/hook",
+                                 "http://[::ffff:93.184.215.14]/hook", "http://[64:ff9b::5db8:d70e]/hook"])
+def test_public_addresses_are_still_accepted(strict: TestClient, url: str) -> None:
+    r = strict.post("/webhooks", json={"url": url, "events": ["approval.requested"]})
+    assert r.status_code == 201, r.text
+    assert strict.delete(f"/webhooks/{r.json()['id']}").status_code == 204
+
+
+def test_credentials_in_the_url_are_refused_and_never_shown(client: TestClient) -> None:
+    for url in ("http://alice:hunter2@127.0.0.1:9/hook", "http://alice@127.0.0.1:9/", "http://:hunter2@127.0.0.1/"):
+        r = client.post("/webhooks", json={"url": url, "events": ["erasure.succeeded"]})
+        assert r.status_code == 422 and field_of(r) == "url" and "credentials" in r.json()["detail"], r.text
+        assert "hunter2" not in r.text
+    assert "hunter2" not in client.get("/webhooks").text and "hunter2" not in client.get("/audit").text
+
+
+def test_the_service_log_never_shows_a_webhook_url(client: TestClient, subscribe: Any, receiver: Any) -> None:
+    """httpx logs each request's URL at INFO; the service's logging keeps it to warnings."""
+    root, stream = logging.getLogger(), io.StringIO()
+    level = root.level
+    configure_logging("json", "INFO", stream=stream)  # as `zerase serve` does
+    try:
+        rx = receiver()
+        hook = subscribe(rx.url + "?token=tok_s3cr3t", ["erasure.succeeded"])
+        client.post(f"/webhooks/{hook['id']}/test")
+        [delivery] = finished(client, hook["id"])
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "zerase"]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+        logging.captureWarnings(False)
+    assert delivery["status"] == "succeeded" and "tok_s3cr3t" not in stream.getvalue()
 
 
 def test_bad_bodies_name_their_field(client: TestClient) -> None:
@@ -331,3 +376,69 @@ def test_the_service_functions_on_the_embedded_sqlite_database(tmp_path: Path, r
         assert webhooks.list_subscriptions(db) == []
     headers, body = rx.requests[-1]
     assert Webhook(secret).verify(body, headers)["type"] == "erasure.failed"
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_deadline(client: TestClient, settings: Settings, subscribe: Any,
+                                                         receiver: Any) -> None:
+    """A byte of the answer every 0.2 s never trips a per-read timeout (0.5 s here), and would hold a send
+    for a minute: each attempt is aborted at the deadline, its connection closed, and a second process
+    racing the deliverer never opens a send of the same message while one is open."""
+    rx = receiver(trickle_s=0.2)
+    hook = subscribe(rx.url, ["erasure.succeeded"])
+    client.post(f"/webhooks/{hook['id']}/test")
+    done = threading.Event()
+
+    def second_process() -> None:
+        while not done.is_set():
+            deliver_due(settings)
+            time.sleep(0.05)
+
+    racer = threading.Thread(target=second_process, daemon=True)
+    racer.start()
+    try:
+        [delivery] = finished(client, hook["id"], timeout_s=20)
+    finally:
+        done.set()
+        racer.join(timeout=30)
+    attempts = delivery["attempts"]
+    assert delivery["status"] == "failed" and len(attempts) == 3  # ZERASE_WEBHOOK_MAX_ATTEMPTS
+    assert all(a["error"].startswith("timed out") and a["duration_ms"] < 10_000 for a in attempts), attempts
+    assert eventually(lambda: len(rx.hung_up) == 3) and set(rx.hung_up) == {delivery["id"]}
+    assert len(rx.requests) == 3 and rx.overlaps == []
+
+
+@pytest.fixture(scope="module")
+def patient_settings(settings: Settings) -> Iterator[Settings]:
+    """A deadline of 30 s, on a database of its own (no other deliverer sends its deliveries)."""
+    with empty_postgres_database() as url:
+        migrate(url)
+        yield settings.model_copy(update={"database_url": url, "webhook_timeout_s": 30.0,
+                                          "webhook_retry_base_s": 1.0, "webhook_max_attempts": 2})
+
+
+@pytest.fixture(scope="module")
+def patient(patient_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(patient_settings), headers=bearer(api_key(patient_settings))) as c:
+        yield c
+
+
+def test_a_slow_receiver_holds_up_no_other_and_deleting_it_aborts_its_send(
+        patient: TestClient, patient_settings: Settings, receiver: Any) -> None:
+    slow, good = receiver(hang_s=60.0), receiver()
+    slow_id, good_id = (patient.post("/webhooks", json={"url": r.url, "events": ["erasure.failed"]}).json()["id"]
+                        for r in (slow, good))
+    for _ in range(5):  # pings to a receiver that answers none within the deadline
+        patient.post(f"/webhooks/{slow_id}/test")
+    eventually(lambda: slow.requests, timeout_s=10)
+    patient.post(f"/webhooks/{good_id}/test")
+    eventually(lambda: good.requests, timeout_s=10)  # while the slow one's first send has up to 30 s left
+    assert len(slow.requests) == 1 and slow.overlaps == []  # one send at a time per webhook; the rest wait
+
+    assert patient.delete(f"/webhooks/{slow_id}").status_code == 204
+    eventually(lambda: slow.hung_up, timeout_s=10)  # the send under way is aborted, well before its deadline
+    with session_factory(patient_settings.database_url)() as db:
+        dropped = db.scalars(select(Delivery).where(Delivery.subscription_id == slow_id)).all()
+    assert len(dropped) == 5 and {(d.status, d.last_error) for d in dropped} == {("failed", "the webhook was deleted")}
+    assert deliver_due(patient_settings) == 0 and len(slow.requests) == 1  # nothing retried or left to send
+    assert [d["status"] for d in log_of(patient, good_id)] == ["succeeded"]
+    patient.delete(f"/webhooks/{good_id}")
