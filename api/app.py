@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.api_routes != "control" or (settings.inprocess and settings.embedded_worker):
+        if settings.runs_model:
             preload_model_stack()  # this process runs the model; a control plane alone never imports torch
         dispatcher.start()  # inprocess://: the embedded worker thread and its sweeper
         if deliverer:

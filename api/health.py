@@ -1,4 +1,5 @@
-"""Liveness (/healthz: the process answers) and readiness (/readyz: database, broker and store answer)."""
+"""Liveness (/healthz: the process answers) and readiness (/readyz: database, broker and store answer, and
+the model directory holds a pipeline the process could load)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from api.deps import DispatcherDep, SettingsDep, StoreDep
 from api.errors import problem
 from api.openapi import problems
 from service.core.db import check_database
+from service.core.settings import Settings
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ def readyz(settings: SettingsDep, dispatcher: DispatcherDep, store: StoreDep) ->
         "database": lambda: check_database(settings.database_url),
         "broker": dispatcher.check,
         "store": store.check,
+        "model": lambda: _check_model(settings),
     }
     checks: dict[str, str] = {}
     for name, probe in probes.items():
@@ -42,3 +45,15 @@ def readyz(settings: SettingsDep, dispatcher: DispatcherDep, store: StoreDep) ->
     if failed:
         return problem(503, f"not ready: {', '.join(failed)} unreachable", code="not_ready", checks=checks)
     return JSONResponse({"status": "ready", "checks": checks})
+
+
+class ModelUnavailable(RuntimeError):
+    pass
+
+
+def _check_model(settings: Settings) -> None:
+    """ZERASE_MODEL_DIR (every process reads the model's profile from it) and, where this process runs the
+    model (torch is loaded anyway), ZERASE_DEVICE; the message names the variable and the path."""
+    found = settings.model_problem() or (settings.device_problem() if settings.runs_model else None)
+    if found:
+        raise ModelUnavailable(found)

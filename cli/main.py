@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.errors import UserErrors
 from zerase import cli as core_cli
 
-app = typer.Typer(help=core_cli.app.info.help, no_args_is_help=True)
+# UserErrors: a user's mistake in any command is one line and exit code 2 (cli/errors.py).
+app = typer.Typer(cls=UserErrors, help=core_cli.app.info.help, no_args_is_help=True)
 # One command line for both layers: the core's commands are registered as they are.
 app.registered_commands.extend(core_cli.app.registered_commands)
 app.registered_groups.extend(core_cli.app.registered_groups)
@@ -19,6 +21,19 @@ app.add_typer(keys_app, name="keys")
 
 HostOpt = Annotated[str | None, typer.Option(help="Bind address (default ZERASE_API_HOST, 127.0.0.1).")]
 PortOpt = Annotated[int | None, typer.Option(help="Port (default ZERASE_API_PORT, 8000).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", envvar="ZERASE_DEBUG",
+                                        help="Show the traceback of an error instead of its one line.")]
+LOGGING_COMMANDS = ("serve", "worker")  # they warn through their logs (text or JSON), once configured
+
+
+@app.callback()
+def main(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Z-Erase: concept erasure for single-stream diffusion transformers."""
+    if ctx.invoked_subcommand not in LOGGING_COMMANDS:
+        from cli.startup import unknown_variables
+
+        for warning in unknown_variables():
+            typer.echo(f"zerase: warning: {warning}", err=True)
 
 
 @app.command()
@@ -30,16 +45,21 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
 
     from api.app import create_app
     from api.limits import SERVER_HEADER_BYTES
+    from cli.startup import check_model, unknown_variables
     from service.core.db import migrate
     from service.core.logs import configure_logging
     from service.core.settings import get_settings, redact_url
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    log = logging.getLogger("cli.main")
+    for warning in unknown_variables():
+        log.warning(warning)
+    check_model(settings, settings.runs_model)  # before /readyz could say ready without a model
     if settings.auto_migrate:
         migrate(settings.database_url)
     model = settings.model_dir or "bundled tiny model"
-    logging.getLogger("cli.main").info(
+    log.info(
         "database %s | broker %s | store %s | model %s | routes %s",
         redact_url(settings.database_url), redact_url(settings.broker_url), redact_url(settings.artifact_store_url),
         model, settings.api_routes)
@@ -58,6 +78,9 @@ def worker(
              "model; start more workers to scale.")] = "solo",
 ) -> None:
     """Run a Celery worker consuming erasure jobs from ZERASE_BROKER_URL (redis:// or amqp://)."""
+    import logging
+
+    from cli.startup import check_model, unknown_variables
     from service.core.settings import get_settings
 
     settings = get_settings()
@@ -70,6 +93,9 @@ def worker(
 
     # Before Celery starts: its start-up warnings are log lines too (Celery calls it again, same setup).
     configure_logging(settings.log_format, loglevel or settings.log_level)
+    for warning in unknown_variables():
+        logging.getLogger("cli.main").warning(warning)
+    check_model(settings, runs_model=True)  # fails here, not at the first job
     argv = ["worker", f"--loglevel={loglevel or settings.log_level}", f"--pool={pool}", "--concurrency=1",
             f"--queues={settings.queue_name}"]
     if settings.log_format == "json":
@@ -153,9 +179,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_..
 def _cli_session() -> Any:
     """A session on the configured database, its schema brought to head first (ZERASE_AUTO_MIGRATE)."""
     from service.core.db import migrate, session_factory
-    from service.core.settings import get_settings
+    from service.core.settings import get_settings, redact_url
 
     settings = get_settings()
+    # Said every time: a misspelt ZERASE_DATABASE_URL would quietly put the first admin key in var/zerase.db.
+    typer.echo(f"database {redact_url(settings.database_url)}", err=True)
     if settings.auto_migrate:
         migrate(settings.database_url)
     return session_factory(settings.database_url)()

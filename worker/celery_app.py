@@ -10,18 +10,30 @@ import threading
 from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutdown
+from kombu import Connection
 
 from service import flows
 from service.core.logs import configure_logging
 from service.core.metrics import start_worker_server
 from service.core.settings import get_settings
 from worker.dispatch import CeleryDispatcher, make_celery
-from worker.sweeper import Sweeper
+from worker.sweeper import DeploymentJudge, Sweeper
+
+
+class ConfiguredUrlConnection(Connection):  # type: ignore[misc]
+    """Shows the broker URL as configured. kombu masks a password even where none was set, and
+    `redis://:**@host` in "Cannot connect to ..." reads as a wrong password; a real one stays masked."""
+
+    def as_uri(self, include_password: bool = False, mask: str = "**", **kwargs: Any) -> str:
+        # An empty mask leaves the password out (kombu's as_url): nothing was set, so nothing is shown.
+        return str(super().as_uri(include_password, mask if self.password else "", **kwargs))
+
 
 settings = get_settings()
 flows.install()  # what follows a finished job (auto-deploy) runs in the process that finished it
 app = make_celery(settings)
 app.conf.imports = ["worker.tasks"]
+app.amqp.Connection = ConfiguredUrlConnection  # every connection the worker makes (and logs) is one
 
 _stopping = threading.Event()
 
@@ -42,6 +54,7 @@ def _metrics(**_: Any) -> None:
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     Sweeper(settings, CeleryDispatcher(settings, app), _stopping).start()
+    DeploymentJudge(settings, _stopping).start()
 
 
 @worker_shutdown.connect

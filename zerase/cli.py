@@ -1,6 +1,7 @@
 """The core commands: `zerase world build`, `zerase erase`, `zerase generate`.
 
-(The `zerase` console command also carries the service commands; see service/cli.py.)
+(The `zerase` console command also carries the service commands, and turns a user's mistake into one
+line: see cli/main.py and cli/errors.py.)
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def erase(
 
     config = resolve(concept, category, preservation=preserve, anchor=anchor, epsilon=epsilon, eta=eta, steps=steps,
                      rank=rank, seed=seed, model=model)
+    _check_device(device)
     pipe = load_pipeline(model, device, _torch_dtype(dtype))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("λ={task.fields[lam]:.3f} L_er={task.fields[er]:.4f} L_pr={task.fields[pr]:.5f}"),
@@ -126,6 +128,18 @@ def _torch_dtype(name: str):  # noqa: ANN202 (torch is imported late: `zerase --
     import torch
 
     return getattr(torch, name)
+
+
+def _check_device(device: str) -> None:
+    """A device torch cannot use (a CPU-only build, no GPU, a misspelling) is refused before the model loads,
+    named as the user set it; `.to("cuda")` deep in the load said it 115 lines later."""
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = (str(exc).strip() or type(exc).__name__).split(". ")[0][:240]  # torch's messages run long
+        raise ValueError(f"--device / ZERASE_DEVICE {device!r}: {reason} (torch {torch.__version__})") from None
 
 
 def _parse_lora(spec: str) -> tuple[Path, float | None]:
@@ -160,6 +174,7 @@ def generate(
     settings = dataclasses.replace(
         settings, steps=steps or settings.steps, height=size or settings.height, width=size or settings.width,
         guidance_scale=settings.guidance_scale if guidance is None else guidance)
+    _check_device(device)
     pipe = load_pipeline(model, device, _torch_dtype(dtype))
     specs = [_parse_lora(s) for s in lora or []]
     if specs:

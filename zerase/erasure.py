@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,21 @@ class ErasureResult:
         save_artifact(self, path)
 
 
+# A set-up stage ("encode_captions", "build_trajectories") starting (seconds None) or done (its seconds): on the
+# real model these take minutes before step 1, and a caller shows them.
+StageCallback = Callable[[str, float | None], None]
+
+
+@contextmanager
+def setup_stage(on_stage: StageCallback | None, name: str) -> Iterator[None]:
+    start = time.monotonic()
+    if on_stage is not None:
+        on_stage(name, None)
+    yield
+    if on_stage is not None:
+        on_stage(name, round(time.monotonic() - start, 3))
+
+
 def _erase_target(bank: TrajectoryBank, idx: torch.Tensor, config: EraseConfig) -> torch.Tensor:
     if config.target == "esd":
         uncond = bank.uncond[idx]
@@ -85,12 +101,12 @@ def _erase_target(bank: TrajectoryBank, idx: torch.Tensor, config: EraseConfig) 
 def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepMetrics], None] | None = None,
           should_stop: Callable[[], bool] | None = None, checkpoint_dir: Path | None = None,
           checkpoint_every: int = 25, gradient_checkpointing: bool | None = None,
-          offload_text_encoder: bool | None = None) -> ErasureResult:
+          offload_text_encoder: bool | None = None, on_stage: StageCallback | None = None) -> ErasureResult:
     """Train a Z-Erase LoRA on `pipe` (left unpatched on return). Resumes from `checkpoint_dir` if it holds one.
 
     `gradient_checkpointing`: recompute activations in the backward pass (None: on an accelerator only).
     `offload_text_encoder`: move the text encoder to the CPU once the prompts are encoded (None: on an
-    accelerator only; it is put back on return).
+    accelerator only; it is put back on return). `on_stage`: told when each set-up stage starts and ends.
     """
     t0 = time.monotonic()
     transformer = pipe.transformer
@@ -98,7 +114,8 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
-    prompts = prepare_prompts(pipe, config, rng)
+    with setup_stage(on_stage, "encode_captions"):
+        prompts = prepare_prompts(pipe, config, rng)
     text_encoder_device = pipe.text_encoder.device
     offload = device.type != "cpu" if offload_text_encoder is None else offload_text_encoder
     try:
@@ -106,7 +123,7 @@ def erase(pipe: ZImagePipeline, config: EraseConfig, *, on_step: Callable[[StepM
             pipe.text_encoder.to("cpu")  # 4B parameters on the real model: off the accelerator while training
         return _train(pipe, config, prompts, gen, t0, on_step=on_step, should_stop=should_stop,
                       checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                      gradient_checkpointing=gradient_checkpointing)
+                      gradient_checkpointing=gradient_checkpointing, on_stage=on_stage)
     finally:
         pipe.text_encoder.to(text_encoder_device)
 
@@ -131,7 +148,8 @@ def _pool_target(transformer: ZImageTransformer2DModel, lora: GatedLoraModel, ba
 
 def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, gen: torch.Generator, t0: float,
            *, on_step: Callable[[StepMetrics], None] | None, should_stop: Callable[[], bool] | None,
-           checkpoint_dir: Path | None, checkpoint_every: int, gradient_checkpointing: bool | None) -> ErasureResult:
+           checkpoint_dir: Path | None, checkpoint_every: int, gradient_checkpointing: bool | None,
+           on_stage: StageCallback | None) -> ErasureResult:
     transformer = pipe.transformer
     device = transformer.device
     if config.preservation:
@@ -144,11 +162,12 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
     bank_embeds = [prompts.embeds[i] for i in prompts.bank_prompts]
     bank_anchors = (None if prompts.anchors is None or (pool and prompts.anchor_per_prompt)
                     else [prompts.anchors[i] for i in prompts.bank_prompts])
-    erase_bank = build_bank(pipe, bank_embeds, prompts.empty, bank_anchors, config.trajectories,
-                            config.sampling, gen, schedules=config.trained_steps)
+    with setup_stage(on_stage, "build_trajectories"):
+        erase_bank = build_bank(pipe, bank_embeds, prompts.empty, bank_anchors, config.trajectories,
+                                config.sampling, gen, schedules=config.trained_steps)
+        pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen,
+                               schedules=config.trained_steps)
     frozen_bank = erase_bank
-    pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen,
-                           schedules=config.trained_steps)
     t_setup = time.monotonic() - t0
 
     spec = LoraSpec(tuple(config.targets), tuple(config.layers) if config.layers is not None else None,

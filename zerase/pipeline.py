@@ -6,11 +6,15 @@ The bundled tiny model and Z-Image Turbo go through exactly this code.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from diffusers import ZImagePipeline
+from diffusers.utils import deprecation_utils
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 
 from zerase.captions import MAX_CAPTION_TOKENS
 from zerase.profiles import BUNDLED_MODEL_DIR
@@ -19,6 +23,25 @@ from zerase.profiles import BUNDLED_MODEL_DIR
 # process while it runs, so a second load on another thread (a worker thread and a generation request in
 # one `zerase serve`) can come out with weights left on the meta device.
 _loading = threading.Lock()
+# diffusers took `dtype` and deprecated `torch_dtype` (huggingface/diffusers#14205, which added _resolve_dtype);
+# the older releases we accept know only `torch_dtype`.
+_DTYPE_ARG = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """The libraries' own loading bars (pipeline components, weights) off while we load: they are not the
+    command's output, and in a service they are not log lines. Restored after: a caller may want them."""
+    was = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            diffusers_logging.enable_progress_bar()
+        if was[1]:
+            transformers_logging.enable_progress_bar()
 
 
 def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
@@ -27,8 +50,8 @@ def load_pipeline(model_dir: str | Path | None = None, device: str = "cpu",
     path = Path(model_dir) if model_dir else BUNDLED_MODEL_DIR
     if not (path / "model_index.json").exists():
         raise FileNotFoundError(f"no diffusers pipeline at {path} (model_index.json missing)")
-    with _loading:
-        pipe = ZImagePipeline.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    with _loading, _no_progress_bars():
+        pipe = ZImagePipeline.from_pretrained(str(path), local_files_only=True, **{_DTYPE_ARG: dtype})
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False).eval()

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # After training: the probe's metrics on a small sample (zerase.evaluation) and a before/after preview.
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
+    # A deployment judged as served (service/deployments/evaluation.py): images of each kept concept.
+    deployment_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
     # Evaluators for models without their own (zerase.evaluators; the bundled world's probe comes first).
     clip_dir: Path | None = None  # a local transformers CLIP directory: zero-shot readings, CLIP score; None: no CLIP
     nudenet: bool = True  # nudity jobs read by NudeNet when zerase[nudenet] is installed
@@ -178,23 +180,23 @@ class Settings(BaseSettings):
     @classmethod
     def _database_scheme(cls, v: str) -> str:
         if v and _scheme(v).split("+")[0] not in DATABASE_SCHEMES:
-            raise ValueError(f"ZERASE_DATABASE_URL must start with one of {DATABASE_SCHEMES}, got {v!r}")
+            raise ValueError(f"ZERASE_DATABASE_URL must start with one of {DATABASE_SCHEMES}, got {redact_url(v)!r}")
         return v
 
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme(cls, v: str) -> str:
         if _scheme(v) not in BROKER_SCHEMES:
-            raise ValueError(f"ZERASE_BROKER_URL must start with one of {BROKER_SCHEMES}, got {v!r}")
+            raise ValueError(f"ZERASE_BROKER_URL must start with one of {BROKER_SCHEMES}, got {redact_url(v)!r}")
         return v
 
     @field_validator("artifact_store_url")
     @classmethod
     def _store_scheme(cls, v: str) -> str:
         if v and _scheme(v) not in STORE_SCHEMES:
-            raise ValueError(f"ZERASE_ARTIFACT_STORE_URL must start with one of {STORE_SCHEMES}, got {v!r}")
+            raise ValueError(f"ZERASE_ARTIFACT_STORE_URL must start with one of {STORE_SCHEMES}, got {redact_url(v)!r}")
         if v.startswith("s3://") and not v[5:].split("/")[0]:
-            raise ValueError(f"ZERASE_ARTIFACT_STORE_URL needs a bucket: s3://bucket/prefix, got {v!r}")
+            raise ValueError(f"ZERASE_ARTIFACT_STORE_URL needs a bucket: s3://bucket/prefix, got {redact_url(v)!r}")
         return v
 
     @model_validator(mode="after")
@@ -213,6 +215,41 @@ class Settings(BaseSettings):
     @property
     def checkpoint_dir(self) -> Path:
         return self.var_dir.resolve() / "checkpoints"
+
+    @property
+    def runs_model(self) -> bool:
+        """An API process with these settings loads the model: it serves /generate or runs the embedded worker
+        (a control plane alone never imports torch)."""
+        return self.api_routes != "control" or (self.inprocess and self.embedded_worker)
+
+    def model_problem(self) -> str | None:
+        """What keeps ZERASE_MODEL_DIR from loading, naming the variable and the path; None if it holds a
+        pipeline. Torch-free: the control plane reads the model's profile from the same directory."""
+        if self.model_dir is None:
+            from zerase.profiles import BUNDLED_MODEL_DIR
+
+            path, name = BUNDLED_MODEL_DIR, "ZERASE_MODEL_DIR is unset and the bundled model"
+        else:
+            path, name = self.model_dir, f"ZERASE_MODEL_DIR={self.model_dir}"
+            if not path.is_absolute():
+                name += f" ({path.resolve()})"
+        if not path.is_dir():
+            return f"{name}: {'not a directory' if path.exists() else 'no such directory'}"
+        if not (path / "model_index.json").is_file():
+            return f"{name}: no model_index.json there (not a diffusers pipeline directory)"
+        return None
+
+    def device_problem(self) -> str | None:
+        """Why torch cannot put a tensor on ZERASE_DEVICE (no CUDA build, no GPU, a misspelt device); None if
+        it can. Imports torch: only for processes that run the model."""
+        import torch
+
+        try:
+            torch.empty(0, device=self.device)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            reason = (str(exc).strip() or type(exc).__name__).split(". ")[0][:240]  # torch's messages run long
+            return f"ZERASE_DEVICE={self.device!r}: {reason} (torch {torch.__version__})"
+        return None
 
 
 def redact_url(url: str) -> str:

@@ -29,15 +29,16 @@ from service.core.settings import Settings
 from service.core.store import store_for
 from service.core.tables import utcnow
 from service.erasures import lifecycle, publish
-from service.erasures.contract import JobStatus
+from service.erasures.contract import EventKind, JobStatus
 from service.erasures.models import ErasureJob
 
 log = logging.getLogger(__name__)
 
 _pipelines: dict[tuple[str, str, str], Any] = {}
 _pipeline_lock = threading.Lock()
-# Training patches the shared pipeline's transformer while it runs: one job at a time per process.
-_training_lock = threading.Lock()
+# Training, a job's report and a deployment's evaluation patch the shared pipeline's transformer: one at a time
+# per process.
+model_in_use = threading.Lock()
 
 
 def base_pipeline(settings: Settings) -> Any:
@@ -109,21 +110,22 @@ def _deadline(job: ErasureJob, settings: Settings) -> float:
 def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions: sessionmaker[Session],
            stop: Callable[[], bool]) -> str:
     from zerase.artifact import load_artifact
-    from zerase.erasure import EraseConfig, erase
+    from zerase.erasure import EraseConfig, erase, setup_stage
 
     deadline = _deadline(job, settings)
-    pipe = base_pipeline(settings)
     progress = _Progress(sessions, claim, settings)
+    with setup_stage(progress.on_stage, "load_model"):  # once per process; later jobs find it loaded
+        pipe = base_pipeline(settings)
     checkpoint_dir = settings.checkpoint_dir / job.id
 
     def should_stop() -> bool:
         standing = progress.standing()
         return standing.cancel_requested or not standing.owner or stop() or time.monotonic() > deadline
 
-    with _training_lock:
+    with model_in_use:
         result = erase(pipe, EraseConfig.from_dict(job.config), on_step=progress.on_step,
                        should_stop=should_stop, checkpoint_dir=checkpoint_dir,
-                       checkpoint_every=settings.checkpoint_every)
+                       checkpoint_every=settings.checkpoint_every, on_stage=progress.on_stage)
     progress.flush()
     summary = {"steps_done": result.steps_done, "final_lambda": result.final_lambda}
     if result.cancelled:
@@ -149,7 +151,7 @@ def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions
         # Raises StoreUnavailable after its retries: the job fails, the checkpoint stays, a retry only publishes.
         stored = publish.upload(store, path, "artifact", sessions, job.id, settings)
     if settings.evaluate_jobs and not progress.standing().cancel_requested:
-        with _training_lock:  # the report patches the shared pipeline too
+        with model_in_use:  # the report patches the shared pipeline too
             evaluation, preview = publish.report(pipe, artifact, store, sessions, job.id, settings)
     with sessions() as db:
         succeeded = lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
@@ -182,6 +184,8 @@ def _lost(sessions: sessionmaker[Session], claim: lifecycle.Claim) -> str:
 
 
 CURVE_POINTS = 100
+SETUP_STAGES = {"load_model": "loading the model", "encode_captions": "encoding the captions",
+                "build_trajectories": "building the trajectory banks"}
 
 
 class _Progress:
@@ -217,6 +221,15 @@ class _Progress:
         edge = self.last_row < 0 or m["step"] >= m["total"]
         if edge or now - self.last_row >= self.settings.progress_interval_s:
             self.flush(event=edge or now - self.last_event >= self.settings.metrics_event_interval_s)
+
+    def on_stage(self, stage: str, seconds: float | None) -> None:
+        """A set-up stage's start and end as job events: on the real model minutes pass before step 1."""
+        what = SETUP_STAGES.get(stage, stage)
+        message = f"set-up: {what}" if seconds is None else f"set-up: {what} took {seconds:.1f}s"
+        with self.sessions() as db:
+            lifecycle.add_event(db, self.claim.job_id, EventKind.INFO, message,
+                                {"stage": stage, **({} if seconds is None else {"seconds": seconds})})
+            db.commit()
 
     def flush(self, event: bool = True) -> None:
         if self.pending is None:
