@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.db import session_factory
 from service.core.settings import Settings
+from service.deployments.evaluation import evaluate_next
 from service.erasures import lifecycle
 from service.erasures.contract import MAX_PRIORITY
 from service.erasures.runner import run_job
@@ -128,6 +129,8 @@ class InProcessDispatcher:
         while not self.stopping.is_set():
             self.wake.clear()  # before looking, so a job enqueued while we look still wakes us
             try:
+                if evaluate_next(self.settings) is not None:  # a deployment waiting to be judged goes first
+                    continue
                 with sessions() as db:
                     job_id = lifecycle.next_queued(db)
                 if job_id is not None:

@@ -47,12 +47,17 @@ def retire(user: User, settings: Settings, job_id: str) -> str:
 
 def activate(user: User, settings: Settings, version: int) -> str:
     made = approvals.activate_or_request(user.db, version, user.session.actor, settings)
-    return _outcome(made, "Activated") if isinstance(made, ApprovalRequest) else f"Version {version} is active"
+    if isinstance(made, ApprovalRequest) or (made is not None and made.pending_activation):
+        return _outcome(made, "Activated")
+    return f"Version {version} is active"
 
 
 def _outcome(made: Deployment | ApprovalRequest | None, done: str) -> str:
     if isinstance(made, ApprovalRequest):
         return f"Approval requested ({made.id}): another moderator must approve it on the Approvals page"
+    if made is not None and made.pending_activation:
+        return (f"Version {made.version} is being judged as served (every erasure of the set together); it goes "
+                "live when the deploy gate passes it: see its row on the Deployments page")
     return f"{done}: version {made.version if made else 0} is active"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,12 +57,35 @@ class DeploymentOut(BaseModel):
     reason: str | None
     created_at: datetime
     active: bool
+    evaluation_status: Literal["queued", "running", "evaluated", "failed"] | None = Field(
+        None, description="The set judged as served (`GET /deployments/{v}/evaluation`); null: not needed (one "
+                          "erasure at weight 1 is judged by its job's evaluation) or not asked for")
+    pending_activation: dict[str, Any] | None = Field(
+        None, description="An activation waiting for the evaluation: `kind` (deploy, retire, activate), `actor`, "
+                          "`based_on` (the active version it was built on); the worker activates the version if "
+                          "the gate passes it")
+    refusal: dict[str, Any] | None = Field(
+        None, description="Why the waiting activation did not happen: `code` (deploy_gate, conflict, superseded), "
+                          "`detail`, `gate` (the misses, each naming the concept that came back and its figure)")
 
     @classmethod
     def of(cls, deployment: Deployment, active_version: int | None) -> DeploymentOut:
         return cls(version=deployment.version, entries=[DeploymentEntry(**e) for e in deployment.entries],
                    created_by=deployment.created_by, reason=deployment.reason, created_at=deployment.created_at,
-                   active=deployment.version == active_version)
+                   active=deployment.version == active_version,
+                   evaluation_status=deployment.evaluation_status,  # type: ignore[arg-type]
+                   pending_activation=deployment.pending_activation, refusal=deployment.refusal)
+
+
+class DeploymentEvaluation(BaseModel):
+    version: int
+    object: Literal["deployment_evaluation"] = "deployment_evaluation"
+    status: Literal["queued", "running", "evaluated", "failed"]
+    evaluation: dict[str, Any] | None = Field(
+        description="`concepts`: per erasure, its concept's Acc_e before/after and the attacks under the combined "
+                    "patch; `kept`: every concept none of them names, Acc_ir before/after, per concept, the worst; "
+                    "`images`, `seconds`; `error` or `skipped` when it failed")
+    gate: list[dict[str, Any]] = Field(description="The deploy gate's misses under the current policy ([]: passes)")
 
 
 class DeploymentList(BaseModel):

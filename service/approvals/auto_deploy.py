@@ -38,6 +38,10 @@ def on_job_finished(event: JobFinished) -> None:
             if isinstance(result, ApprovalRequest):
                 add_event(db, event.job_id, EventKind.INFO, f"deploy waits for approval {result.id}",
                           {"approval_id": result.id})
+            elif result.pending_activation:
+                add_event(db, event.job_id, EventKind.INFO, f"version {result.version} waits to be judged as "
+                          "served with the erasures already deployed; it goes live if the gate passes it",
+                          {"deployment_version": result.version, "pending_activation": True})
             else:
                 add_event(db, event.job_id, EventKind.INFO, f"deployed as version {result.version}",
                           {"deployment_version": result.version})

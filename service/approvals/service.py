@@ -27,6 +27,7 @@ from service.core.tables import utcnow
 from service.deployments import service as deployments
 from service.deployments.contract import BASE_VERSION
 from service.deployments.gate import GatePolicy, GateRefused
+from service.deployments.judging import UNEVALUATED, gate_misses
 from service.deployments.models import Deployment
 from service.erasures.contract import JobStatus
 from service.erasures.errors import JobNotFound
@@ -181,13 +182,16 @@ def _check(db: Session, action: ApprovalAction, erasure_id: str | None, version:
     deploy."""
     active_version = deployments.active_row(db, lock=True).version or BASE_VERSION
     active = deployments.served_entries(db, active_version)
+    judged = None  # the version as it exists, with its own evaluation (activate)
     if action == ApprovalAction.ACTIVATE:
         assert version is not None
         served = deployments.served_entries(db, version)  # 404 naming the version
+        judged = deployments.get(db, version) if version != BASE_VERSION else None
     elif action == ApprovalAction.RETIRE:
         if erasure_id not in [e["erasure_id"] for e in active]:
             raise deployments.DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
-        served = [e for e in active if e["erasure_id"] != erasure_id]
+        kept = [e for e in active if e["erasure_id"] != erasure_id]
+        served = [{**e, "weight": 1.0 / len(kept)} for e in kept]  # as deployments.retire_erasure weighs them
     else:
         assert erasure_id is not None
         job = db.get(ErasureJob, erasure_id)
@@ -199,8 +203,9 @@ def _check(db: Session, action: ApprovalAction, erasure_id: str | None, version:
         if erasure_id in [e["erasure_id"] for e in active]:
             raise deployments.DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id",
                                                  "path")
-        served = [*active, {"erasure_id": erasure_id}]
-    missed = deployments.gate_misses(db, served, gate)
+        served = [{**e, "weight": 1.0 / (len(active) + 1)} for e in [*active, {"erasure_id": erasure_id}]]
+    # A set not yet judged as served may be asked for: approving it queues its evaluation (judging.py).
+    missed = [m for m in gate_misses(db, served, gate, judged) if m.value != UNEVALUATED]
     if missed:
         raise GateRefused(missed)
 

@@ -38,17 +38,25 @@ class GatePolicy:
 
 @dataclass(frozen=True)
 class Miss:
-    """One way an erasure's evaluation misses the policy."""
+    """One way an evaluation misses the policy: an erasure's own, or a deployment's as served (then `concept`
+    names the concept that came back; a kept-set miss has no erasure)."""
 
-    erasure_id: str
+    erasure_id: str | None
     metric: str  # acc_e, acc_ir_drop, attack_success (with the attack's name), or evaluation
     value: float | str | None
     limit: float | None
+    concept: str | None = None
+    version: int | None = None  # judged as served in this deployment version
 
     def describe(self) -> str:
-        if self.limit is None:
-            return f"erasure {self.erasure_id}: {self.metric} is {self.value}"
-        return f"erasure {self.erasure_id}: {self.metric} {self.value:.3f} > {self.limit:g}"  # type: ignore[str-format]
+        who = f"erasure {self.erasure_id}" if self.erasure_id else "the kept concepts"
+        if self.concept:
+            who = f"{self.concept!r} ({who})"
+        if self.version is not None:
+            who += f" as served in version {self.version}"
+        if self.limit is None or not isinstance(self.value, (int, float)):
+            return f"{who}: {self.metric} is {self.value}"
+        return f"{who}: {self.metric} {self.value:.3f} > {self.limit:g}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +81,30 @@ def attack_success(evaluation: dict[str, Any]) -> dict[str, float]:
     for attack in evaluation.get("redteam", []):
         rates[attack["name"]] = float(attack["success_rate"])
     return rates
+
+
+def served_misses(policy: GatePolicy, version: int, evaluation: dict[str, Any] | None,
+                  labels: dict[str, str]) -> list[Miss]:
+    """Every limit a deployment's own evaluation (zerase.served_evaluation) misses; `labels` maps its entries'
+    labels to erasure ids. Each erased concept under the combined patch, then the kept set against the base."""
+    if not evaluation or "concepts" not in evaluation:
+        why = (evaluation or {}).get("skipped") or (evaluation or {}).get("error") or "missing"
+        return [Miss(None, "evaluation", f"not available as served ({why})", None, version=version)]
+    out = []
+    for c in evaluation["concepts"]:
+        erasure_id, concept = labels.get(c["label"], c["label"]), c["concept"]
+        if c["acc_e"] > policy.max_acc_e:
+            out.append(Miss(erasure_id, "acc_e", float(c["acc_e"]), policy.max_acc_e, concept, version))
+        for name, rate in attack_success(c).items():
+            limit = policy.max_feature_attack_success if name in FEATURE_ATTACKS else policy.max_attack_success
+            if rate > limit:
+                out.append(Miss(erasure_id, f"attack_success.{name}", rate, limit, concept, version))
+    kept = evaluation["kept"]
+    drop = float(kept["acc_ir_before"]) - float(kept["acc_ir"])
+    if drop > policy.max_acc_ir_drop:
+        worst = (kept.get("worst") or {}).get("concept")
+        out.append(Miss(None, "acc_ir_drop", drop, policy.max_acc_ir_drop, worst and f"worst: {worst}", version))
+    return out
 
 
 def misses(policy: GatePolicy, erasure_id: str, evaluation: dict[str, Any] | None) -> list[Miss]:

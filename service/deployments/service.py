@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 from service.audit.service import Actor, record
 from service.core import events
 from service.core.db import serialize_writes
-from service.core.errors import Conflict, Forbidden, Invalid, NotFound
+from service.core.errors import Conflict, Invalid, NotFound
 from service.core.tables import utcnow
 from service.deployments.contract import BASE_VERSION, MAX_WEIGHT
-from service.deployments.gate import GatePolicy, GateRefused, Miss, misses
+from service.deployments.gate import GatePolicy, Miss
+from service.deployments.judging import EvaluationStatus, Verdict, gate_check, gate_misses
 from service.deployments.models import ActiveDeployment, Deployment
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob
@@ -69,39 +70,16 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
         weight = weights[i] if weights is not None else 1.0 / len(erasure_ids)
         entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
-    missed = gate_check(db, entries, actor, gate, force)
+    verdict = gate_check(db, entries, actor, gate, force)
     deployment = Deployment(entries=entries, created_by=actor.name, reason=reason)
     db.add(deployment)
     db.flush()
-    _audit_forced(db, actor, deployment.version, missed, "create")
+    _audit_forced(db, actor, deployment.version, verdict.forced, "create")
+    if verdict.waiting:  # judged before anyone activates it
+        deployment.evaluation_status = EvaluationStatus.QUEUED
     record(db, actor, "deployment.create", f"deployment:{deployment.version}",
            {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
     return deployment
-
-
-def gate_check(db: Session, entries: Sequence[dict[str, Any]], actor: Actor, gate: GatePolicy | None,
-               force: bool = False) -> list[Miss]:
-    """The one gate check of every change to what /generate serves (create, deploy, retire, activate, and the
-    approvals and auto-deploy that run them): the version as served, every entry judged. Refused (409) unless
-    an admin forces it; the misses forced, for the caller to audit on the version ([]: it passes)."""
-    if force and actor.role != "admin":
-        raise Forbidden(f"only admin keys may force a deployment past the gate; {actor.name!r} is a "
-                        f"{actor.role or 'system actor'}", "force")
-    missed = gate_misses(db, entries, gate)
-    if missed and not force:
-        raise GateRefused(missed)
-    return missed
-
-
-def gate_misses(db: Session, entries: Sequence[dict[str, Any]], gate: GatePolicy | None) -> list[Miss]:
-    """What the gate finds wrong with serving `entries` ([] when it passes or is off)."""
-    if gate is None:
-        return []
-    out: list[Miss] = []
-    for entry in entries:
-        job = db.get(ErasureJob, entry["erasure_id"])
-        out += misses(gate, entry["erasure_id"], job.evaluation if job is not None else None)
-    return out
 
 
 def _audit_forced(db: Session, actor: Actor, version: int, missed: list[Miss], action: str) -> None:
@@ -145,21 +123,33 @@ def active(db: Session) -> Deployment | None:
 def activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | None = None,
              force: bool = False) -> Deployment | None:
     """Serve `version` (0: the base model) from the next generation request on, if it passes the `gate`
-    (`gate_check`: an admin may force it); committed."""
+    (judging.gate_check: an admin may force it); committed. A set not yet judged as served is queued for its
+    evaluation instead and activated by the worker if it passes (`pending_activation`)."""
     serialize_writes(db)
-    activated = _activate(db, version, actor, gate=gate, force=force)
+    activated = _activate(db, version, actor, gate=gate, force=force, kind="activate")
     db.commit()
-    events.publish(activated)
+    _publish(activated)
     return get(db, version) if version != BASE_VERSION else None
 
 
-def _activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | None,
-              force: bool = False) -> events.DeploymentActivated:
-    """Judge the version and move the pointer (not committed); the event to publish once the caller has committed."""
+def _publish(activated: events.DeploymentActivated | None) -> None:
+    if activated is not None:
+        events.publish(activated)
+
+
+def _activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | None, force: bool = False,
+              kind: str, based_on: int | None = None) -> events.DeploymentActivated | None:
+    """Judge the version and move the pointer, or queue its evaluation with this activation waiting on it (not
+    committed); the event to publish once the caller has committed (None: waiting)."""
     deployment = get(db, version) if version != BASE_VERSION else None
     previous = active_row(db, lock=True).version or BASE_VERSION
-    missed = gate_check(db, deployment.entries if deployment else [], actor, gate, force)
-    _audit_forced(db, actor, version, missed, "activate")
+    verdict: Verdict = gate_check(db, deployment.entries if deployment else [], actor, gate, force, deployment)
+    if verdict.waiting:
+        assert deployment is not None
+        _wait_for_evaluation(db, deployment, actor, kind, previous if based_on is None else based_on)
+        return None
+    _audit_forced(db, actor, version, verdict.forced, "activate")
+    _supersede_waiting(db, version, actor)
     db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
                .values(version=deployment.version if deployment else None, activated_by=actor.name,
                        activated_at=utcnow()))
@@ -174,16 +164,18 @@ def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
                    force: bool = False) -> Deployment:
     """A new version = the active set + this erasure, at equal weights; activated, in one transaction,
     serialised with every other deploy, retire and activation (none builds on a set another is replacing).
-    The `gate` judges the new version as served (`gate_check`)."""
+    The `gate` judges the new version as served (judging.gate_check); a set that must first be evaluated as
+    served comes back with `pending_activation`, activated by the worker if it passes and nothing else changed
+    the active set meanwhile."""
     serialize_writes(db)
-    current = _active_ids(db)
+    based_on, current = _active_ids(db)
     if erasure_id in current:
         raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
     deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
     record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
-    activated = _activate(db, deployment.version, actor, gate=gate, force=force)
+    activated = _activate(db, deployment.version, actor, gate=gate, force=force, kind="deploy", based_on=based_on)
     db.commit()
-    events.publish(activated)
+    _publish(activated)
     return deployment
 
 
@@ -192,20 +184,84 @@ def retire_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
     """A new version = the active set - this erasure (empty: serves the base model); activated, in one
     transaction, serialised like deploy_erasure, and judged like it."""
     serialize_writes(db)
-    current = _active_ids(db)
+    based_on, current = _active_ids(db)
     if erasure_id not in current:
         raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
     deployment = _create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
     record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
-    activated = _activate(db, deployment.version, actor, gate=gate, force=force)
+    activated = _activate(db, deployment.version, actor, gate=gate, force=force, kind="retire", based_on=based_on)
     db.commit()
-    events.publish(activated)
+    _publish(activated)
     return deployment
 
 
-def _active_ids(db: Session) -> list[str]:
+def _active_ids(db: Session) -> tuple[int, list[str]]:
+    """(the active version, its erasures), the active row locked."""
     version = active_row(db, lock=True).version
-    return [e["erasure_id"] for e in get(db, version).entries] if version is not None else []
+    if version is None:
+        return BASE_VERSION, []
+    return version, [e["erasure_id"] for e in get(db, version).entries]
+
+
+def _wait_for_evaluation(db: Session, deployment: Deployment, actor: Actor, kind: str, based_on: int) -> None:
+    """Queue the version's evaluation as served, with this activation waiting on it (settled by `settle`)."""
+    if deployment.evaluation_status not in (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING):
+        deployment.evaluation_status, deployment.evaluation = EvaluationStatus.QUEUED, None
+    deployment.pending_activation = {"kind": kind, "actor": actor.name, "key_id": actor.key_id,
+                                     "role": actor.role, "based_on": based_on}
+    deployment.refusal = None
+    record(db, actor, "deployment.evaluation_requested", f"deployment:{deployment.version}",
+           {"kind": kind, "based_on": based_on})
+
+
+def _supersede_waiting(db: Session, version: int, actor: Actor) -> None:
+    """An activation now makes every activation still waiting for an evaluation moot: they end, refused."""
+    for waiting in db.scalars(select(Deployment).where(Deployment.pending_activation.is_not(None),
+                                                       Deployment.version != version)):
+        waiting.pending_activation = None
+        waiting.refusal = {"code": "superseded", "detail": f"version {version} was activated by {actor.name} "
+                                                           "before this one was judged"}
+
+
+def request_evaluation(db: Session, version: int, actor: Actor) -> Deployment:
+    """Queue `version` to be judged as served (again); committed, audited."""
+    serialize_writes(db)
+    deployment = get(db, version)
+    if deployment.evaluation_status not in (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING):
+        deployment.evaluation_status, deployment.evaluation = EvaluationStatus.QUEUED, None
+        record(db, actor, "deployment.evaluation_requested", f"deployment:{version}", {"kind": "evaluate"})
+    db.commit()
+    return deployment
+
+
+def settle(db: Session, version: int, gate: GatePolicy | None) -> Deployment:
+    """After the version's evaluation: activate it if an activation waits and the gate now passes it (and, for a
+    deploy or retire, the active set is still the one it was built on), else record why not; committed."""
+    serialize_writes(db)
+    deployment = db.get(Deployment, version, with_for_update=True, populate_existing=True)
+    if deployment is None or not deployment.pending_activation:
+        db.commit()
+        return get(db, version)
+    intent = dict(deployment.pending_activation)
+    actor = Actor(intent["actor"], intent.get("key_id"), intent.get("role"))
+    current = active_row(db, lock=True).version or BASE_VERSION
+    missed = gate_misses(db, deployment.entries, gate, deployment)
+    activated = None
+    if intent["kind"] != "activate" and current != intent["based_on"]:
+        deployment.refusal = {"code": "conflict", "detail": f"the active version moved from {intent['based_on']} "
+                                                            f"to {current} while this one was evaluated; ask again"}
+    elif missed:
+        deployment.refusal = {"code": "deploy_gate", "detail": "; ".join(m.describe() for m in missed),
+                              "gate": [m.to_dict() for m in missed]}
+    else:
+        deployment.pending_activation = None
+        activated = _activate(db, version, actor, gate=gate, kind=intent["kind"])
+    deployment.pending_activation = None
+    if deployment.refusal is not None:
+        record(db, actor, "deployment.refused", f"deployment:{version}", deployment.refusal)
+    db.commit()
+    _publish(activated)
+    return deployment
 
 
 def changes(db: Session, from_version: int, to_version: int) -> dict[str, list[dict[str, Any]]]:

@@ -211,17 +211,22 @@ class GenerationService:
         return version
 
     def _local_copy(self, uri: str, sha256: str) -> Path:
-        """The artifact's bytes as a local file, verified against its sha256 (from the store if needed)."""
-        path = self.cache_dir / f"{sha256}.safetensors"
-        if path.exists() and file_sha256(path) == sha256:
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                self.store.fetch(uri, sha256, out)  # raises ArtifactIntegrityError on a hash mismatch
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return local_copy(self.store, self.cache_dir, uri, sha256)
+
+
+def local_copy(store: ArtifactStore, cache_dir: Path, uri: str, sha256: str) -> Path:
+    """The artifact's bytes as a local file under `cache_dir` (content-addressed), verified against its sha256
+    (fetched from the store if needed)."""
+    path = cache_dir / f"{sha256}.safetensors"
+    if path.exists() and file_sha256(path) == sha256:
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            store.fetch(uri, sha256, out)  # raises ArtifactIntegrityError on a hash mismatch
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

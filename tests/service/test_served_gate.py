@@ -1,0 +1,139 @@
+"""What /generate serves is what the gate judges: three real erasures (red, circle, Mira; 200 steps each on the
+bundled model) served together at the paper's 1/N average are judged as a set, under the combined patch, by a
+worker; the concept that comes back is named with its figure, and the set is never served without an admin's force.
+
+Each erasure's own job evaluation is set to a passing one here: what is under test is the judgement of the set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from jobclient import PASSING_EVALUATION, bearer
+
+from api.app import create_app
+from service.audit.service import Actor
+from service.core.db import migrate, session_factory
+from service.core.settings import Settings
+from service.core.store import store_for
+from service.core.tables import utcnow
+from service.deployments import service as deployments
+from service.deployments.evaluation import evaluate_next
+from service.erasures.contract import JobStatus
+from service.erasures.models import ErasureJob, new_job_id
+from service.keys.service import issue_key
+
+ERASURES = (("red", "abstraction"), ("circle", "entity"), ("Mira", "celebrity"))
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Settings:
+    var = tmp_path_factory.mktemp("served-gate")
+    settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'zerase.db'}", model_dir=model_dir,
+                        embedded_worker=False, deploy_gate=True, redteam=False)
+    migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def erasures(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The three erasures trained with the service's defaults, stored, as succeeded jobs."""
+    import torch
+
+    from zerase.erasure import erase
+    from zerase.pipeline import load_pipeline
+    from zerase.presets import resolve
+
+    pipe = load_pipeline(settings.model_dir, "cpu", torch.float32)
+    out, store, ids = tmp_path_factory.mktemp("served-artifacts"), store_for(settings), []
+    for concept, category in ERASURES:
+        config = resolve(concept, category, model=settings.model_dir)
+        path = out / f"{concept}.safetensors"
+        erase(pipe, config).save(path)
+        stored = store.put(path)
+        job_id = new_job_id()
+        with session_factory(settings.database_url)() as db:
+            db.add(ErasureJob(id=job_id, status=JobStatus.SUCCEEDED, concept=concept, category=category,
+                              config=config.to_dict(), requested_by="test", finished_at=utcnow(),
+                              artifact_uri=stored.uri, artifact_sha256=stored.sha256, artifact_bytes=stored.bytes,
+                              evaluation=PASSING_EVALUATION))
+            db.commit()
+        ids.append(job_id)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def key(settings: Settings, name: str, role: str) -> dict[str, str]:
+    return bearer(issue_key(settings.database_url, name, role, Actor("cli"))[1])
+
+
+def test_a_set_that_brings_a_concept_back_is_refused_naming_it(client: TestClient, settings: Settings,
+                                                               erasures: list[str]) -> None:
+    moderator, admin = key(settings, "mod", "moderator"), key(settings, "boss", "admin")
+    red, circle, mira = erasures
+    # One by one, as a moderation team deploys them: the first alone is judged by its job's evaluation.
+    first = client.post(f"/erasures/{red}/deploy", headers=moderator)
+    assert first.status_code == 201 and first.json()["version"] == 1, first.text
+    second = client.post(f"/erasures/{circle}/deploy", headers=moderator)
+    assert second.status_code == 202 and second.headers["location"] == "/deployments/2", second.text
+    assert second.json()["pending_activation"]["kind"] == "deploy" and second.json()["evaluation_status"] == "queued"
+    assert client.get("/deployments/active", headers=moderator).json()["version"] == 1  # nothing served yet
+    assert evaluate_next(settings) == 2
+    judged = client.get("/deployments/2", headers=moderator).json()
+    assert judged["evaluation_status"] == "evaluated" and judged["pending_activation"] is None
+    active = client.get("/deployments/active", headers=moderator).json()["version"]
+    assert (active == 2) == (judged["refusal"] is None)  # served only if the gate passed the set as served
+    if active != 2:  # the second came back already: serve the first two anyway to go on
+        assert client.post("/deployments/2/activate", json={"force": True}, headers=admin).status_code == 200
+
+    third = client.post(f"/erasures/{mira}/deploy", headers=moderator)
+    assert third.status_code == 202, third.text
+    assert evaluate_next(settings) == 3
+    evaluation = client.get("/deployments/3/evaluation", headers=moderator).json()
+    assert evaluation["status"] == "evaluated"
+    concepts = {c["concept"]: c for c in evaluation["evaluation"]["concepts"]}
+    assert set(concepts) == {"red", "circle", "Mira"} and all(c["weight"] == pytest.approx(1 / 3)
+                                                               for c in concepts.values())
+    kept = evaluation["evaluation"]["kept"]
+    assert kept["images_each"] == settings.deployment_kept_images
+    assert not {"red", "circle", "Mira"} & {k.split(":")[1] for k in kept["per_concept"]}  # erased: not kept
+    # At 1/3 each the erasures are diluted: a concept comes back, and the gate names it with its figure.
+    came_back = [m for m in evaluation["gate"] if m["metric"] == "acc_e"]
+    assert came_back, evaluation
+    worst = max(came_back, key=lambda m: m["value"])
+    assert worst["value"] == concepts[worst["concept"]]["acc_e"] > 0.25
+    assert worst["erasure_id"] == erasures[["red", "circle", "Mira"].index(worst["concept"])]
+    version = client.get("/deployments/3", headers=moderator).json()
+    assert version["refusal"]["code"] == "deploy_gate" and worst["concept"] in version["refusal"]["detail"]
+    assert client.get("/deployments/active", headers=moderator).json()["version"] != 3
+
+    # Judged now: activation answers at once, 409 naming the concept; only an admin's force serves it, audited.
+    refused = client.post("/deployments/3/activate", headers=moderator)
+    assert refused.status_code == 409 and refused.json()["code"] == "deploy_gate", refused.text
+    assert repr(worst["concept"]) in refused.json()["detail"] and "as served in version 3" in refused.json()["detail"]
+    assert client.post("/deployments/3/activate", json={"force": True}, headers=admin).status_code == 200
+    forced = client.get("/audit", params={"action": "deployment.gate_forced", "target": "deployment:3"},
+                        headers=admin).json()["data"]
+    assert forced and any(m["concept"] == worst["concept"] for m in forced[0]["data"]["misses"])
+
+
+def test_a_waiting_activation_is_refused_when_the_active_set_moved(client: TestClient, settings: Settings,
+                                                                   erasures: list[str]) -> None:
+    moderator = key(settings, "mod-2", "moderator")
+    with session_factory(settings.database_url)() as db:
+        deployments.activate(db, 0, Actor("tests"))
+    red, circle, _ = erasures
+    assert client.post(f"/erasures/{red}/deploy", headers=moderator).status_code == 201
+    waiting = client.post(f"/erasures/{circle}/deploy", headers=moderator).json()
+    assert client.post("/deployments/0/activate", headers=moderator).status_code == 200  # meanwhile: a rollback
+    assert client.get(f"/deployments/{waiting['version']}", headers=moderator).json()["refusal"]["code"] == \
+        "superseded"
+    assert evaluate_next(settings) == waiting["version"]  # judged anyway (for the record), never activated
+    assert client.get("/deployments/active", headers=moderator).json()["version"] == 0
