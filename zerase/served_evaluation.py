@@ -82,8 +82,10 @@ Attack = Callable[[str, list[str], Callable[[], Callable[[], None]]], list[dict[
 
 
 def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: Evaluator, sampling: SamplingSettings,
-                    *, n_seeds: int = 4, kept_images: int = 8, attack: Attack | None = None) -> dict[str, Any]:
-    """The set's metrics under the combined patch (`PatchedPipeline.apply` with the weights /generate uses).
+                    *, n_seeds: int = 4, kept_images: int = 8, attack: Attack | None = None,
+                    patch: Sequence[LoraArtifact] | None = None) -> dict[str, Any]:
+    """The set's metrics under the combined patch (`PatchedPipeline.apply` with the weights /generate uses), or
+    under `patch` served instead at weight 1 each (a fused patch, zerase.fusion), judged on the set's concepts.
     `attack` may add red-team results per erased concept. `pipe` must be unpatched; it is so again on return."""
     started = time.monotonic()
     plan = served_plan(evaluator, served, n_seeds, kept_images)
@@ -92,7 +94,10 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
     patched = PatchedPipeline(pipe)
 
     def install() -> Callable[[], None]:
-        patched.apply([e.artifact for e in served], [e.weight for e in served])
+        if patch is not None:
+            patched.apply(list(patch), [1.0] * len(patch))
+        else:
+            patched.apply([e.artifact for e in served], [e.weight for e in served])
         return patched.clear
 
     remove = install()

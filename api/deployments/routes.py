@@ -52,7 +52,7 @@ def create_deployment(body: DeploymentCreate, db: SessionDep, actor: ActorDep, s
     pass the deploy gate (409 `deploy_gate` naming the metric), unless an admin forces it; a set of several
     (or a weight ≠ 1) is queued to be judged as served (`evaluation_status`)."""
     deployment = deployments.create(db, body.erasure_ids, body.weights, actor=actor, reason=body.reason,
-                                    gate=GatePolicy.of(settings), force=body.force)
+                                    gate=GatePolicy.of(settings), force=body.force, fusion=settings.fusion)
     return DeploymentOut.of(deployment, deployments.active_row(db).version)
 
 

@@ -1,4 +1,4 @@
-"""Deployments judged as served: each version's own evaluation, its status, and an activation waiting for it
+"""Deployments judged as served: each version's own evaluation, its status, an activation waiting for it, its fusion
 
 Revision ID: 0009
 Revises: 0008
@@ -25,11 +25,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("evaluation_started_at", UTC_TIME, nullable=True))
         batch.add_column(sa.Column("pending_activation", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("refusal", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("fusion", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("fused", sa.JSON(), nullable=True))
         batch.create_index(batch.f("ix_deployment_evaluation_status"), ["evaluation_status"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("deployment") as batch:
         batch.drop_index(batch.f("ix_deployment_evaluation_status"))
-        for column in ("refusal", "pending_activation", "evaluation_started_at", "evaluation", "evaluation_status"):
+        for column in ("fused", "fusion", "refusal", "pending_activation", "evaluation_started_at", "evaluation", "evaluation_status"):
             batch.drop_column(column)

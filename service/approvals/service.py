@@ -61,7 +61,8 @@ def deploy_or_request(db: Session, erasure_id: str, actor: Actor, settings: Sett
     """Deploy the erasure (the active set + it, activated), or, with approvals on, request that (pending).
     `requester`: on whose behalf `actor` asks (auto-deploy: the job's key), who then may not approve it."""
     if not settings.deploy_approvals:
-        return deployments.deploy_erasure(db, erasure_id, actor, gate=GatePolicy.of(settings), force=force)
+        return deployments.deploy_erasure(db, erasure_id, actor, gate=GatePolicy.of(settings), force=force,
+                                          fusion=settings.fusion)
     return _request(db, ApprovalAction.DEPLOY, actor, settings, erasure_id=erasure_id, force=force, reason=reason,
                     requester=requester)
 
@@ -70,7 +71,8 @@ def retire_or_request(db: Session, erasure_id: str, actor: Actor, settings: Sett
                       reason: str | None = None) -> Deployment | ApprovalRequest:
     """Retire the erasure (the active set - it, activated), or, with approvals on, request that (pending)."""
     if not settings.deploy_approvals:
-        return deployments.retire_erasure(db, erasure_id, actor, gate=GatePolicy.of(settings), force=force)
+        return deployments.retire_erasure(db, erasure_id, actor, gate=GatePolicy.of(settings), force=force,
+                                          fusion=settings.fusion)
     return _request(db, ApprovalAction.RETIRE, actor, settings, erasure_id=erasure_id, force=force, reason=reason)
 
 
@@ -223,8 +225,10 @@ def _act(db: Session, request: ApprovalRequest, actor: Actor, settings: Settings
         return deployments.activate(db, request.version, actor, gate=gate, force=request.force)
     assert request.erasure_id is not None
     if request.action == ApprovalAction.DEPLOY:
-        return deployments.deploy_erasure(db, request.erasure_id, actor, gate=gate, force=request.force)
-    return deployments.retire_erasure(db, request.erasure_id, actor, gate=gate, force=request.force)
+        return deployments.deploy_erasure(db, request.erasure_id, actor, gate=gate, force=request.force,
+                                          fusion=settings.fusion)
+    return deployments.retire_erasure(db, request.erasure_id, actor, gate=gate, force=request.force,
+                                      fusion=settings.fusion)
 
 
 def _locked(db: Session, approval_id: str) -> ApprovalRequest:

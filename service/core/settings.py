@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
     # A deployment judged as served (service/deployments/evaluation.py): images of each kept concept.
     deployment_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
+    # How a version of several erasures is served: "closed_form" (one caption-row patch fitted to each erasure's
+    # output at full strength, zerase.fusion; made by a worker before the version is served) or "average" (the
+    # paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the choice (RESULTS.md).
+    fusion: Literal["closed_form", "average"] = "closed_form"
     # Evaluators for models without their own (zerase.evaluators; the bundled world's probe comes first).
     clip_dir: Path | None = None  # a local transformers CLIP directory: zero-shot readings, CLIP score; None: no CLIP
     nudenet: bool = True  # nudity jobs read by NudeNet when zerase[nudenet] is installed

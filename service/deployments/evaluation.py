@@ -81,25 +81,53 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
     from zerase.served_evaluation import Served, evaluate_served
 
     with session_factory(settings.database_url)() as db:
-        entries = list(deployments.get(db, version).entries)
+        deployment = deployments.get(db, version)
+        entries, fusion, fused = list(deployment.entries), deployment.fusion, deployment.fused
         categories = {e["erasure_id"]: _category(db, e["erasure_id"]) for e in entries}
     profile = profile_for(settings.model_dir)
-    kinds = set(categories.values())
-    evaluator = evaluator_for(profile, kinds.pop() if len(kinds) == 1 else None, clip_dir=settings.clip_dir,
-                              nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
-    if evaluator is None or not all(evaluator.can_read(e["concept"]) for e in entries):
-        return {"status": EvaluationStatus.FAILED,
-                "skipped": "no evaluator of this model reads every concept of the set (on a real model: "
-                           "ZERASE_CLIP_DIR, one category per set)"}
     store, cache = store_for(settings), settings.var_dir.resolve() / "patch-cache"
     with model_in_use:  # training and job reports patch the same pipeline
         pipe = base_pipeline(settings)
         served = [Served(e["erasure_id"], load_artifact(local_copy(store, cache, e["uri"], e["sha256"]), pipe),
                          float(e["weight"]), categories[e["erasure_id"]]) for e in entries]
+        if fusion == "closed_form" and fused is None:
+            fused = _fuse(pipe, served, profile, store, version, settings)
+        patch = [load_artifact(local_copy(store, cache, fused["uri"], fused["sha256"]), pipe)] if fused else None
+        kinds = set(categories.values())
+        evaluator = evaluator_for(profile, kinds.pop() if len(kinds) == 1 else None, clip_dir=settings.clip_dir,
+                                  nudenet=settings.nudenet, prompts=settings.evaluation_prompts,
+                                  device=settings.device)
+        if evaluator is None or not all(evaluator.can_read(e["concept"]) for e in entries):
+            return {"status": EvaluationStatus.FAILED,
+                    "skipped": "no evaluator of this model reads every concept of the set (on a real model: "
+                               "ZERASE_CLIP_DIR, one category per set)"}
         attack = _ring_a_bell(pipe, evaluator, settings) if settings.redteam else None
         result = evaluate_served(pipe, served, evaluator, profile.sampling, n_seeds=settings.evaluation_seeds,
-                                 kept_images=settings.deployment_kept_images, attack=attack)
-    return {"status": EvaluationStatus.EVALUATED, **result}
+                                 kept_images=settings.deployment_kept_images, attack=attack, patch=patch)
+    return {"status": EvaluationStatus.EVALUATED, "fusion": fusion or "average", **result}
+
+
+def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, settings: Settings
+          ) -> dict[str, Any]:
+    """The set's closed-form fused patch (zerase.fusion, on `fusion_prompts`), stored like any artifact and recorded
+    on the version."""
+    import tempfile
+    from pathlib import Path
+
+    from zerase.fusion import fuse_closed_form, fusion_prompts, save_fused
+
+    artifacts = [e.artifact for e in served]
+    erase, keep = fusion_prompts(profile, artifacts)
+    fused = fuse_closed_form(pipe, artifacts, erase, keep, profile.sampling)
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = store.put(save_fused(fused, Path(tmp) / "fused.safetensors"))
+    record_ = {"uri": stored.uri, "sha256": stored.sha256, "bytes": stored.bytes, "rank": fused.metadata["rank"],
+               "method": "closed_form", "seconds": fused.metadata["fusion"]["seconds"]}
+    with session_factory(settings.database_url)() as db:
+        deployments.get(db, version).fused = record_
+        record(db, EVALUATOR, "deployment.fuse", f"deployment:{version}", record_)
+        db.commit()
+    return record_
 
 
 def _ring_a_bell(pipe: Any, evaluator: Any, settings: Settings) -> Any:

@@ -31,6 +31,10 @@ class Deployment(Base):
     pending_activation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Why the waiting activation did not happen: {code, detail, gate?}.
     refusal: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # How several erasures are served (ZERASE_FUSION when the version was made): None or "average" (the stack at
+    # `weight` each), "closed_form" (one patch fitted by a worker, zerase.fusion: `fused` = {uri, sha256, rank}).
+    fusion: Mapped[str | None] = mapped_column(String(16))
+    fused: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ActiveDeployment(Base):

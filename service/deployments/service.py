@@ -39,19 +39,21 @@ class DeploymentNotFound(NotFound):
 
 
 def create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
-           reason: str | None = None, gate: GatePolicy | None = None, force: bool = False) -> Deployment:
+           reason: str | None = None, gate: GatePolicy | None = None, force: bool = False,
+           fusion: str | None = None) -> Deployment:
     """A new version serving `erasure_ids` (weights default to 1/N, Appendix F); not activated; committed.
     With a `gate`, the version must pass it (`gate_check`), unless an admin forces it; activating it is judged
     again."""
     serialize_writes(db)
-    deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason, gate=gate, force=force)
+    deployment = _create(db, erasure_ids, weights, actor=actor, reason=reason, gate=gate, force=force,
+                         fusion=None if weights is not None else fusion)  # explicit weights: served as given
     db.commit()
     return deployment
 
 
 def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | None = None, *, actor: Actor,
             reason: str | None = None, field: str = "erasure_ids", gate: GatePolicy | None = None,
-            force: bool = False) -> Deployment:
+            force: bool = False, fusion: str | None = None) -> Deployment:
     if weights is not None and len(weights) != len(erasure_ids):
         raise InvalidDeployment(f"{len(weights)} weights for {len(erasure_ids)} erasures", "weights")
     for i, w in enumerate(weights or []):
@@ -71,11 +73,12 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
         entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
     verdict = gate_check(db, entries, actor, gate, force)
-    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason)
+    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason,
+                            fusion=fusion if len(entries) > 1 else None)
     db.add(deployment)
     db.flush()
     _audit_forced(db, actor, deployment.version, verdict.forced, "create")
-    if verdict.waiting:  # judged before anyone activates it
+    if verdict.waiting or _unfused(deployment):  # fused and judged before anyone activates it
         deployment.evaluation_status = EvaluationStatus.QUEUED
     record(db, actor, "deployment.create", f"deployment:{deployment.version}",
            {"erasure_ids": list(erasure_ids), "weights": [e["weight"] for e in entries], "reason": reason})
@@ -144,9 +147,9 @@ def _activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | Non
     deployment = get(db, version) if version != BASE_VERSION else None
     previous = active_row(db, lock=True).version or BASE_VERSION
     verdict: Verdict = gate_check(db, deployment.entries if deployment else [], actor, gate, force, deployment)
-    if verdict.waiting:
+    if verdict.waiting or (deployment is not None and _unfused(deployment)):  # even forced: no patch to serve yet
         assert deployment is not None
-        _wait_for_evaluation(db, deployment, actor, kind, previous if based_on is None else based_on)
+        _wait_for_evaluation(db, deployment, actor, kind, previous if based_on is None else based_on, force)
         return None
     _audit_forced(db, actor, version, verdict.forced, "activate")
     _supersede_waiting(db, version, actor)
@@ -161,7 +164,7 @@ def _activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | Non
 
 
 def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePolicy | None = None,
-                   force: bool = False) -> Deployment:
+                   force: bool = False, fusion: str | None = None) -> Deployment:
     """A new version = the active set + this erasure, at equal weights; activated, in one transaction,
     serialised with every other deploy, retire and activation (none builds on a set another is replacing).
     The `gate` judges the new version as served (judging.gate_check); a set that must first be evaluated as
@@ -171,7 +174,8 @@ def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
     based_on, current = _active_ids(db)
     if erasure_id in current:
         raise DeploymentConflict(f"erasure {erasure_id} is already in the active deployment", "id", "path")
-    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id")
+    deployment = _create(db, [*current, erasure_id], actor=actor, reason=f"deploy {erasure_id}", field="id",
+                         fusion=fusion)
     record(db, actor, "erasure.deploy", erasure_id, {"version": deployment.version})
     activated = _activate(db, deployment.version, actor, gate=gate, force=force, kind="deploy", based_on=based_on)
     db.commit()
@@ -180,14 +184,15 @@ def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
 
 
 def retire_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePolicy | None = None,
-                   force: bool = False) -> Deployment:
+                   force: bool = False, fusion: str | None = None) -> Deployment:
     """A new version = the active set - this erasure (empty: serves the base model); activated, in one
     transaction, serialised like deploy_erasure, and judged like it."""
     serialize_writes(db)
     based_on, current = _active_ids(db)
     if erasure_id not in current:
         raise DeploymentConflict(f"erasure {erasure_id} is not in the active deployment", "id", "path")
-    deployment = _create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}")
+    deployment = _create(db, [i for i in current if i != erasure_id], actor=actor, reason=f"retire {erasure_id}",
+                         fusion=fusion)
     record(db, actor, "erasure.retire", erasure_id, {"version": deployment.version})
     activated = _activate(db, deployment.version, actor, gate=gate, force=force, kind="retire", based_on=based_on)
     db.commit()
@@ -203,12 +208,19 @@ def _active_ids(db: Session) -> tuple[int, list[str]]:
     return version, [e["erasure_id"] for e in get(db, version).entries]
 
 
-def _wait_for_evaluation(db: Session, deployment: Deployment, actor: Actor, kind: str, based_on: int) -> None:
-    """Queue the version's evaluation as served, with this activation waiting on it (settled by `settle`)."""
+def _unfused(deployment: Deployment) -> bool:
+    """A version served as one fused patch that a worker has not made yet."""
+    return deployment.fusion == "closed_form" and not deployment.fused
+
+
+def _wait_for_evaluation(db: Session, deployment: Deployment, actor: Actor, kind: str, based_on: int,
+                         force: bool = False) -> None:
+    """Queue the version's evaluation as served (its fused patch first, where it has one), with this activation
+    waiting on it (settled by `settle`; `force`: an admin's, past the gate)."""
     if deployment.evaluation_status not in (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING):
         deployment.evaluation_status, deployment.evaluation = EvaluationStatus.QUEUED, None
     deployment.pending_activation = {"kind": kind, "actor": actor.name, "key_id": actor.key_id,
-                                     "role": actor.role, "based_on": based_on}
+                                     "role": actor.role, "based_on": based_on, "force": force}
     deployment.refusal = None
     record(db, actor, "deployment.evaluation_requested", f"deployment:{deployment.version}",
            {"kind": kind, "based_on": based_on})
@@ -245,9 +257,13 @@ def settle(db: Session, version: int, gate: GatePolicy | None) -> Deployment:
     intent = dict(deployment.pending_activation)
     actor = Actor(intent["actor"], intent.get("key_id"), intent.get("role"))
     current = active_row(db, lock=True).version or BASE_VERSION
-    missed = gate_misses(db, deployment.entries, gate, deployment)
+    forced = bool(intent.get("force"))
+    missed = [] if forced else gate_misses(db, deployment.entries, gate, deployment)
     activated = None
-    if intent["kind"] != "activate" and current != intent["based_on"]:
+    if _unfused(deployment):
+        deployment.refusal = {"code": "fusion_failed", "detail": "the fused patch could not be made: "
+                                                                 f"{(deployment.evaluation or {}).get('error')}"}
+    elif intent["kind"] != "activate" and current != intent["based_on"]:
         deployment.refusal = {"code": "conflict", "detail": f"the active version moved from {intent['based_on']} "
                                                             f"to {current} while this one was evaluated; ask again"}
     elif missed:
@@ -255,7 +271,7 @@ def settle(db: Session, version: int, gate: GatePolicy | None) -> Deployment:
                               "gate": [m.to_dict() for m in missed]}
     else:
         deployment.pending_activation = None
-        activated = _activate(db, version, actor, gate=gate, kind=intent["kind"])
+        activated = _activate(db, version, actor, gate=gate, force=forced, kind=intent["kind"])
     deployment.pending_activation = None
     if deployment.refusal is not None:
         record(db, actor, "deployment.refused", f"deployment:{version}", deployment.refusal)

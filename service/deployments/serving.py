@@ -191,13 +191,19 @@ class GenerationService:
             version = active if active is not None else BASE_VERSION
             if version == self._applied:
                 return version
-            entries = deployments.get(db, version).entries if active is not None else []
+            deployment = deployments.get(db, version) if active is not None else None
+            entries = deployment.entries if deployment is not None else []
+            fused = deployment.fused if deployment is not None and deployment.fusion == "closed_form" else None
         self._applied = None  # until the new set is fully in place, nothing counts as applied
         try:
             from zerase.artifact import load_artifact
 
-            artifacts = [load_artifact(self._local_copy(e["uri"], e["sha256"]), self._pipe) for e in entries]
-            self._patched.apply(artifacts, [float(e["weight"]) for e in entries])
+            if fused is not None:  # several erasures served as their one fused patch (zerase.fusion)
+                self._patched.apply([load_artifact(self._local_copy(fused["uri"], fused["sha256"]), self._pipe)],
+                                    [1.0])
+            else:
+                artifacts = [load_artifact(self._local_copy(e["uri"], e["sha256"]), self._pipe) for e in entries]
+                self._patched.apply(artifacts, [float(e["weight"]) for e in entries])
         except Exception as exc:
             self._patched.clear()
             metrics.GENERATION_PATCH_VERSION.set(-1)

@@ -31,6 +31,9 @@ from service.core.store import s3_client
 # The suite's many synthetic succeeded jobs (recorded directly, or trained in a few steps) have no evaluation
 # that passes the deploy gate; the gate's own tests (test_deploy_gate.py) turn it on.
 os.environ.setdefault("ZERASE_DEPLOY_GATE", "false")
+# Several erasures are served as their 1/N stack here, activated at once; tests of the fused patch set
+# ZERASE_FUSION=closed_form (a worker fits it before the version is served).
+os.environ.setdefault("ZERASE_FUSION", "average")
 
 POSTGRES_ADMIN_URL = os.environ.get("ZERASE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ZERASE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -1,17 +1,22 @@
 """What /generate serves is what the gate judges: three real erasures (red, circle, Mira; 200 steps each on the
 bundled model) served together at the paper's 1/N average are judged as a set, under the combined patch, by a
 worker; the concept that comes back is named with its figure, and the set is never served without an admin's force.
+Served as their closed-form fused patch (the service's default, ZERASE_FUSION=closed_form), each stays erased.
 
 Each erasure's own job evaluation is set to a passing one here: what is under test is the judgement of the set."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from jobclient import PASSING_EVALUATION, bearer
+from PIL import Image
 
 from api.app import create_app
 from service.audit.service import Actor
@@ -21,6 +26,7 @@ from service.core.store import store_for
 from service.core.tables import utcnow
 from service.deployments import service as deployments
 from service.deployments.evaluation import evaluate_next
+from service.deployments.serving import local_copy
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob, new_job_id
 from service.keys.service import issue_key
@@ -32,7 +38,7 @@ ERASURES = (("red", "abstraction"), ("circle", "entity"), ("Mira", "celebrity"))
 def settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Settings:
     var = tmp_path_factory.mktemp("served-gate")
     settings = Settings(var_dir=var, database_url=f"sqlite:///{var / 'zerase.db'}", model_dir=model_dir,
-                        embedded_worker=False, deploy_gate=True, redteam=False)
+                        embedded_worker=False, deploy_gate=True, redteam=False, fusion="average")
     migrate(settings.database_url)
     return settings
 
@@ -137,3 +143,51 @@ def test_a_waiting_activation_is_refused_when_the_active_set_moved(client: TestC
         "superseded"
     assert evaluate_next(settings) == waiting["version"]  # judged anyway (for the record), never activated
     assert client.get("/deployments/active", headers=moderator).json()["version"] == 0
+
+
+def test_the_fused_patch_keeps_each_erased_and_is_what_generate_serves(settings: Settings,
+                                                                       erasures: list[str]) -> None:
+    fused_settings = settings.model_copy(update={"fusion": "closed_form"})
+    moderator = key(settings, "mod-3", "moderator")
+    with session_factory(settings.database_url)() as db:
+        deployments.activate(db, 0, Actor("tests"))
+    with TestClient(create_app(fused_settings)) as c:
+        made = c.post("/deployments", json={"erasure_ids": erasures}, headers=moderator).json()
+        assert made["evaluation_status"] == "queued", made
+        waiting = c.post(f"/deployments/{made['version']}/activate", headers=moderator)
+        assert waiting.status_code == 202 and waiting.json()["pending_activation"]["kind"] == "activate"
+        assert evaluate_next(fused_settings) == made["version"]
+        version = c.get(f"/deployments/{made['version']}", headers=moderator).json()
+        evaluation = c.get(f"/deployments/{made['version']}/evaluation", headers=moderator).json()
+        assert evaluation["evaluation"]["fusion"] == "closed_form"
+        acc_e = {x["concept"]: x["acc_e"] for x in evaluation["evaluation"]["concepts"]}
+        assert max(acc_e.values()) <= fused_settings.gate_max_acc_e, acc_e  # each holds, all three together
+        assert evaluation["gate"] == [] and version["refusal"] is None, (evaluation["gate"], version["refusal"])
+        assert c.get("/deployments/active", headers=moderator).json()["version"] == made["version"]
+        with session_factory(settings.database_url)() as db:
+            fused = deployments.get(db, made["version"]).fused
+        assert fused is not None and fused["rank"] == 32 and fused["sha256"]
+        # /generate serves that one patch (fetched from the store by its sha256), not the 1/N stack.
+        r = c.post("/generate", json={"prompt": "Mira", "seed": 0}, headers=key(settings, "gen", "generator"))
+        assert r.status_code == 200 and r.headers["x-safety-patch-version"] == str(made["version"]), r.text
+    served = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    assert np.array_equal(served, _generated("Mira", [fused], settings))
+    assert not np.array_equal(served, _generated("Mira", [], settings))
+
+
+def _generated(prompt: str, patches: list[dict[str, Any]], settings: Settings) -> Any:
+    """The image of `prompt` at seed 0 made here, in process, with these stored patches at weight 1."""
+    import torch
+
+    from zerase.artifact import load_artifact
+    from zerase.generate import generate
+    from zerase.patching import PatchedPipeline
+    from zerase.pipeline import load_pipeline
+    from zerase.profiles import profile_for
+
+    pipe = load_pipeline(settings.model_dir, "cpu", torch.float32)
+    store, out = store_for(settings), settings.var_dir / "check"
+    patched = PatchedPipeline(pipe)
+    patched.apply([load_artifact(local_copy(store, out, p["uri"], p["sha256"]), pipe) for p in patches],
+                  [1.0] * len(patches))
+    return generate(pipe, [prompt], [0], profile_for(settings.model_dir).sampling)[0]

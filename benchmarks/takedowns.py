@@ -1,0 +1,222 @@
+"""Takedowns that hold together: N erasures of the bundled world served at once, by each way of serving them,
+judged as served (zerase.served_evaluation: each concept's Acc_e and string attacks under the combined patch,
+every other concept 8 images each against the base model) and timed through the pipeline.
+
+    OMP_NUM_THREADS=1 python benchmarks/takedowns.py [--sets red,circle,Mira red,circle,outlined,Mira ...]
+        [--methods average sum ties calibrated closed_form] [--train-seeds 1] [--out benchmarks/takedowns]
+    python benchmarks/takedowns.py --table --out benchmarks/takedowns   # the table from the cells there
+
+Methods: `average`, the paper's 1/N (Appendix F, what the service served so far); `sum`, weight 1 each;
+`ties`, TIES-merging of the dense ΔW_i (trim to the top 20 % magnitudes, elect the sign by mass, average the
+agreeing entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (between
+the average and the sum); `closed_form`, zerase.fusion (one caption-row ΔW fitted to each erasure's output on
+its own concept's inputs and to the frozen output on the kept concepts', rank 32). Each erasure is trained
+once per training seed with the service's defaults and cached under var/takedowns/. Each cell (set × method ×
+training seed) is written to --out/cells/ as soon as it is done and skipped when it exists, so a long run
+resumes; the table (takedowns.md) is rebuilt from whatever cells exist, missing ones named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, load_artifact
+from zerase.erasure import erase
+from zerase.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
+from zerase.generate import generate
+from zerase.patching import PatchedPipeline
+from zerase.pipeline import load_pipeline
+from zerase.presets import resolve
+from zerase.profiles import profile_for
+from zerase.served_evaluation import Served, evaluate_served
+from zerase.world.profile import world_axis
+
+CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
+DEFAULT_SETS = ("red", "red,circle", "red,circle,Mira", "red,circle,outlined,Mira")
+METHODS = ("average", "sum", "ties", "calibrated", "closed_form")
+TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), help="comma-separated concepts each")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--train-seeds", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=Path("var/takedowns"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/takedowns"))
+    parser.add_argument("--table", action="store_true", help="only rebuild the table from the cells")
+    return parser.parse_args()
+
+
+def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
+    path = cache / f"{concept}-s{seed}.safetensors"
+    if not path.exists():
+        axis = world_axis(concept)
+        config = resolve(concept, CATEGORY[axis or "character"], seed=seed)
+        erase(pipe, config).save(path)
+    return load_artifact(path, pipe)
+
+
+def _artifact(tensors: dict[str, torch.Tensor], like: LoraArtifact, concept: str, method: str) -> LoraArtifact:
+    rank = next(t.shape[0] for k, t in tensors.items() if k.endswith("lora_A.weight"))
+    meta = {**{k: like.metadata[k] for k in ("base_model", "target_modules", "layers", "gating")},
+            "format": FORMAT, "format_version": FORMAT_VERSION, "rank": rank, "alpha": float(rank),
+            "concept": concept, "fusion": {"method": method}}
+    return LoraArtifact(tensors, meta, method)
+
+
+def low_rank(deltas: dict[str, torch.Tensor], like: LoraArtifact, concept: str, method: str) -> LoraArtifact:
+    tensors = {}
+    for path, delta in deltas.items():
+        u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+        r = min(FUSED_RANK, s.shape[0])
+        tensors[f"{path}.lora_B.weight"], tensors[f"{path}.lora_A.weight"] = (u[:, :r] * s[:r]).contiguous(), \
+            vh[:r].contiguous()
+    return _artifact(tensors, like, concept, method)
+
+
+def ties(artifacts: list[LoraArtifact], density: float = 0.2) -> dict[str, torch.Tensor]:
+    """TIES-merging (Yadav et al. 2023) of the dense ΔW_i: trim, elect sign, disjoint merge."""
+    out = {}
+    deltas = [a.delta_weights() for a in artifacts]
+    for path in deltas[0]:
+        stack = torch.stack([d[path] for d in deltas])  # (N, out, in)
+        k = max(1, int(density * stack[0].numel()))
+        cut = stack.abs().flatten(1).kthvalue(stack[0].numel() - k + 1, dim=1).values.view(-1, 1, 1)
+        trimmed = torch.where(stack.abs() >= cut, stack, torch.zeros_like(stack))
+        sign = torch.sign(trimmed.sum(0))
+        agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
+        merged = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
+        out[path] = merged  # the disjoint mean keeps each erasure's own size where it alone acts
+    return out
+
+
+def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: list[str], sampling: Any
+              ) -> tuple[list[LoraArtifact], list[float], float]:
+    """(artifacts, weights) to serve, and the seconds it took to make them."""
+    started, n = time.monotonic(), len(artifacts)
+    name = " + ".join(concepts)
+    if method == "average":
+        return artifacts, [1.0 / n] * n, 0.0
+    if method == "sum":
+        return artifacts, [1.0] * n, 0.0
+    if method == "calibrated":
+        return artifacts, [1.0 / math.sqrt(n)] * n, 0.0
+    if method == "ties":
+        return [low_rank(ties(artifacts), artifacts[0], name, "ties")], [1.0], time.monotonic() - started
+    own, keep = fusion_prompts(profile_for(None), artifacts)  # what the service fits on
+    fused = fuse_closed_form(pipe, artifacts, own, keep, sampling)
+    return [fused], [1.0], time.monotonic() - started
+
+
+def serving_p50(pipe: Any, patch: list[LoraArtifact], weights: list[float], sampling: Any, runs: int = 9) -> float:
+    patched = PatchedPipeline(pipe)
+    if patch:
+        patched.apply(patch, weights)
+    try:
+        times = []
+        for i in range(runs):
+            t = time.perf_counter()
+            generate(pipe, TIMED_PROMPTS, [i] * len(TIMED_PROMPTS), sampling)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+    finally:
+        patched.clear()
+
+
+def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path) -> dict[str, Any]:
+    profile = profile_for(None)
+    evaluator, sampling = profile.evaluator(), profile.sampling
+    assert evaluator is not None
+    artifacts = [trained(pipe, c, seed, cache) for c in concepts]
+    patch, weights, build_s = patch_for(method, pipe, artifacts, concepts, sampling)
+    stacked = patch is artifacts  # served as the stack at `weights`; otherwise one made patch at weight 1
+    served = [Served(c, a, w if stacked else 1.0, CATEGORY[world_axis(c) or "character"])
+              for c, a, w in zip(concepts, artifacts, weights if stacked else [1.0] * len(artifacts), strict=True)]
+    started = time.monotonic()
+    result = evaluate_served(pipe, served, evaluator, sampling, patch=None if stacked else patch)
+    p50_base, p50 = serving_p50(pipe, [], [], sampling), serving_p50(pipe, patch, weights, sampling)
+    return {"set": concepts, "method": method, "train_seed": seed, "build_s": round(build_s, 2),
+            "evaluate_s": round(time.monotonic() - started, 2), "served_rank": sum(
+                int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result}
+
+
+def cell_path(out: Path, concepts: list[str], method: str, seed: int) -> Path:
+    return out / "cells" / f"{'+'.join(concepts)}__{method}__s{seed}.json"
+
+
+def _row(concepts: list[str], method: str, cells: list[dict[str, Any]]) -> str:
+    """One table row: the mean over training seeds of each figure."""
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values))
+
+    def concept_mean(concept: str, key: str) -> float:
+        return mean([next(y[key] for y in c["concepts"] if y["concept"] == concept) for c in cells])
+
+    acc = {y["concept"]: (concept_mean(y["concept"], "acc_e_before"), concept_mean(y["concept"], "acc_e"))
+           for y in cells[0]["concepts"]}
+    max_e = max(a for _, a in acc.values())
+    attack = mean([max(y["attack_success_rate"]["after"] for y in c["concepts"]) for c in cells])
+    ir_b, ir = mean([c["kept"]["acc_ir_before"] for c in cells]), mean([c["kept"]["acc_ir"] for c in cells])
+    worst = cells[0]["kept"]["worst"] or {}
+    # H: the harmonic mean of erasure (1 - Acc_e, the worst concept) and kept accuracy (MACE's H).
+    h = 0.0 if ir + (1 - max_e) == 0 else 2 * ir * (1 - max_e) / (ir + (1 - max_e))
+    return (f"| {', '.join(concepts)} ({len(concepts)}) | {method} | "
+            + ", ".join(f"{k} {b:.2f}→{a:.2f}" for k, (b, a) in acc.items())
+            + f" | {max_e:.2f} | {attack:.2f} | {ir_b:.2f} → {ir:.2f} | {ir_b - ir:.3f} | "
+            f"{worst.get('concept')} {worst.get('before', 0):.2f}→{worst.get('after', 0):.2f} | {h:.3f} | "
+            f"{mean([c['p50_ratio'] for c in cells]):.2f}× | {cells[0]['served_rank']} |")
+
+
+def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int) -> str:
+    lines = ["| set (N) | method | Acc_e per concept (before → after) | max Acc_e | worst attack | kept Acc_ir "
+             "(before → after) | drop | worst kept (before → after) | H | p50 vs unpatched | served rank |",
+             "|---" * 11 + "|"]
+    missing = []
+    for concepts in sets:
+        for method in methods:
+            cells = [json.loads(p.read_text()) for s in range(seeds)
+                     if (p := cell_path(out, concepts, method, s)).exists()]
+            if cells:
+                lines.append(_row(concepts, method, cells))
+            else:
+                missing.append(f"{'+'.join(concepts)} × {method}")
+    if missing:
+        lines.append(f"\nNot run yet: {'; '.join(missing)}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = parse()
+    sets = [s.split(",") for s in args.sets]
+    if not args.table:
+        args.cache.mkdir(parents=True, exist_ok=True)
+        pipe = load_pipeline(None, "cpu", torch.float32)
+        for seed in range(args.train_seeds):
+            for concepts in sets:
+                for method in args.methods:
+                    path = cell_path(args.out, concepts, method, seed)
+                    if path.exists():
+                        continue
+                    cell = run_cell(pipe, concepts, method, seed, args.cache)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(cell, indent=1))
+                    print(f"{'+'.join(concepts)} {method} s{seed}: max Acc_e "
+                          f"{max(c['acc_e'] for c in cell['concepts']):.2f}, Acc_ir {cell['kept']['acc_ir_before']:.2f}"
+                          f" → {cell['kept']['acc_ir']:.2f}", flush=True)
+    text = table(args.out, sets, args.methods, args.train_seeds)
+    (args.out / "takedowns.md").parent.mkdir(parents=True, exist_ok=True)
+    (args.out / "takedowns.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

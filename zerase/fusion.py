@@ -1,0 +1,148 @@
+"""Serving many erasures at full strength: one caption-row patch fitted in closed form (MACE §3.3, its
+`fuse_lora_close_form.py`, on the stream-disentangled LoRA of Eq. 4).
+
+The paper's 1/N average divides every erasure's effect by N; the plain sum adds every patch to every prompt.
+Instead, per gated projection, find the one ΔW that reproduces each erasure's own output on the caption-row
+inputs of its concept's prompts, and leaves the frozen output on the kept prompts' inputs:
+
+    min_ΔW  Σ_i ‖ΔW·X_i − ΔW_i·X_i‖² + ‖ΔW·X_k‖² + ρ‖ΔW‖²
+    ⇒  ΔW · (Σ_i G_i + G_k + ρI) = Σ_i ΔW_i · G_i,     G = X·Xᵀ / n   (d_in, d_in)
+
+The inputs X are collected by running the model through its sampler (in a single-stream model the caption rows
+also attend to the image, so they depend on the timestep and the latent): X_i with erasure i alone applied, on
+its concept's prompts, X_k unpatched, on the kept prompts. Each G is a mean over its tokens, so every concept
+weighs the same whatever its prompts' lengths. The solution is kept at a fixed rank (truncated SVD), so serving
+costs the same for any N.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import ZImagePipeline
+from safetensors.torch import save_file
+
+from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact
+from zerase.config import EraseConfig
+from zerase.generate import generate
+from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.patching import stack_factors
+from zerase.profiles import ModelProfile
+from zerase.prompt_pool import prompt_pool
+from zerase.prompts import concept_spans
+from zerase.sampling import SamplingSettings
+
+FUSED_RANK = 32  # the served rank of a fused patch, whatever N
+
+
+class _Grams:
+    """Per projection, the running sum of x·xᵀ over the caption rows (real tokens only) it sees, in fp64."""
+
+    def __init__(self, model: GatedLoraModel) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self._handles = [m.register_forward_pre_hook(self._hook(path)) for path, m in model.modules.items()]
+
+    def _hook(self, path: str) -> Any:
+        def hook(module: TextGatedLinear, args: tuple[torch.Tensor, ...]) -> None:
+            span, h = module.tracker.span, args[0]  # h: (B, L, d_in)
+            assert span is not None and span.uniform_image_len is not None
+            start = span.uniform_image_len
+            rows = torch.cat([h[b, start:start + n] for b, n in enumerate(span.caption_lens)]).double()
+            self.sums[path] = self.sums.get(path, 0) + rows.T @ rows  # (d_in, d_in)
+            self.counts[path] = self.counts.get(path, 0) + rows.shape[0]
+        return hook
+
+    def means(self) -> dict[str, torch.Tensor]:
+        return {path: g / max(self.counts[path], 1) for path, g in self.sums.items()}
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def fusion_prompts(profile: ModelProfile, artifacts: Sequence[LoraArtifact], *, variants: int = 12,
+                   seed: int = 0) -> tuple[list[list[str]], list[str]]:
+    """(per artifact, the prompts its output is reproduced on; the prompts kept frozen). An erasure's: the model's
+    prompts of its concept and `variants` rewordings and respellings of them (zerase.prompt_pool: never the
+    evaluation's attack spellings), so the fused patch acts where the erasure acts, not on a few strings alone.
+    Kept: the empty prompt and every preservation prompt of the set that names none of its concepts."""
+    configs = [EraseConfig.from_dict(a.metadata["config"]) for a in artifacts]
+    rng = random.Random(seed)
+    erase = []
+    for c in configs:
+        pool = prompt_pool(c.concept, variants, 2, rng, category=None, contexts=profile.erase_prompts(c.concept),
+                           perturb=0.5, synonyms=c.synonyms, templates=0.25)
+        erase.append(list(dict.fromkeys([*profile.erase_prompts(c.concept), *(p.text for g in pool for p in g)])))
+    keep = ["", *dict.fromkeys(p for c in configs for p in c.preservation
+                               if not any(concept_spans(p, other.concept) for other in configs))]
+    return erase, keep
+
+
+def caption_grams(pipe: ZImagePipeline, patch: Sequence[LoraArtifact], prompts: Sequence[str], seeds: Sequence[int],
+                  sampling: SamplingSettings, paths: Sequence[str]) -> dict[str, torch.Tensor]:
+    """G = mean of x·xᵀ over the caption-row inputs of each projection in `paths`, generating `prompts` at `seeds`
+    through the sampler with `patch` applied at weight 1 each (none: the frozen model)."""
+    layers = tuple(sorted({int(p.split(".")[1]) for p in paths}))
+    targets = tuple(sorted({p.rsplit(".", 1)[1] for p in paths}))
+    model = GatedLoraModel(pipe.transformer, LoraSpec(targets, layers))
+    grams = _Grams(model)
+    try:
+        if patch:
+            model.set_factors(stack_factors(patch, [1.0] * len(patch)))
+        pairs = [(p, s) for p in prompts for s in seeds]
+        with torch.no_grad():
+            generate(pipe, [p for p, _ in pairs], [s for _, s in pairs], sampling)
+        return grams.means()
+    finally:
+        grams.close()
+        model.remove()
+
+
+def fuse_closed_form(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], erase_prompts: Sequence[Sequence[str]],
+                     keep_prompts: Sequence[str], sampling: SamplingSettings, *, seeds: Sequence[int] = (0, 1),
+                     rank: int = FUSED_RANK, ridge: float = 1e-3, keep_weight: float = 1.0) -> LoraArtifact:
+    """One text-gated LoRA of `rank` serving every artifact at full strength (see the module's docstring).
+    `erase_prompts[i]`: erasure i's concept prompts; `ridge` ρ relative to the mean diagonal of the system."""
+    started = time.monotonic()
+    paths = sorted({p for a in artifacts for p in a.module_paths})
+    own = [caption_grams(pipe, [a], prompts, seeds, sampling, paths) for a, prompts in zip(artifacts, erase_prompts,
+                                                                                          strict=True)]
+    kept = caption_grams(pipe, [], keep_prompts, seeds, sampling, paths)
+    deltas = [a.delta_weights() for a in artifacts]
+    tensors: dict[str, torch.Tensor] = {}
+    for path in paths:
+        lhs = keep_weight * kept[path] + torch.stack([g[path] for g in own]).sum(0)  # (d_in, d_in)
+        # (d_out, d_in): each erasure's own output on its own concept's inputs
+        rhs = torch.stack([d[path].double() @ g[path] for d, g in zip(deltas, own, strict=True) if path in d]).sum(0)
+        lhs = lhs + ridge * lhs.diagonal().mean() * torch.eye(lhs.shape[0], dtype=lhs.dtype)
+        delta = torch.linalg.solve(lhs, rhs.T).T  # lhs is symmetric: ΔW = rhs · lhs⁻¹
+        u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+        r = min(rank, s.shape[0])
+        tensors[f"{path}.lora_B.weight"] = (u[:, :r] * s[:r]).contiguous()  # (d_out, r)
+        tensors[f"{path}.lora_A.weight"] = vh[:r].contiguous()  # (r, d_in)
+    r = tensors[f"{paths[0]}.lora_A.weight"].shape[0]
+    first = artifacts[0].metadata
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "base_model": first["base_model"],
+            "target_modules": sorted({p.rsplit(".", 1)[1] for p in paths}),
+            "layers": sorted({int(p.split(".")[1]) for p in paths}), "rank": r, "alpha": float(r),
+            "gating": "text-only", "concept": " + ".join(str(a.metadata.get("concept")) for a in artifacts),
+            "fusion": {"method": "closed_form", "sources": [a.metadata.get("concept") for a in artifacts],
+                       "ridge": ridge, "keep_weight": keep_weight, "seeds": list(seeds),
+                       "seconds": round(time.monotonic() - started, 2)}}
+    return LoraArtifact(tensors, meta, "fused")
+
+
+def save_fused(artifact: LoraArtifact, path: Path) -> Path:
+    """Write a fused patch in the artifact format (`zerase.artifact.load_artifact` reads it back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+              "zerase": json.dumps(artifact.metadata, sort_keys=True)}
+    save_file(artifact.tensors, str(path), metadata=header)
+    return path
