@@ -61,8 +61,9 @@ def main() -> None:
         random_artifacts(load_pipeline(), 20, Path(var))  # writes a0..a19.safetensors
         paths = [Path(var) / f"a{i}.safetensors" for i in range(20)]
         ids = record(settings, paths)
+        # The 1/N stack of 20 patches, served at once (benchmarks/takedowns.py times the fused patch).
         env = {"ZERASE_DATABASE_URL": url, "ZERASE_VAR_DIR": var, "ZERASE_EMBEDDED_WORKER": "false",
-               "ZERASE_AUTO_MIGRATE": "false"}
+               "ZERASE_AUTO_MIGRATE": "false", "ZERASE_FUSION": "average"}
         server, base = serve(env, Path(var) / "serve.log")
         try:
             with httpx.Client(base_url=base, timeout=120, headers=admin_key(url)) as client:

@@ -1,6 +1,7 @@
 """The before/after preview grid a moderator reads: one row pair per prompt (the base model, then the
-erased model), one column per seed, every row and column labelled, and under each image what the
-evaluator read in it (when there is an evaluator)."""
+erased model: "after (erased)" for the concept's prompt, first, "after (kept)" for each preserved prompt), one
+column per seed, every row and column labelled, and under each image what the evaluator read in it (when there
+is an evaluator)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def labelled_grid(before: np.ndarray, after: np.ndarray, prompts: Sequence[str],
                   readings_before: Sequence[Collection[str]] | None = None,
                   readings_after: Sequence[Collection[str]] | None = None) -> np.ndarray:
     """`before`/`after`: (len(prompts) * len(seeds), H, W, 3) uint8, prompt-major (prompt i, seed j at
-    i * len(seeds) + j). Returns the labelled grid as (H', W', 3) uint8."""
+    i * len(seeds) + j); `prompts[0]` is the concept's, the rest preserved. Returns the grid as (H', W', 3) uint8."""
     n_p, n_s = len(prompts), len(seeds)
     if len(before) != n_p * n_s or len(after) != n_p * n_s:
         raise ValueError(f"{len(before)}/{len(after)} images for {n_p} prompts x {n_s} seeds")
@@ -44,8 +45,11 @@ def labelled_grid(before: np.ndarray, after: np.ndarray, prompts: Sequence[str],
     for j, seed in enumerate(seeds):
         draw.text((LABEL_W + j * tile_w + 4, 4), f"seed {seed}", fill=INK, font=label)
     for i, prompt in enumerate(prompts):
+        # The first prompt is the concept's (profile.preview_prompts): its erased row should lose it; the
+        # preserved prompts' rows should keep what they show.
+        after_name = "after (erased)" if i == 0 else "after (kept)"
         for half, (images, readings, name) in enumerate(((before, readings_before, "before"),
-                                                         (after, readings_after, "after (erased)"))):
+                                                         (after, readings_after, after_name))):
             top = HEADER_H + (2 * i + half) * cell_h
             ink = AFTER_INK if half else INK
             draw.text((4, top + 4), name, fill=ink, font=label)

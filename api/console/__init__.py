@@ -7,6 +7,7 @@ place of problem+json for the browser. Sign-in, the role checks and CSRF are in 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from api.console.pages import admin, approvals, deployments, erasures, playgroun
 from api.console.render import HERE, render
 from api.console.session import PREFIX, CsrfRejected, NotAllowed, SignInRequired, login_url
 from service.core.errors import DomainError
+from service.core.text import PLAIN_PARAMETER
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 for pages in (signin, erasures, deployments, approvals, playground, admin, webhooks):
@@ -59,8 +61,15 @@ def _in_console(api_handler: Handler, status: int | None, heading: str) -> Handl
         answered = await api_handler(request, exc)  # the API's status for this error
         message = str(exc) if not isinstance(exc, HTTPException) else str(exc.detail)
         if isinstance(exc, RequestValidationError):
-            message = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+            message = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {_said(e)}" for e in exc.errors())
         return render(request, "error.html", None, status_code=status or answered.status_code, heading=heading,
                       message=message)
 
     return handle
+
+
+def _said(error: dict[str, Any]) -> str:
+    """A validation error in a person's words: the no-control-characters pattern is not shown as a regex."""
+    if (error.get("ctx") or {}).get("pattern") == PLAIN_PARAMETER:
+        return "must not contain control characters"
+    return str(error["msg"])

@@ -105,6 +105,14 @@ def fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def event_text(event: Any) -> str:
+    """A job event's message for a moderator: "running (attempt 1)" without the worker's "on host:pid" (the
+    API's events and the logs keep it, for operators)."""
+    message, worker = str(event.message), (event.data or {}).get("worker")
+    return message.removesuffix(f" on {worker}") if worker else message
+
+
 templates.env.filters["when"] = when
+templates.env.filters["event_text"] = event_text
 templates.env.filters["fmt"] = fmt
 templates.env.globals["curve_svg"] = curve_svg

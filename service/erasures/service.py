@@ -117,8 +117,12 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})
     if resolved.dropped:
-        add_event(db, job.id, EventKind.INFO, f"{len(resolved.dropped)} preservation entries show the concept "
-                  "and were left out (a prompt cannot be both erased and preserved)", {"dropped": resolved.dropped})
+        n = len(resolved.dropped)
+        which = "1 preservation entry shows the concept and was" if n == 1 else \
+            f"{n} preservation entries show the concept and were"
+        names = ", ".join(repr(p) for p in resolved.dropped)  # named: the moderator can tell which ones
+        add_event(db, job.id, EventKind.INFO, f"{which} left out (a prompt cannot be both erased and preserved): "
+                  f"{names}", {"dropped": resolved.dropped})
     record(db, actor, "erasure.submit", job.id,
            {"concept": spec.concept, "category": spec.category, "reason": spec.reason, "priority": spec.priority})
     response = render(job)
@@ -190,9 +194,13 @@ def cancel(db: Session, job_id: str, actor: Actor) -> ErasureJob:
     return fresh(db, job_id)
 
 
+# What retry() accepts (a cancelled job stays cancelled: the moderator stopped it); the console offers Retry by it.
+RETRYABLE = (JobStatus.FAILED,)
+
+
 def retry(db: Session, job_id: str, actor: Actor) -> ErasureJob:
     """Put a failed job back in the queue; training resumes from its last checkpoint if one is left."""
-    if not transition(db, job_id, [JobStatus.FAILED], status=JobStatus.QUEUED, error=None, finished_at=None,
+    if not transition(db, job_id, RETRYABLE, status=JobStatus.QUEUED, error=None, finished_at=None,
                        enqueued_at=None, cancel_requested_at=None):
         job = get_job(db, job_id)
         raise JobStateConflict(f"job {job_id} is {job.status}; only failed jobs can be retried")

@@ -14,6 +14,8 @@ from api.console.session import FormOf, Page, User
 from api.deps import SettingsDep
 from service.deployments import service as deployments
 from service.deployments.contract import BASE_VERSION, MAX_VERSION
+from service.deployments.models import Deployment
+from service.erasures.contract import ERASURE_ID_PATTERN
 from service.keys.contract import Role
 
 router = APIRouter()
@@ -34,7 +36,16 @@ def deployments_page(request: Request, user: Moderator, settings: SettingsDep, a
         with actions.reported(user, "Compare"):
             compared = {"a": a, "b": b, **deployments.changes(user.db, a, b)}
     return render(request, "deployments.html", user, active=active, row=row, history=history, compared=compared,
-                  approvals=settings.deploy_approvals)
+                  approvals=settings.deploy_approvals, pair=(a, b) if compared else _default_pair(history, active))
+
+
+def _default_pair(history: list[Deployment], active: int) -> tuple[int, int]:
+    """What Compare starts from: the version before the active one, then the active one (the base model serving:
+    the newest version, then the one before it), never the same version twice."""
+    versions = [d.version for d in history] + [BASE_VERSION]  # newest first
+    b = active if active != BASE_VERSION or len(versions) == 1 else versions[0]
+    older = [v for v in versions if v < b]
+    return (older[0] if older else BASE_VERSION), b
 
 
 @router.get("/deployments/{version}/activate", name="console-activate-confirm")
@@ -54,7 +65,8 @@ def activate(user: ModeratorForm, settings: SettingsDep, version: Version) -> Re
 
 
 @router.post("/erasures/{job_id}/retire", name="console-retire")
-def retire(user: ModeratorForm, settings: SettingsDep, job_id: str) -> Response:
+def retire(user: ModeratorForm, settings: SettingsDep, job_id: Annotated[str, Path(pattern=ERASURE_ID_PATTERN)]
+           ) -> Response:
     with actions.reported(user, "Retire"):
         actions.flash(user, actions.retire(user, settings, job_id))
     return actions.back("/deployments")

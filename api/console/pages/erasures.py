@@ -10,14 +10,18 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.console import actions
+from api.console import evaluation as explain
 from api.console.render import render
 from api.console.session import PREFIX, FormOf, Page, User
 from api.deps import DispatcherDep, SessionsDep, SettingsDep, StoreDep
 from api.erasures import routes as api_erasures
 from api.erasures.schemas import ErasureCreate, Job
 from service.core.errors import DomainError
+from service.core.settings import Settings
+from service.deployments.gate import GatePolicy
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, FINISHED, Category
+from service.erasures.models import ErasureJob
 from service.keys.contract import Role
 from zerase.presets import DESCRIPTIONS
 
@@ -29,19 +33,23 @@ ADVANCED = ("epsilon", "eta", "steps")
 
 
 @router.get("/erasures", name="console-queue")
-def queue(request: Request, user: Moderator, cursor: Annotated[str | None, Query(pattern=ERASURE_ID_PATTERN)] = None
-          ) -> Response:
+def queue(request: Request, user: Moderator, settings: SettingsDep,
+          cursor: Annotated[str | None, Query(pattern=ERASURE_ID_PATTERN)] = None) -> Response:
     page, has_more = jobs.list_jobs(user.db, limit=50, cursor=cursor)
-    return render(request, "queue.html", user, jobs=[Job.of(j) for j in page],
-                  next_cursor=page[-1].id if has_more else None)
+    return render(request, "queue.html", user, **_rows(page, settings), next_cursor=page[-1].id if has_more else None)
 
 
 @router.get("/erasures/rows", name="console-queue-rows")
-def queue_rows(request: Request, user: Moderator,
+def queue_rows(request: Request, user: Moderator, settings: SettingsDep,
                cursor: Annotated[str | None, Query(pattern=ERASURE_ID_PATTERN)] = None) -> Response:
     """The queue's table body alone: what the page's script swaps in every few seconds."""
     page, _ = jobs.list_jobs(user.db, limit=50, cursor=cursor)
-    return render(request, "queue_rows.html", user, jobs=[Job.of(j) for j in page])
+    return render(request, "queue_rows.html", user, **_rows(page, settings))
+
+
+def _rows(page: list[ErasureJob], settings: Settings) -> dict[str, Any]:
+    policy = GatePolicy.of(settings)
+    return {"jobs": [Job.of(j) for j in page], "deployability": {j.id: explain.deployability(j, policy) for j in page}}
 
 
 @router.get("/erasures/new", name="console-request")
@@ -137,14 +145,21 @@ def deploy(user: ModeratorForm, settings: SettingsDep, job_id: JobId,
     return actions.back(f"/erasures/{job_id}")
 
 
-def _detail(user: User, settings: Any, job_id: str) -> dict[str, Any]:
+def _detail(user: User, settings: Settings, job_id: str) -> dict[str, Any]:
     job = jobs.get_job(user.db, job_id)
     view = Job.of(job)
     curve = view.progress.curve if view.progress else []
-    return {"job": view, "finished": job.status in FINISHED, "curve": curve,
-            "evaluation": api_erasures.evaluation_with_verdict(job, settings),
-            "deployed": actions.is_deployed(user, job_id), "approvals": settings.deploy_approvals,
-            "events": jobs.list_events(user.db, job_id, limit=20)[0]}
+    evaluation = api_erasures.evaluation_with_verdict(job, settings)
+    policy = GatePolicy.of(settings)
+    explained = None if evaluation is None else {
+        "metrics": explain.metric_rows(evaluation), "misses": [explain.miss_text(m) for m in
+                                                               (evaluation["gate"] or {}).get("misses", [])],
+        "attacks": explain.attack_rows(job.evaluation or {}, evaluation["attacks"], policy),
+        "policy": explain.policy_text(policy) if policy else None}
+    return {"job": view, "finished": job.status in FINISHED, "curve": curve, "evaluation": evaluation,
+            "explained": explained, "deployability": explain.deployability(job, policy),
+            "retryable": job.status in jobs.RETRYABLE, "deployed": actions.is_deployed(user, job_id),
+            "approvals": settings.deploy_approvals, "events": jobs.list_events(user.db, job_id, limit=20)[0]}
 
 
 def _form(request: Request, user: User, values: dict[str, str], errors: dict[str, str], status: int = 200) -> Response:
