@@ -4,6 +4,7 @@ service, and errors as pages rather than problem+json."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -288,3 +289,36 @@ def test_preview_labels_the_kept_prompts_rows_as_kept() -> None:
 
     assert (row(1) == label("after (erased)")).all()  # the concept's own prompt
     assert (row(3) == label("after (kept)")).all()  # a preserved prompt
+
+
+def test_the_deployments_page_shows_each_version_judged_as_served(app_client: TestClient, settings: Settings) -> None:
+    """One row per erased concept (Acc_e before → after) and the kept concepts, or why a version is not served."""
+    from service.deployments.models import Deployment
+
+    one, two = make_job(settings, concept="ochre"), make_job(settings, concept="Kiri")
+    entries = [{"erasure_id": j, "concept": c, "weight": 1.0, "sha256": "0" * 64, "uri": "file:///nowhere"}
+               for j, c in ((one, "ochre"), (two, "Kiri"))]
+    evaluation = {"status": "evaluated", "fusion": "closed_form",
+                  "concepts": [{"label": one, "concept": "ochre", "acc_e_before": 1.0, "acc_e": 0.05},
+                               {"label": two, "concept": "Kiri", "acc_e_before": 0.95, "acc_e": 0.625}],
+                  "kept": {"acc_ir_before": 0.95, "acc_ir": 0.9, "per_concept": {"shape:circle": {}},
+                           "worst": {"concept": "shape:circle", "before": 1.0, "after": 0.75}}}
+    with session_factory(settings.database_url)() as db:
+        judged = Deployment(entries=entries, created_by="t", fusion="closed_form", evaluation_status="evaluated",
+                            evaluation=evaluation, fused={"rank": 32},
+                            refusal={"code": "deploy_gate", "detail": "'Kiri' (erasure x): acc_e 0.625 > 0.25"})
+        waiting = Deployment(entries=entries, created_by="t", fusion="closed_form", evaluation_status="queued",
+                             pending_activation={"kind": "deploy"})
+        db.add_all([judged, waiting])
+        db.commit()
+        versions = judged.version, waiting.version
+    sign_in(app_client, api_key(settings, "moderator", "reader"))
+    page = app_client.get("/console/deployments").text
+    row = re.search(rf'<tr data-version="{versions[0]}">(.*?)</tr>\s*<tr data-version', page, re.S)
+    assert row, page[:2000]
+    text = html.unescape(re.sub(r"<[^>]+>", "", row.group(1)))
+    assert "ochre" in text and "Acc_e 1.00 → 0.05" in text and "Acc_e 0.95 → 0.62" in text
+    assert "Acc_ir 0.95 → 0.90" in text and "worst shape:circle 1.00 → 0.75" in text
+    assert "refused: 'Kiri'" in text and "one fused patch (rank 32)" in text
+    waiting_row = re.search(rf'<tr data-version="{versions[1]}">(.*?)</tr>', page, re.S)
+    assert waiting_row and "it goes live if the gate passes it" in waiting_row.group(1)
