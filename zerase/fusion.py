@@ -5,12 +5,16 @@ The paper's 1/N average divides every erasure's effect by N; the plain sum adds 
 Instead, per gated projection, find the one ΔW that reproduces each erasure's own output on the caption-row
 inputs of its concept's prompts, and leaves the frozen output on the kept prompts' inputs:
 
-    min_ΔW  Σ_i ‖ΔW·X_i − ΔW_i·X_i‖² + ‖ΔW·X_k‖² + ρ‖ΔW‖²
-    ⇒  ΔW · (Σ_i G_i + G_k + ρI) = Σ_i ΔW_i · G_i,     G = X·Xᵀ / n   (d_in, d_in)
+    min_ΔW  Σ_g ‖ΔW·X_g − ΔW_g·X_g‖² + ‖ΔW·X_k‖² + ρ‖ΔW − Σ_i ΔW_i‖²
+    ⇒  ΔW · (Σ_g G_g + G_k + ρI) = Σ_g ΔW_g · G_g + ρ Σ_i ΔW_i,     G = X·Xᵀ / n   (d_in, d_in)
+
+where g groups the erase prompts by which erased concepts they name, and ΔW_g is the sum of those erasures: "a red
+circle" with red and circle both erased must lose both (fitted to one erasure at a time, the two targets pull the
+shared inputs apart and each is half kept).
 
 The inputs X are collected by running the model through its sampler (in a single-stream model the caption rows
-also attend to the image, so they depend on the timestep and the latent): X_i with erasure i alone applied, on
-its concept's prompts, X_k unpatched, on the kept prompts. Each G is a mean over its tokens, so every concept
+also attend to the image, so they depend on the timestep and the latent): X_g with its erasures applied, on
+its group's prompts, X_k unpatched, on the kept prompts. Each G is a mean over its tokens, so every concept
 weighs the same whatever its prompts' lengths. The solution is kept at a fixed rank (truncated SVD), so serving
 costs the same for any N.
 """
@@ -105,23 +109,42 @@ def caption_grams(pipe: ZImagePipeline, patch: Sequence[LoraArtifact], prompts: 
         model.remove()
 
 
+def _sum(deltas: Sequence[dict[str, torch.Tensor]], which: Any, path: str) -> torch.Tensor:
+    """Σ ΔW_j over `which`, in fp64, (d_out, d_in)."""
+    return torch.stack([deltas[j][path].double() for j in which if path in deltas[j]]).sum(0)
+
+
 def fuse_closed_form(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], erase_prompts: Sequence[Sequence[str]],
                      keep_prompts: Sequence[str], sampling: SamplingSettings, *, seeds: Sequence[int] = (0, 1),
                      rank: int = FUSED_RANK, ridge: float = 1e-3, keep_weight: float = 1.0) -> LoraArtifact:
     """One text-gated LoRA of `rank` serving every artifact at full strength (see the module's docstring).
     `erase_prompts[i]`: erasure i's concept prompts; `ridge` ρ relative to the mean diagonal of the system."""
+    if not artifacts:
+        raise ValueError("nothing to fuse")
     started = time.monotonic()
     paths = sorted({p for a in artifacts for p in a.module_paths})
-    own = [caption_grams(pipe, [a], prompts, seeds, sampling, paths) for a, prompts in zip(artifacts, erase_prompts,
-                                                                                          strict=True)]
+    concepts = [str(a.metadata["config"]["concept"]) for a in artifacts]
+    # A prompt that names several erased concepts ("a red circle", red and circle both erased) must lose all of
+    # them: its target is the sum of those erasures, its inputs collected with them applied together.
+    groups: dict[frozenset[int], list[str]] = {}
+    for i, prompts in enumerate(erase_prompts):
+        for prompt in prompts:
+            named = frozenset({i} | {j for j, c in enumerate(concepts) if concept_spans(prompt, c)})
+            groups.setdefault(named, []).append(prompt)
+    own = {named: caption_grams(pipe, [artifacts[j] for j in sorted(named)], prompts, seeds, sampling, paths)
+           for named, prompts in groups.items()}
     kept = caption_grams(pipe, [], keep_prompts, seeds, sampling, paths)
     deltas = [a.delta_weights() for a in artifacts]
     tensors: dict[str, torch.Tensor] = {}
     for path in paths:
-        lhs = keep_weight * kept[path] + torch.stack([g[path] for g in own]).sum(0)  # (d_in, d_in)
-        # (d_out, d_in): each erasure's own output on its own concept's inputs
-        rhs = torch.stack([d[path].double() @ g[path] for d, g in zip(deltas, own, strict=True) if path in d]).sum(0)
-        lhs = lhs + ridge * lhs.diagonal().mean() * torch.eye(lhs.shape[0], dtype=lhs.dtype)
+        lhs = keep_weight * kept[path] + torch.stack([g[path] for g in own.values()]).sum(0)  # (d_in, d_in)
+        # (d_out, d_in): on each group's inputs, the output of the erasures its prompts name
+        rhs = torch.stack([_sum(deltas, named, path) @ g[path] for named, g in own.items()]).sum(0)
+        # ρ pulls ΔW toward the plain sum, not toward 0: in directions no prompt here reaches (a respelling, a new
+        # context) each erasure keeps its full strength, as served alone.
+        rho = ridge * lhs.diagonal().mean()
+        lhs = lhs + rho * torch.eye(lhs.shape[0], dtype=lhs.dtype)
+        rhs = rhs + rho * _sum(deltas, range(len(deltas)), path)
         delta = torch.linalg.solve(lhs, rhs.T).T  # lhs is symmetric: ΔW = rhs · lhs⁻¹
         u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
         r = min(rank, s.shape[0])

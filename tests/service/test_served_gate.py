@@ -1,4 +1,4 @@
-"""What /generate serves is what the gate judges: three real erasures (red, circle, Mira; 200 steps each on the
+"""What /generate serves is what the gate judges: three real erasures (red, yellow, blue; 200 steps each on the
 bundled model) served together at the paper's 1/N average are judged as a set, under the combined patch, by a
 worker; the concept that comes back is named with its figure, and the set is never served without an admin's force.
 Served as their closed-form fused patch (the service's default, ZERASE_FUSION=closed_form), each stays erased.
@@ -31,7 +31,8 @@ from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob, new_job_id
 from service.keys.service import issue_key
 
-ERASURES = (("red", "abstraction"), ("circle", "entity"), ("Mira", "celebrity"))
+# Three colours: at 1/3 each, yellow and blue come back in 0.69 and 0.38 of their images (measured); fused, none.
+ERASURES = (("red", "abstraction"), ("yellow", "abstraction"), ("blue", "abstraction"))
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +84,11 @@ def key(settings: Settings, name: str, role: str) -> dict[str, str]:
 def test_a_set_that_brings_a_concept_back_is_refused_naming_it(client: TestClient, settings: Settings,
                                                                erasures: list[str]) -> None:
     moderator, admin = key(settings, "mod", "moderator"), key(settings, "boss", "admin")
-    red, circle, mira = erasures
+    red, yellow, blue = erasures
     # One by one, as a moderation team deploys them: the first alone is judged by its job's evaluation.
     first = client.post(f"/erasures/{red}/deploy", headers=moderator)
     assert first.status_code == 201 and first.json()["version"] == 1, first.text
-    second = client.post(f"/erasures/{circle}/deploy", headers=moderator)
+    second = client.post(f"/erasures/{yellow}/deploy", headers=moderator)
     assert second.status_code == 202 and second.headers["location"] == "/deployments/2", second.text
     assert second.json()["pending_activation"]["kind"] == "deploy" and second.json()["evaluation_status"] == "queued"
     assert client.get("/deployments/active", headers=moderator).json()["version"] == 1  # nothing served yet
@@ -99,23 +100,23 @@ def test_a_set_that_brings_a_concept_back_is_refused_naming_it(client: TestClien
     if active != 2:  # the second came back already: serve the first two anyway to go on
         assert client.post("/deployments/2/activate", json={"force": True}, headers=admin).status_code == 200
 
-    third = client.post(f"/erasures/{mira}/deploy", headers=moderator)
+    third = client.post(f"/erasures/{blue}/deploy", headers=moderator)
     assert third.status_code == 202, third.text
     assert evaluate_next(settings) == 3
     evaluation = client.get("/deployments/3/evaluation", headers=moderator).json()
     assert evaluation["status"] == "evaluated"
     concepts = {c["concept"]: c for c in evaluation["evaluation"]["concepts"]}
-    assert set(concepts) == {"red", "circle", "Mira"} and all(c["weight"] == pytest.approx(1 / 3)
+    assert set(concepts) == {"red", "yellow", "blue"} and all(c["weight"] == pytest.approx(1 / 3)
                                                                for c in concepts.values())
     kept = evaluation["evaluation"]["kept"]
     assert kept["images_each"] == settings.deployment_kept_images
-    assert not {"red", "circle", "Mira"} & {k.split(":")[1] for k in kept["per_concept"]}  # erased: not kept
+    assert not {"red", "yellow", "blue"} & {k.split(":")[1] for k in kept["per_concept"]}  # erased: not kept
     # At 1/3 each the erasures are diluted: a concept comes back, and the gate names it with its figure.
     came_back = [m for m in evaluation["gate"] if m["metric"] == "acc_e"]
     assert came_back, evaluation
     worst = max(came_back, key=lambda m: m["value"])
     assert worst["value"] == concepts[worst["concept"]]["acc_e"] > 0.25
-    assert worst["erasure_id"] == erasures[["red", "circle", "Mira"].index(worst["concept"])]
+    assert worst["erasure_id"] == erasures[["red", "yellow", "blue"].index(worst["concept"])]
     version = client.get("/deployments/3", headers=moderator).json()
     assert version["refusal"]["code"] == "deploy_gate" and worst["concept"] in version["refusal"]["detail"]
     assert client.get("/deployments/active", headers=moderator).json()["version"] != 3
@@ -135,9 +136,9 @@ def test_a_waiting_activation_is_refused_when_the_active_set_moved(client: TestC
     moderator = key(settings, "mod-2", "moderator")
     with session_factory(settings.database_url)() as db:
         deployments.activate(db, 0, Actor("tests"))
-    red, circle, _ = erasures
+    red, yellow, _ = erasures
     assert client.post(f"/erasures/{red}/deploy", headers=moderator).status_code == 201
-    waiting = client.post(f"/erasures/{circle}/deploy", headers=moderator).json()
+    waiting = client.post(f"/erasures/{yellow}/deploy", headers=moderator).json()
     assert client.post("/deployments/0/activate", headers=moderator).status_code == 200  # meanwhile: a rollback
     assert client.get(f"/deployments/{waiting['version']}", headers=moderator).json()["refusal"]["code"] == \
         "superseded"
@@ -168,11 +169,12 @@ def test_the_fused_patch_keeps_each_erased_and_is_what_generate_serves(settings:
             fused = deployments.get(db, made["version"]).fused
         assert fused is not None and fused["rank"] == 32 and fused["sha256"]
         # /generate serves that one patch (fetched from the store by its sha256), not the 1/N stack.
-        r = c.post("/generate", json={"prompt": "Mira", "seed": 0}, headers=key(settings, "gen", "generator"))
+        r = c.post("/generate", json={"prompt": "a yellow star", "seed": 0},
+                   headers=key(settings, "gen", "generator"))
         assert r.status_code == 200 and r.headers["x-safety-patch-version"] == str(made["version"]), r.text
     served = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
-    assert np.array_equal(served, _generated("Mira", [fused], settings))
-    assert not np.array_equal(served, _generated("Mira", [], settings))
+    assert np.array_equal(served, _generated("a yellow star", [fused], settings))
+    assert not np.array_equal(served, _generated("a yellow star", [], settings))
 
 
 def _generated(prompt: str, patches: list[dict[str, Any]], settings: Settings) -> Any:
