@@ -45,7 +45,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
 
     from api.app import create_app
     from api.limits import SERVER_HEADER_BYTES
-    from cli.startup import check_model, unknown_variables
+    from cli.startup import check_model, evaluator_warning, unknown_variables
     from service.core.db import migrate
     from service.core.logs import configure_logging
     from service.core.settings import get_settings, redact_url
@@ -56,6 +56,8 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     for warning in unknown_variables():
         log.warning(warning)
     check_model(settings, settings.runs_model)  # before /readyz could say ready without a model
+    if (no_evaluator := evaluator_warning(settings)) is not None:
+        log.warning(no_evaluator)
     if settings.auto_migrate:
         migrate(settings.database_url)
     model = settings.model_dir or "bundled tiny model"

@@ -54,3 +54,19 @@ def check_model(settings: Settings, runs_model: bool) -> None:
     found = [p for p in problems if p]
     if found:
         raise StartupError("; ".join(found))
+
+
+def evaluator_warning(settings: Settings) -> str | None:
+    """A warning when no evaluator can read this model's images: every job's evaluation is then skipped, and the
+    deploy gate refuses every deploy unless an admin forces it. Torch-free: a profile with its own evaluator (the
+    bundled world's probe) says so by overriding `ModelProfile.evaluator`."""
+    from zerase.profiles import ModelProfile, profile_for
+
+    if settings.model_problem() is not None:
+        return None  # check_model names that
+    profile = profile_for(settings.model_dir)
+    if type(profile).evaluator is not ModelProfile.evaluator or settings.clip_dir is not None:
+        return None
+    return (f"no evaluator reads this model's images (ZERASE_MODEL_DIR={settings.model_dir}): every job's "
+            "evaluation will be skipped and the deploy gate will refuse every deploy unless an admin forces it; "
+            "set ZERASE_CLIP_DIR to a local CLIPModel directory (NudeNet covers the nudity category only)")

@@ -16,7 +16,7 @@ from jobclient import REPO, all_events_direct, live_api, submit_direct
 from typer.testing import CliRunner
 
 from cli.demo import free_port
-from cli.startup import unknown_variables
+from cli.startup import evaluator_warning, unknown_variables
 from service.core.db import migrate
 from service.core.settings import Settings, get_settings
 from service.erasures.runner import run_job
@@ -74,6 +74,18 @@ def test_unknown_variables_name_the_closest_setting(tmp_path: Path) -> None:
         "ZERASE_MODLE_DIR is not a setting and is ignored; did you mean ZERASE_MODEL_DIR?",
         "ZERASE_ZZZ is not a setting and is ignored",
     ]
+
+
+def test_a_real_model_without_an_evaluator_is_warned_about(tmp_path: Path) -> None:
+    """A Turbo directory and no ZERASE_CLIP_DIR: the gate would refuse every deploy; the bundled world reads its own."""
+    turbo = tmp_path / "Z-Image-Turbo"
+    (turbo / "scheduler").mkdir(parents=True)
+    (turbo / "model_index.json").write_text("{}")
+    (turbo / "scheduler" / "scheduler_config.json").write_text('{"shift": 3.0}')
+    warning = evaluator_warning(Settings(var_dir=tmp_path, model_dir=turbo))
+    assert warning and "ZERASE_CLIP_DIR" in warning and str(turbo) in warning and "refuse every deploy" in warning
+    assert evaluator_warning(Settings(var_dir=tmp_path, model_dir=turbo, clip_dir=tmp_path)) is None
+    assert evaluator_warning(Settings(var_dir=tmp_path)) is None  # the bundled world: its probe
 
 
 def test_key_commands_say_which_database_they_use(tmp_path: Path) -> None:
