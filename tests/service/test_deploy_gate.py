@@ -59,7 +59,8 @@ def test_a_weak_erasure_is_refused_naming_the_metric(admin: httpx.Client, weak: 
     assert ev["status"] == "evaluated" and ev["acc_e"] > 0.25, "one step does not erase red"
     body = refused(admin.post(f"/erasures/{weak['id']}/deploy"))
     assert body["errors"][0]["field"] == "acc_e" and f"acc_e {ev['acc_e']:.3f} > 0.25" in body["detail"]
-    assert {"erasure_id": weak["id"], "metric": "acc_e", "value": ev["acc_e"], "limit": 0.25} in body["gate"]
+    assert {"erasure_id": weak["id"], "metric": "acc_e", "value": ev["acc_e"], "limit": 0.25, "concept": None,
+            "version": None} in body["gate"]  # judged by its own evaluation: alone, it is served as evaluated
     refused(admin.post("/deployments", json={"erasure_ids": [weak["id"]]}))
     verdict = admin.get(f"/erasures/{weak['id']}/evaluation").json()
     assert verdict["gate"]["passed"] is False and verdict["gate"]["misses"][0]["metric"] == "acc_e"
