@@ -204,7 +204,8 @@ def test_unknown_job_is_a_404_problem(client: TestClient) -> None:
 def test_health_readiness_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok",
+                                                                   "model": "ok"}
     spec = client.get("/openapi.json").json()
     assert {"/erasures", "/erasures/{job_id}/cancel", "/erasures/{job_id}/artifact"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
