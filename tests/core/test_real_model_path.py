@@ -7,18 +7,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
 from zerase.attention import _chunk_mass
+from zerase.fusion import FUSED_RANK, caption_grams, fuse_closed_form
+from zerase.generate import generate
 from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
 from zerase.patching import PatchedPipeline, merged_delta, stack_factors
 from zerase.pipeline import encode_prompts, load_pipeline
 from zerase.presets import resolve
 from zerase.profiles import ZImageTurboProfile, profile_for
 from zerase.prompts import concept_token_positions
+from zerase.sampling import SamplingSettings
 from zerase.trajectories import build_bank, sampler_schedule
 from zerase.world.concepts import AXES
 from zerase.world.profile import world_erase_prompts, world_preservation
@@ -173,3 +177,55 @@ def test_banks_cover_every_served_schedule(pipe, settings) -> None:  # noqa: ANN
         times = sampler_schedule(pipe, settings.__class__(steps, settings.guidance_scale, settings.height,
                                                           settings.width))[1]
         assert all(torch.isclose(bank.t, t).any() for t in times)
+
+
+def _error(delta: torch.Tensor, target: torch.Tensor, gram: torch.Tensor) -> float:
+    """‖(ΔW − target)·X‖² / n through the Gram matrix G = X·Xᵀ/n."""
+    diff = (delta.double() - target.double())
+    return float(torch.einsum("oi,ij,oj->", diff, gram, diff))
+
+
+def test_closed_form_fusion_on_turbo_shapes_in_bf16(bf16_pipe) -> None:  # noqa: ANN001
+    # Two erasures of a Turbo-shaped model in bf16, no world: one fused patch reproduces each at full strength on
+    # its own prompts' caption rows (where the 1/N average halves it), leaves the kept prompts near the frozen
+    # model (where the plain sum adds both), stays at the fixed served rank, and serves images (not NaN-black).
+    concepts = {"Taylor Swift": ["a photo of Taylor Swift", "Taylor Swift on stage"],
+                "Claude Monet": ["Claude Monet, water lilies", "a painting by Claude Monet"]}
+    keep = ["", "a red apple on a table", "年轻的中国女性，身穿红色汉服"]
+    artifacts = []
+    for seed, concept in enumerate(concepts, start=1):
+        artifact = random_artifact(bf16_pipe, seed, 1e-2)
+        artifact.metadata["config"], artifact.metadata["concept"] = {"concept": concept}, concept
+        artifacts.append(artifact)
+    sampling = SamplingSettings(steps=2, guidance_scale=0.0, height=32, width=32)
+    fused = fuse_closed_form(bf16_pipe, artifacts, list(concepts.values()), keep, sampling, seeds=(0,))
+
+    paths = sorted(artifacts[0].module_paths)
+    assert sorted(fused.module_paths) == paths and fused.metadata["gating"] == "text-only"
+    assert all(t.shape[0] <= FUSED_RANK for k, t in fused.tensors.items() if k.endswith("lora_A.weight"))
+    assert all(torch.isfinite(t).all() for t in fused.tensors.values())
+
+    served = fused.delta_weights()
+    deltas = [a.delta_weights() for a in artifacts]
+    kept = caption_grams(bf16_pipe, [], keep, (0,), sampling, paths)
+    fused_err = average_err = fused_keep = sum_keep = 0.0
+    for i, (artifact, prompts) in enumerate(zip(artifacts, concepts.values(), strict=True)):
+        own = caption_grams(bf16_pipe, [artifact], prompts, (0,), sampling, paths)
+        for path in paths:
+            average = (deltas[0][path] + deltas[1][path]) / 2
+            fused_err += _error(served[path], deltas[i][path], own[path])
+            average_err += _error(average, deltas[i][path], own[path])
+    for path in paths:
+        zero = torch.zeros_like(served[path])
+        fused_keep += _error(served[path], zero, kept[path])
+        sum_keep += _error(deltas[0][path] + deltas[1][path], zero, kept[path])
+    assert fused_err < 0.05 * average_err, (fused_err, average_err)
+    assert fused_keep < 0.1 * sum_keep, (fused_keep, sum_keep)
+
+    patched = PatchedPipeline(bf16_pipe)
+    patched.apply([fused], [1.0])
+    try:
+        images = generate(bf16_pipe, ["a photo of Taylor Swift", "a red apple on a table"], [0, 1], sampling)
+    finally:
+        patched.clear()
+    assert images.shape == (2, 32, 32, 3) and all(np.asarray(image).std() > 0 for image in images), "not blank"
