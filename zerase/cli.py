@@ -86,7 +86,9 @@ def scaffold_z_image_turbo(
 def erase(
     concept: Annotated[str, typer.Argument(help="The concept to erase, e.g. 'red' or 'Claude Monet'.")],
     out: Annotated[Path, typer.Option(help="Artifact path (.safetensors).")],
-    preserve: Annotated[list[str] | None, typer.Option(help="A prompt or concept to preserve (repeat).")] = None,
+    preserve: Annotated[list[str] | None, typer.Option(help="A prompt or concept to preserve (repeat), added to "
+                                                           "the concept's neighbours and general captions.")] = None,
+    only_listed: Annotated[bool, typer.Option(help="Preserve only --preserve, nothing added.")] = False,
     category: Annotated[str, typer.Option(help="Preset: nudity, violence, artistic_style, entity, abstraction, "
                                                "celebrity, custom.")] = "custom",
     anchor: Annotated[str | None, typer.Option(help="Anchor prompt to map the concept to.")] = None,
@@ -106,7 +108,7 @@ def erase(
     from zerase.presets import resolve
 
     config = resolve(concept, category, preservation=preserve, anchor=anchor, epsilon=epsilon, eta=eta, steps=steps,
-                     rank=rank, seed=seed, model=model)
+                     rank=rank, seed=seed, model=model, protect_unnamed=not only_listed)
     _check_device(device)
     pipe = load_pipeline(model, device, _torch_dtype(dtype))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

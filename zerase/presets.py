@@ -9,14 +9,16 @@ concepts, Table 9 retention identities). No torch here: the control plane resolv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from zerase.config import EraseConfig
+from zerase.corpora import COCO, rows
 from zerase.profiles import ModelProfile, profile_for
-from zerase.prompts import concept_spans
+from zerase.prompts import concept_spans, strip_concept
 
 
 class Category(StrEnum):
@@ -52,6 +54,7 @@ REAL_PRESERVATION = {  # Table 7 and Table 9 (retention group), paraphrased as p
     "custom": [],
 }
 ANCHORS = {"celebrity": "a person"}
+GENERAL_CAPTIONS = 4  # COCO captions every erasure keeps: what the model draws for text nobody listed
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
     "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
@@ -78,30 +81,60 @@ def model_defaults(model: ModelProfile | str | Path | None = None) -> dict[str, 
 class Resolved:
     config: EraseConfig
     dropped: list[str]  # preservation entries that contain the concept (preset or requested), left out
+    added: dict[str, list[str]] = field(default_factory=dict)  # what the service added, by kind (`unnamed_prior`)
+
+
+@cache
+def general_captions(n: int = GENERAL_CAPTIONS) -> tuple[str, ...]:
+    """`n` short COCO captions spread over the corpus (the same ones every time): a general prior of what the
+    model draws, as MACE and OCE preserve a caption cache."""
+    captions = [r["prompt"].strip() for r in rows(COCO)]
+    short = [c for c in captions if len(c.split()) <= 10]
+    step = max(1, len(short) // max(n, 1))
+    return tuple(short[i * step] for i in range(min(n, len(short))))
+
+
+def unnamed_prior(profile: ModelProfile, concept: str, category: str,
+                  general: int = GENERAL_CAPTIONS) -> dict[str, list[str]]:
+    """What every erasure keeps whatever the request lists, by kind: the concept's `neighbours` (the model's
+    other concepts where its profile knows them, else the category's curated list), its own prompts with the
+    concept taken out (`strip_concept`, as the Z-Erase reference code preserves), and `general` captions."""
+    neighbours = profile.default_preservation(concept, category)
+    if neighbours is None:
+        neighbours = REAL_PRESERVATION[category] + GENERIC_PRESERVATION
+    removed = [strip_concept(p, concept) for p in profile.erase_prompts(concept)]
+    return {"neighbours": list(neighbours),
+            "without_concept": list(dict.fromkeys(r for r in removed if r)),
+            "general": [c for c in general_captions(general) if not concept_spans(c, concept)]}
 
 
 def resolve(concept: str, category: str, preservation: list[str] | None = None, anchor: str | None = None,
             epsilon: float | None = None, *, model: ModelProfile | str | Path | None = None,
-            **overrides: Any) -> EraseConfig:
+            protect_unnamed: bool = True, **overrides: Any) -> EraseConfig:
     """An EraseConfig for a takedown request: explicit values win, the category and the model's profile
     (`model`: a profile, or its directory; None: the bundled model) fill the rest."""
-    return resolve_request(concept, category, preservation, anchor, epsilon, model=model, **overrides).config
+    return resolve_request(concept, category, preservation, anchor, epsilon, model=model,
+                           protect_unnamed=protect_unnamed, **overrides).config
 
 
 def resolve_request(concept: str, category: str, preservation: list[str] | None = None, anchor: str | None = None,
                     epsilon: float | None = None, *, model: ModelProfile | str | Path | None = None,
-                    **overrides: Any) -> Resolved:
-    """`resolve`, also saying which preservation entries were dropped because they show the concept."""
+                    protect_unnamed: bool = True, **overrides: Any) -> Resolved:
+    """`resolve`, also saying which preservation entries were dropped because they show the concept and what
+    the service added. The requested `preservation` adds to the `unnamed_prior`, never replaces it: a moderator
+    cannot list everything that must survive. `protect_unnamed=False` keeps only the list (None: the neighbours)."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
     profile = model if isinstance(model, ModelProfile) else profile_for(model)
     concept = concept.strip()
-    if preservation is None:
-        preservation = profile.default_preservation(concept, category)
-        if preservation is None:
-            preservation = REAL_PRESERVATION[category] + GENERIC_PRESERVATION
+    prior = unnamed_prior(profile, concept, category)
+    requested = [p for item in preservation or [] for p in profile.expand_preservation(item)]
+    if protect_unnamed:
+        added = {kind: [p for p in prompts if p not in requested] for kind, prompts in prior.items()}
+        preservation = list(dict.fromkeys(requested + [p for prompts in added.values() for p in prompts]))
     else:
-        preservation = list(dict.fromkeys(p for item in preservation for p in profile.expand_preservation(item)))
+        added = {}
+        preservation = list(dict.fromkeys(requested)) if preservation is not None else prior["neighbours"]
     # L_pr would pin the frozen output of the very prompt L_er changes ("a photo of a church" while erasing
     # "church"; "Claude Monet" while erasing "Monet"): such an entry is dropped, whoever named it.
     dropped = [p for p in preservation if concept_spans(p, concept)]
@@ -117,4 +150,4 @@ def resolve_request(concept: str, category: str, preservation: list[str] | None 
             overrides[key] = value
     config = EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
                          epsilon=EPSILON[category] if epsilon is None else epsilon, **overrides)
-    return Resolved(config, dropped)
+    return Resolved(config, dropped, {k: [p for p in v if p not in dropped] for k, v in added.items() if v})

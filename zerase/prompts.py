@@ -42,9 +42,13 @@ def shuffle_words(prompt: str, concept: str, rng: random.Random) -> str:
 
 
 def strip_concept(prompt: str, concept: str) -> str:
-    """The prompt with the concept words removed: a same-context anchor ("a red circle" -> "a circle")."""
-    stripped = re.sub(re.escape(concept), " ", prompt, flags=re.IGNORECASE)
-    return re.sub(r"\s+", " ", stripped).strip(" ,")
+    """The prompt with every whole-word occurrence of the concept taken out, its article mended: what the prompt
+    shows besides the concept ("a red circle" -> "a circle", "an outlined red circle" -> "a red circle")."""
+    for start, end in reversed(concept_spans(prompt, concept)):
+        prompt = prompt[:start] + prompt[end:]
+    text = re.sub(r"\s+", " ", prompt).strip(" ,")
+    return re.sub(r"\b([Aa])n? (?=(\w))",
+                  lambda m: f"{m.group(1)}{'n' if m.group(2)[0].lower() in 'aeiou' else ''} ", text)
 
 
 def replace_concept(prompt: str, concept: str, by: str) -> str:

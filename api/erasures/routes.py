@@ -57,7 +57,7 @@ def submit_erasure(body: ErasureCreate, db: Session, sessions: sessionmaker[Sess
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
                         reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy,
-                        priority=body.priority or 0)
+                        priority=body.priority or 0, protect_unnamed=body.protect_unnamed)
     submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor,
                             quota=Quota.of(settings), idempotency_ttl_s=settings.idempotency_ttl_s,
                             training=settings.training_defaults)

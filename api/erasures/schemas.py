@@ -37,7 +37,12 @@ class ErasureCreate(BaseModel):
     concept: Text
     category: Category
     preservation: list[Text] | None = Field(
-        None, max_length=MAX_PRESERVATION, description="What to keep intact; default per category")
+        None, max_length=MAX_PRESERVATION,
+        description="What to keep intact, added to what the service always keeps (see protect_unnamed)")
+    protect_unnamed: bool = Field(
+        True, description="Also keep what nobody listed: the concept's neighbours, its own prompts with the concept "
+        "taken out and a few general captions (the job's events and hyperparameters show the set used); false "
+        "keeps only `preservation` (left out: the neighbours alone)")
     anchor: Text | None = Field(None, description="What the concept should turn into (celebrity: 'a person')")
     epsilon: float | None = Field(
         None, gt=EPSILON_MIN, le=EPSILON_MAX, allow_inf_nan=False,

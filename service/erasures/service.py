@@ -47,6 +47,7 @@ class JobSpec:
     requested_by: str
     auto_deploy: bool = False
     priority: int = 0  # higher runs first; only admins may set it (the API checks)
+    protect_unnamed: bool = True  # `preservation` adds to the service's prior (zerase.presets.unnamed_prior)
 
     def sha256(self) -> str:
         """A fingerprint of the request, for matching Idempotency-Key replays."""
@@ -72,7 +73,8 @@ def _resolve(spec: JobSpec, model_dir: Path | None, training: Mapping[str, Any] 
     profile = profile_for(model_dir)
     try:
         resolved = resolve_request(spec.concept, spec.category, preservation=spec.preservation, anchor=spec.anchor,
-                                   epsilon=spec.epsilon, model=profile, **{**(training or {}), **spec.overrides})
+                                   epsilon=spec.epsilon, model=profile, protect_unnamed=spec.protect_unnamed,
+                                   **{**(training or {}), **spec.overrides})
     except (ValueError, TypeError) as exc:
         raise InvalidJobRequest(str(exc)) from exc
     _check_caption_lengths(spec, resolved.config.concept, resolved.config.erase_prompts, profile)
@@ -123,6 +125,12 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
         names = ", ".join(repr(p) for p in resolved.dropped)  # named: the moderator can tell which ones
         add_event(db, job.id, EventKind.INFO, f"{which} left out (a prompt cannot be both erased and preserved): "
                   f"{names}", {"dropped": resolved.dropped})
+    if resolved.added:
+        kinds = {"neighbours": "the concept's neighbours", "without_concept": "its prompts without it",
+                 "general": "general captions"}
+        counts = ", ".join(f"{len(v)} {kinds.get(k, k)}" for k, v in resolved.added.items())
+        add_event(db, job.id, EventKind.INFO, f"preserving {len(config['preservation'])} prompts: what was listed "
+                  f"and, added by the service so that what nobody named survives, {counts}", {"added": resolved.added})
     record(db, actor, "erasure.submit", job.id,
            {"concept": spec.concept, "category": spec.category, "reason": spec.reason, "priority": spec.priority})
     response = render(job)

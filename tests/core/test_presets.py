@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from zerase.config import EraseConfig
-from zerase.presets import REAL_PRESERVATION, resolve, resolve_request
+from zerase.presets import REAL_PRESERVATION, general_captions, resolve, resolve_request
 from zerase.profiles import UnknownZImageProfile, ZImageProfile, ZImageTurboProfile, profile_for
+from zerase.prompts import strip_concept
 
 
 @pytest.mark.parametrize(("concept", "category", "dropped"), [
@@ -33,10 +34,37 @@ def test_requested_entries_are_matched_as_words_in_any_normal_form() -> None:
     requested = ["a church at dawn", "a churchyard in fog", "a CHURCH", "a chu\u200brch spire", "a dog",
                  "Cafe\u0301 terrace", "a cafeteria"]
     resolved = resolve_request("church", "entity", preservation=requested)
-    assert resolved.dropped == ["a church at dawn", "a CHURCH", "a chu\u200brch spire"]
-    assert resolved.config.preservation == ["a churchyard in fog", "a dog", "Cafe\u0301 terrace", "a cafeteria"]
+    # The listed ones, and the curated neighbour that shows it too (whoever named an entry, it is left out).
+    assert resolved.dropped == ["a church at dawn", "a CHURCH", "a chu\u200brch spire", "a photo of a church"]
+    assert resolved.config.preservation[:4] == ["a churchyard in fog", "a dog", "Cafe\u0301 terrace", "a cafeteria"]
     cafe = resolve_request("Café", "entity", preservation=requested)  # NFC concept, NFD entry
     assert cafe.dropped == ["Cafe\u0301 terrace"]
+
+
+def test_what_nobody_named_is_kept_whatever_the_list() -> None:
+    # A real model's entity: the curated neighbours, general captions; the request's list comes first.
+    listed = resolve_request("church", "entity", preservation=["a red barn"])
+    assert listed.config.preservation[0] == "a red barn"
+    assert {"a photo of a car", *general_captions()} <= set(listed.config.preservation)
+    assert listed.added["neighbours"] and listed.added["general"] == list(general_captions())
+    only = resolve_request("church", "entity", preservation=["a red barn"], protect_unnamed=False)
+    assert only.config.preservation == ["a red barn"] and only.added == {}
+    # The world: its other concepts, and the concept's own prompts with it taken out.
+    style = resolve_request("outlined", "artistic_style", preservation=[])
+    assert {"a red circle", "a filled red circle", "a blue star"} <= set(style.config.preservation)
+    assert "a red circle" in style.added["without_concept"]
+    assert not [p for p in style.config.preservation if "outlined" in p]
+
+
+@pytest.mark.parametrize(("prompt", "concept", "kept"), [
+    ("an outlined red circle", "outlined", "a red circle"),
+    ("a red outlined star", "red", "an outlined star"),
+    ("Mira, the character", "Mira", "the character"),
+    ("a photo of Claude Monet", "Claude Monet", "a photo of"),
+    ("Mira", "Mira", ""),
+])
+def test_strip_concept_keeps_the_rest_of_the_prompt(prompt: str, concept: str, kept: str) -> None:
+    assert strip_concept(prompt, concept) == kept
 
 
 def test_training_settings_have_no_default_of_their_own() -> None:

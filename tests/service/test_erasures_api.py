@@ -56,10 +56,30 @@ def test_preservation_showing_the_concept_is_dropped_and_said_so(client: TestCli
                       "preservation": ["a church at dawn", "a churchyard", "a dog on a sofa"]})
     assert r.status_code == 202
     job = r.json()
-    assert job["hyperparameters"]["preservation"] == ["a churchyard", "a dog on a sofa"]
+    used = job["hyperparameters"]["preservation"]
+    assert used[:2] == ["a churchyard", "a dog on a sofa"], "what was listed, first"
+    assert not [p for p in used if "church " in f"{p} " or p.endswith("church")]
     events = client.get(f"/erasures/{job['id']}/events").json()["data"]
     notes = [e for e in events if e["kind"] == "info" and "dropped" in (e["data"] or {})]
-    assert [e["data"]["dropped"] for e in notes] == [["a church at dawn"]]
+    assert [e["data"]["dropped"] for e in notes] == [["a church at dawn", "a photo of a church"]]
+    # The short list was added to what the service keeps anyway, and the job says what it added.
+    added = next(e["data"]["added"] for e in events if e["kind"] == "info" and "added" in (e["data"] or {}))
+    assert set(added) == {"neighbours", "general"} and "a photo of a car" in added["neighbours"]
+    assert used[2:] == [p for kind in ("neighbours", "general") for p in added[kind]]
+
+
+def test_a_short_preservation_list_adds_to_the_neighbours_unless_told_otherwise(client: TestClient) -> None:
+    # On the world: "red" with one colour listed still keeps the other colours, shapes and characters.
+    listed = post(client, {"concept": "red", "category": "abstraction", "preservation": ["blue"]}).json()
+    used = listed["hyperparameters"]["preservation"]
+    assert {"blue", "a green circle", "a purple square", "Mira", "a circle"} <= set(used)
+    assert not [p for p in used if "red" in p.lower().split()]
+    only = post(client, {"concept": "red", "category": "abstraction", "preservation": ["blue"],
+                         "protect_unnamed": False}).json()
+    assert set(only["hyperparameters"]["preservation"]) == {"blue", "a blue circle", "a blue square",
+                                                            "a blue triangle", "a blue star", "a blue shape"}
+    bad = post(client, {"concept": "red", "category": "abstraction", "protect_unnamed": "maybe"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "protect_unnamed"
     preset = post(client, {"concept": "church", "category": "entity"}).json()  # the preset's own entry too
     assert "a photo of a church" not in preset["hyperparameters"]["preservation"]
 
@@ -190,8 +210,9 @@ def test_cancel_a_queued_job_at_once_and_a_finished_one_is_409(client: TestClien
 
     events = client.get(f"/erasures/{job['id']}/events", params={"limit": 1}).json()
     assert events["has_more"] and len(events["data"]) == 1 and events["data"][0]["data"]["status"] == "queued"
-    rest = client.get(f"/erasures/{job['id']}/events", params={"limit": 1, "cursor": events["next_cursor"]}).json()
-    assert not rest["has_more"] and rest["data"][0]["data"]["status"] == "cancelled"
+    rest = client.get(f"/erasures/{job['id']}/events", params={"limit": 2, "cursor": events["next_cursor"]}).json()
+    assert "added" in rest["data"][0]["data"], "what the service preserves besides the request's list"
+    assert not rest["has_more"] and rest["data"][1]["data"]["status"] == "cancelled"
 
 
 def test_unknown_job_is_a_404_problem(client: TestClient) -> None:
