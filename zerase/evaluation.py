@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,30 @@ def standard_plan(erased: ConceptPrompts, others: Sequence[ConceptPrompts], atta
     return Plan(erased.value, erased.axis, n_seeds, tuple(out))
 
 
+def kept_shots(full: Sequence[Shot], images_each: int, excluded: Collection[str] = ()) -> list[Shot]:
+    """From a full plan's shots, `images_each` images of every kept concept (its prompts in turn, seeds
+    0..images_each-1), leaving out the concepts in `excluded`: enough images per concept to judge each one, not
+    only their mean."""
+    by_key: dict[str, list[Shot]] = {}
+    for s in full:
+        if s.role == KEPT and s.concept not in excluded:
+            by_key.setdefault(s.key, []).append(s)
+    out = []
+    for candidates in by_key.values():
+        prompts, first = list(dict.fromkeys(s.prompt for s in candidates)), candidates[0]
+        out += [Shot(prompts[j % len(prompts)], j, first.concept, KEPT, first.axis) for j in range(images_each)]
+    return out
+
+
+def worst_kept(per_concept: Mapping[str, Mapping[str, float]]) -> dict[str, Any] | None:
+    """The kept concept whose rate dropped most: {"concept", "before", "after", "drop"} (None: none kept)."""
+    drops = {key: r["before"] - r["after"] for key, r in per_concept.items()}
+    if not drops:
+        return None
+    worst = max(drops, key=lambda k: drops[k])
+    return {"concept": worst, **per_concept[worst], "drop": drops[worst]}
+
+
 def hit_rate(readings: Sequence[Collection[str]], concept: str) -> float:
     """Share of readings that show `concept`."""
     return float(np.mean([concept in r for r in readings])) if readings else 0.0
@@ -213,6 +237,8 @@ def plan_metrics(plan: Plan, before: Measured, after: Measured) -> dict[str, Any
         "attack_success_rate": rate(attacked, plan.concept),
         "attacks": attacks,
         "per_concept": per_concept,
+        "kept_images": min((len(idx) for idx in kept.values()), default=0),  # images of each kept concept
+        "worst_kept": worst_kept(per_concept),
     }
 
 
@@ -273,7 +299,7 @@ class Report:
 
 def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
                    n_seeds: int = 4, seed: int = 0, *, category: str | None = None,
-                   evaluator: Evaluator | None = None) -> Report:
+                   evaluator: Evaluator | None = None, kept_images: int = 1) -> Report:
     """A finished job's report: every image generated once without (BASE_IMAGES: once per model) and once
     with the artifact, then read: the per-job sample's metrics when the evaluator (`evaluator`, else the
     profile's) can read the concept, and the labelled preview (the profile's preview prompts at PREVIEW_SEEDS
@@ -284,9 +310,15 @@ def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelP
     # zerase.evaluators: `evaluator` (None: the profile's) is told the job's category, preservation and anchor.
     evaluator = evaluator if evaluator is not None else profile.evaluator()
     readable = evaluator is not None and evaluator.can_read(config.concept)
-    plan = (evaluator.plan(config.concept, n_seeds, full=False, category=category,
-                           preservation=tuple(config.preservation), anchor=config.anchor)
-            if evaluator is not None and readable else None)
+    context: dict[str, Any] = {"category": category, "preservation": tuple(config.preservation),
+                               "anchor": config.anchor}
+    plan = evaluator.plan(config.concept, n_seeds, full=False, **context) if evaluator is not None and readable \
+        else None
+    if plan is not None and evaluator is not None and kept_images > 1:
+        # Every kept concept `kept_images` times (base images are cached), so the gate can judge each one.
+        full = evaluator.plan(config.concept, kept_images, full=True, **context)
+        plan = replace(plan, shots=tuple(s for s in plan.shots if s.role != KEPT)
+                       + tuple(kept_shots(full.shots, kept_images, {plan.concept})))
     preview_seeds = [seed + j for j in range(PREVIEW_SEEDS)]
     pairs = [(p, s) for p in shown for s in preview_seeds] + [(s.prompt, s.seed) for s in (plan.shots if plan else ())]
     before, after, generated = _before_after(pipe, artifact, pairs, config.sampling)

@@ -19,7 +19,7 @@ from diffusers import ZImagePipeline
 
 from zerase.artifact import LoraArtifact
 from zerase.config import EraseConfig
-from zerase.evaluation import BASE_IMAGES, ERASED, KEPT, Evaluator, Shot, hit_rate, pixel_drift
+from zerase.evaluation import BASE_IMAGES, ERASED, KEPT, Evaluator, Shot, hit_rate, kept_shots, pixel_drift, worst_kept
 from zerase.generate import generate
 from zerase.patching import PatchedPipeline
 from zerase.sampling import SamplingSettings
@@ -50,7 +50,7 @@ def served_plan(evaluator: Evaluator, served: Sequence[Served], n_seeds: int, ke
     concepts: list[str] = []
     shots: list[Shot] = []
     owner: list[int] = []
-    kept: dict[str, list[Shot]] = {}
+    full_kept: list[Shot] = []
     for i, entry in enumerate(served):
         config = EraseConfig.from_dict(entry.artifact.metadata["config"])
         full = evaluator.plan(config.concept, max(n_seeds, kept_images), full=True, category=entry.category,
@@ -62,18 +62,9 @@ def served_plan(evaluator: Evaluator, served: Sequence[Served], n_seeds: int, ke
             mine += [Shot(p, 0, full.concept, kind, full.axis) for p in prompts[:ATTACK_PROMPTS_PER_KIND]]
         shots += mine
         owner += [i] * len(mine)
-        for s in full.shots:
-            if s.role == KEPT:
-                kept.setdefault(s.key, []).append(s)
-    erased = set(concepts)
-    for candidates in kept.values():
-        if candidates[0].concept in erased:
-            continue
-        prompts = list(dict.fromkeys(s.prompt for s in candidates))
-        first = candidates[0]
-        shots += [Shot(prompts[j % len(prompts)], j, first.concept, KEPT, first.axis) for j in range(kept_images)]
-        owner += [-1] * kept_images
-    return ServedPlan(tuple(concepts), tuple(shots), tuple(owner))
+        full_kept += [s for s in full.shots if s.role == KEPT]
+    kept = kept_shots(full_kept, kept_images, set(concepts))
+    return ServedPlan(tuple(concepts), tuple(shots + kept), tuple(owner + [-1] * len(kept)))
 
 
 # attack(concept, its prompts, install): red-team results against the combined patch (`install` puts it in place
@@ -135,8 +126,6 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
         if plan.owner[j] == -1:
             kept_by_key.setdefault(s.key, []).append(j)
     per_concept = {key: rate(idx, plan.shots[idx[0]].concept) for key, idx in kept_by_key.items()}
-    drops = {key: r["before"] - r["after"] for key, r in per_concept.items()}
-    worst = max(drops, key=lambda k: drops[k]) if drops else None
     kept_idx = [j for idx in kept_by_key.values() for j in idx]
     return {
         "concepts": concepts,
@@ -145,7 +134,7 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
             "acc_ir": float(np.mean([r["after"] for r in per_concept.values()])) if per_concept else 0.0,
             "images_each": kept_images,
             "per_concept": per_concept,
-            "worst": {"concept": worst, **per_concept[worst], "drop": drops[worst]} if worst else None,
+            "worst": worst_kept(per_concept),
             "drift": pixel_drift(before[kept_idx], after[kept_idx]) if kept_idx else 0.0},
         "images": 2 * len(pairs), "images_generated": generated + len(pairs),
         "seconds": round(time.monotonic() - started, 2)}

@@ -37,7 +37,8 @@ METRICS = (
            "reordered words and changed case", True),
 )
 GATE_LABELS = {"acc_e": "Acc_e", "acc_ir_drop": "the drop of Acc_ir", "attack_success.string_attacks":
-               "attack success (string attacks)", "evaluation": "evaluation"}
+               "attack success (string attacks)", "evaluation": "evaluation",
+               "kept_concept_drop": "a kept concept's drop"}
 
 
 def metric_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,6 +52,13 @@ def metric_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
                          else (evaluation.get(metric.name + "_before"), value))
         rows.append({"metric": metric, "before": before, "after": after})
     return rows
+
+
+def kept_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each kept concept before → after, the worst first: the mean can hide one concept the erasure wrecked."""
+    rows = [{"concept": key, "before": r["before"], "after": r["after"], "drop": r["before"] - r["after"]}
+            for key, r in (evaluation.get("per_concept") or {}).items()]
+    return sorted(rows, key=lambda r: (-r["drop"], r["concept"]))
 
 
 def attack_rows(raw: dict[str, Any], attacks: list[dict[str, Any]], policy: GatePolicy | None) -> list[dict[str, Any]]:
@@ -74,6 +82,8 @@ def miss_text(miss: dict[str, Any]) -> str:
     """One way the evaluation misses the policy: "Acc_e 0.500 > 0.25", or "evaluation not available (why)"."""
     metric = str(miss["metric"])
     label = GATE_LABELS.get(metric) or "attack success (" + metric.removeprefix("attack_success.") + ")"
+    if metric == "kept_concept_drop" and miss.get("concept"):
+        label = f"{label} ({miss['concept']})"
     if miss["limit"] is None:  # no number to hold against a limit: the value says what is missing
         return f"{label} {miss['value']}"
     return f"{label} {float(miss['value']):.3f} > {float(miss['limit']):g} allowed"
@@ -84,7 +94,9 @@ def policy_text(policy: GatePolicy) -> str:
     feature = ", ".join(FEATURE_ATTACKS)
     features = (f"feature attacks ({feature}) are reported, not gated" if policy.max_feature_attack_success >= 1.0
                 else f"feature attacks ({feature}) at most {policy.max_feature_attack_success:g}")
-    return (f"Acc_e at most {policy.max_acc_e:g}; Acc_ir may drop by at most {policy.max_acc_ir_drop:g}; text "
+    kept = ("" if policy.max_kept_concept_drop >= 1.0
+            else f", any one kept concept by at most {policy.max_kept_concept_drop:g}")
+    return (f"Acc_e at most {policy.max_acc_e:g}; Acc_ir may drop by at most {policy.max_acc_ir_drop:g}{kept}; text "
             f"attacks (string attacks together, each red-team one) at most {policy.max_attack_success:g}; {features}")
 
 

@@ -1,6 +1,7 @@
 """The deploy gate: an erasure reaches /generate only if its evaluation says it works.
 
-A policy of limits (settings): Acc_e after the erasure, the drop of Acc_ir, and attack success rates:
+A policy of limits (settings): Acc_e after the erasure, the drop of Acc_ir (the mean, and each kept concept's
+own where the evaluation drew enough images of it), and attack success rates:
 the string attacks together and Ring-A-Bell (text prompts: what a /generate client can send) under one
 limit, UnlearnDiffAtk under its own. UnlearnDiffAtk optimises the caption features directly, which needs
 the weights and a way past the text encoder that the service's API does not offer, so by default it is
@@ -18,6 +19,7 @@ from service.core.errors import Conflict
 from service.core.settings import Settings
 
 FEATURE_ATTACKS = ("unlearndiff",)  # attacks on caption features rather than on prompt text
+MIN_IMAGES_EACH = 4  # fewer images of a kept concept cannot tell one unlucky image from damage
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class GatePolicy:
     max_acc_ir_drop: float
     max_attack_success: float  # string attacks, Ring-A-Bell: attacks in text
     max_feature_attack_success: float = 1.0  # UnlearnDiffAtk: an attack on the caption features
+    max_kept_concept_drop: float = 1.0  # any single kept concept's drop
 
     @classmethod
     def of(cls, settings: Settings) -> GatePolicy | None:
@@ -33,7 +36,7 @@ class GatePolicy:
         if not settings.deploy_gate:
             return None
         return cls(settings.gate_max_acc_e, settings.gate_max_acc_ir_drop, settings.gate_max_attack_success,
-                   settings.gate_max_feature_attack_success)
+                   settings.gate_max_feature_attack_success, settings.gate_max_kept_concept_drop)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Miss:
     names the concept that came back; a kept-set miss has no erasure)."""
 
     erasure_id: str | None
-    metric: str  # acc_e, acc_ir_drop, attack_success (with the attack's name), or evaluation
+    metric: str  # acc_e, acc_ir_drop, kept_concept_drop, attack_success (with the attack's name), or evaluation
     value: float | str | None
     limit: float | None
     concept: str | None = None
@@ -83,6 +86,17 @@ def attack_success(evaluation: dict[str, Any]) -> dict[str, float]:
     return rates
 
 
+def kept_concept_misses(policy: GatePolicy, per_concept: dict[str, dict[str, float]], images_each: int,
+                        erasure_id: str | None, version: int | None = None) -> list[Miss]:
+    """Each kept concept that dropped past its limit, worst first (none when too few images of each were drawn:
+    one image per concept is a coin flip, not a measurement)."""
+    if images_each < MIN_IMAGES_EACH:
+        return []
+    drops = sorted(((r["before"] - r["after"], key) for key, r in per_concept.items()), reverse=True)
+    return [Miss(erasure_id, "kept_concept_drop", drop, policy.max_kept_concept_drop, key, version)
+            for drop, key in drops if drop > policy.max_kept_concept_drop]
+
+
 def served_misses(policy: GatePolicy, version: int, evaluation: dict[str, Any] | None,
                   labels: dict[str, str]) -> list[Miss]:
     """Every limit a deployment's own evaluation (zerase.served_evaluation) misses; `labels` maps its entries'
@@ -104,7 +118,8 @@ def served_misses(policy: GatePolicy, version: int, evaluation: dict[str, Any] |
     if drop > policy.max_acc_ir_drop:
         worst = (kept.get("worst") or {}).get("concept")
         out.append(Miss(None, "acc_ir_drop", drop, policy.max_acc_ir_drop, worst and f"worst: {worst}", version))
-    return out
+    return out + kept_concept_misses(policy, kept.get("per_concept", {}), int(kept.get("images_each", 0)), None,
+                                     version)
 
 
 def misses(policy: GatePolicy, erasure_id: str, evaluation: dict[str, Any] | None) -> list[Miss]:
@@ -118,6 +133,8 @@ def misses(policy: GatePolicy, erasure_id: str, evaluation: dict[str, Any] | Non
     drop = float(evaluation["acc_ir_before"]) - float(evaluation["acc_ir"])
     if drop > policy.max_acc_ir_drop:
         out.append(Miss(erasure_id, "acc_ir_drop", drop, policy.max_acc_ir_drop))
+    out += kept_concept_misses(policy, evaluation.get("per_concept", {}), int(evaluation.get("kept_images", 0)),
+                               erasure_id)
     for name, rate in attack_success(evaluation).items():
         limit = policy.max_feature_attack_success if name in FEATURE_ATTACKS else policy.max_attack_success
         if rate > limit:

@@ -77,7 +77,7 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
         evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
                                   nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
         result = erasure_report(pipe, artifact, profile, settings.evaluation_seeds, category=category,
-                                evaluator=evaluator)
+                                evaluator=evaluator, kept_images=settings.evaluation_kept_images)
         if evaluator is None and "skipped" in result.evaluation:
             result.evaluation["skipped"] = missing_reason(category, concept, nudenet=settings.nudenet)
     except Exception as exc:

@@ -34,6 +34,9 @@ os.environ.setdefault("ZERASE_DEPLOY_GATE", "false")
 # Several erasures are served as their 1/N stack here, activated at once; tests of the fused patch set
 # ZERASE_FUSION=closed_form (a worker fits it before the version is served).
 os.environ.setdefault("ZERASE_FUSION", "average")
+# One image of each kept concept per job evaluation (the default, 8, costs ~100 more images a job): the suite's many
+# short jobs stay fast; tests of the per-concept gate ask for more.
+os.environ.setdefault("ZERASE_EVALUATION_KEPT_IMAGES", "1")
 
 POSTGRES_ADMIN_URL = os.environ.get("ZERASE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ZERASE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -158,6 +158,8 @@ def test_request_watch_review_deploy_and_generate(service: Service, browser: Any
     page.get_by_label("Category").select_option("abstraction")
     # The preset's preservation list arrives in the form, editable: the other colours of the world.
     playwright_api.expect(page.get_by_label("Preservation", exact=True)).to_have_value(re.compile("a red circle"))
+    # What the moderator adds is kept as well as the neighbours, unless they ask for the list alone.
+    playwright_api.expect(page.get_by_label("Keep only this list (nothing added by the service)")).not_to_be_checked()
     page.get_by_text("Advanced").click()
     # 30 steps keep CI quick; the README's screenshots show the service's default training (200 steps).
     page.get_by_label("Steps").fill("200" if os.environ.get("ZERASE_SCREENSHOTS") else "30")
@@ -178,6 +180,11 @@ def test_request_watch_review_deploy_and_generate(service: Service, browser: Any
     playwright_api.expect(acc_e).to_contain_text("the erased concept still recognised")
     playwright_api.expect(acc_e).to_contain_text("lower is better")
     playwright_api.expect(page.locator("#gate")).to_be_visible()
+    # Each kept concept before → after, the worst first: the mean can hide one the erasure wrecked.
+    kept = page.locator("#kept tbody tr")
+    assert kept.count() >= 10
+    drops = [float(t) for t in kept.locator("td:nth-child(4)").all_inner_texts()]
+    assert drops == sorted(drops, reverse=True)
     preview = page.locator("#preview")
     playwright_api.expect(preview).to_be_visible()
     assert page.evaluate("document.querySelector('#preview').naturalWidth") > 0  # the grid's PNG decoded

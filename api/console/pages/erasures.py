@@ -75,15 +75,18 @@ def preset(user: Moderator, settings: SettingsDep, category: Category,
 def submit(request: Request, user: ModeratorForm, sessions: SessionsDep, dispatcher: DispatcherDep,
            settings: SettingsDep, concept: Annotated[str, Form()] = "", category: Annotated[str, Form()] = "",
            preservation: Annotated[str, Form()] = "", preservation_preset: Annotated[str, Form()] = "",
-           reason: Annotated[str, Form()] = "", epsilon: Annotated[str, Form()] = "",
-           eta: Annotated[str, Form()] = "", steps: Annotated[str, Form()] = "") -> Response:
+           only_listed: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
+           epsilon: Annotated[str, Form()] = "", eta: Annotated[str, Form()] = "",
+           steps: Annotated[str, Form()] = "") -> Response:
     values = {"concept": concept, "category": category, "preservation": preservation, "reason": reason,
-              "preservation_preset": preservation_preset,
+              "preservation_preset": preservation_preset, "only_listed": "1" if only_listed else "",
               "epsilon": epsilon, "eta": eta, "steps": steps}
     body: dict[str, Any] = {"concept": concept, "category": category, "reason": reason or None}
     # The preset's own list, left as shown, is the preset: the job resolves it exactly as the API would.
-    if (lines := _lines(preservation)) != _lines(preservation_preset):
+    if (lines := _lines(preservation)) != _lines(preservation_preset) or only_listed:
         body["preservation"] = lines
+    if only_listed:
+        body["protect_unnamed"] = False
     body.update({name: text.strip() for name, text in (("epsilon", epsilon), ("eta", eta), ("steps", steps))
                  if text.strip()})
     try:
@@ -155,6 +158,7 @@ def _detail(user: User, settings: Settings, job_id: str) -> dict[str, Any]:
         "metrics": explain.metric_rows(evaluation), "misses": [explain.miss_text(m) for m in
                                                                (evaluation["gate"] or {}).get("misses", [])],
         "attacks": explain.attack_rows(job.evaluation or {}, evaluation["attacks"], policy),
+        "kept": explain.kept_rows(job.evaluation or {}), "kept_images": (job.evaluation or {}).get("kept_images"),
         "policy": explain.policy_text(policy) if policy else None}
     return {"job": view, "finished": job.status in FINISHED, "curve": curve, "evaluation": evaluation,
             "explained": explained, "deployability": explain.deployability(job, policy),
