@@ -2,7 +2,12 @@
 fine-tuning baseline trains a text-gated LoRA on the caption rows of the main layers' Q/K/V, Eq. 4), and
 the training recipes they share. Used by benchmarks/quality.py and benchmarks/_table4.py.
 
-- Z-Erase: the service's erasure (L_erase + L_attn + λ L_pr, the Lagrangian λ of Eq. 13-15);
+- Z-Erase: the service's erasure (L_erase + L_attn + λ L_pr, the Lagrangian λ of Eq. 13-15), preserving the
+  preset and what the service adds for what nobody named (zerase.presets.unnamed_prior, issue 24);
+- Z-Erase, preset alone: the same preserving only the category preset (the service before issue 24);
+- Z-Erase, concept-differential: the erase target is the frozen output of the same prompt without the concept
+  (AC_TARGET's anchors) instead of Eq. 5's push away from the unconditional output, so only what the concept adds
+  is removed (issue 24), with Z-Erase's attention term and λ;
 - Z-Erase, level λ: the same with λ the dual variable of a constraint on the level of L_pr (issue 15);
 - Z-Erase, fixed λ=1: no modulation (Table 5's "L_erase + L_attn + L_pr");
 - Z-Erase, on-policy: the erase bank re-sampled with the current LoRA every 50 steps (issue 15);
@@ -49,10 +54,13 @@ class Method:
     kind: str  # "train" (zerase.erasure), "uce" (zerase.uce) or "zeroing" (zerase.zeroing, nothing trained)
     overrides: dict[str, Any] = field(default_factory=dict)
     per_axis: dict[str, dict[str, Any]] = field(default_factory=dict)  # more overrides, by the concept's axis
+    request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.presets.resolve)
 
 
 METHODS: dict[str, Method] = {
     "Z-Erase": Method("train"),
+    "Z-Erase, preset alone": Method("train", request={"protect_unnamed": False}),
+    "Z-Erase, concept-differential": Method("train", {}, AC_TARGET),
     "Z-Erase, level λ": Method("train", {"modulation": "level"}),
     "Z-Erase, fixed λ=1": Method("train", {"modulation": "fixed", "fixed_lambda": 1.0}),
     "Z-Erase, on-policy": Method("train", {"refresh_every": 50}),
@@ -67,8 +75,9 @@ METHODS: dict[str, Method] = {
     "L_erase + L_attn": Method("train", {"modulation": "none"}),
     "naive LoRA, Z-Erase losses": Method("train", {"gating": "all"}),
 }
-DEFAULT_METHODS = ("Z-Erase", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool",
-                   "ESD-u", "AC", "UCE", "naive fine-tuning", "token zeroing")
+DEFAULT_METHODS = ("Z-Erase", "Z-Erase, preset alone", "Z-Erase, concept-differential", "Z-Erase, level λ",
+                   "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool", "ESD-u", "AC", "UCE",
+                   "naive fine-tuning", "token zeroing")
 REFERENCE = "Z-Erase"
 
 # Training data shared by every trained method (and UCE's prompts), --recipe: the paper's fixed prompts and frozen
@@ -96,9 +105,10 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     the shared recipe, then the method's own settings."""
     axis = world_axis(concept) or "colour"
     category = AXIS_CATEGORY[axis]
-    base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
-                   height=settings.height, width=settings.width, **({"steps": steps} if steps else {}))
     method = METHODS[name]
+    base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                   height=settings.height, width=settings.width, **({"steps": steps} if steps else {}),
+                   **method.request)
     data = recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data

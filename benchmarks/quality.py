@@ -17,6 +17,10 @@ images that still show a clean world object (a colour, shape and style each read
 share of attack images showing the concept; Ha = Acc_ir − Acc_e. `--length N` adds Z-Erase trained for N
 steps (the training-length study: quality and wall time). Writes quality.md, quality.json, grid.png (per
 concept: the unpatched model, then each method at training seed 0, same 8 seeds) to --out, after every run.
+
+The full protocol is longer than a session, so each cell (concept × method × training seed) is written to
+--out/cells/ as soon as it is done and skipped when it is there: run the same command again to continue. The
+table is built from every cell there, the cells still missing named in its notes (the grid shows this run's).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from zerase.world.profile import world_axis
 from zerase.zeroing import TokenZeroing
 
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")
+# Trained at every --train-seeds seed (issue 24's protocol); the rest at seed 0 alone, unless named in --repeat.
+REPEATED = ("Z-Erase", "Z-Erase, preset alone", "Z-Erase, concept-differential", "ESD-u", "UCE")
 GRID_SEEDS = list(range(8))
 BASELINES: dict = {}  # unpatched measurements, shared by every method and seed of a concept
 
@@ -60,6 +66,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--concepts", nargs="+", default=None, help=f"default: {' '.join(CONCEPTS)}")
     parser.add_argument("--methods", nargs="+", default=None, help=f"of {list(METHODS)}; default: all but ablations")
     parser.add_argument("--train-seeds", type=int, default=3)
+    parser.add_argument("--repeat", nargs="*", default=list(REPEATED),
+                        help="methods trained at every training seed; the others at seed 0 only")
     parser.add_argument("--seeds", type=int, default=8, help="evaluation seeds per prompt")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the presets')")
     parser.add_argument("--recipe", choices=list(RECIPES), default="paper", help="training data of every method")
@@ -76,6 +84,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--attack-steps", type=int, default=RedTeamBudget.steps,
                         help="Table 4: Ring-A-Bell generations / UnlearnDiff optimiser steps")
     return parser.parse_args()
+
+
+def cell_path(out: Path, concept: str, method: str, seed: int) -> Path:
+    safe = method.replace(" ", "_").replace(",", "").replace("/", "-")
+    return out / "cells" / f"{concept}__{safe}__s{seed}.json"
 
 
 def main() -> None:
@@ -100,31 +113,51 @@ def main() -> None:
     pipe, _profile, settings, evaluator = world_stack()
     notes = [f"Recipe {args.recipe}: {recipe or 'the paper prompts, frozen bank'}{' (shrunk: --fast)' * args.fast}; "
              f"{args.steps or 'preset'} steps; {args.seeds} evaluation seeds ({'full' if full else 'sampled'} "
-             f"protocol); training seeds 0..{args.train_seeds - 1}; overrides {extra or 'none'}."]
+             f"protocol); training seeds 0..{args.train_seeds - 1} for {', '.join(args.repeat)}, seed 0 for the "
+             f"rest; overrides {extra or 'none'}."]
     rows: list[dict] = []
     grid_rows: list[np.ndarray] = []
     started = time.monotonic()
+    def seeds_of(method: str) -> int:
+        return args.train_seeds if method in args.repeat or method not in METHODS else 1
+
+    wanted = [(c, m, s) for c in concepts for m in methods for s in range(seeds_of(m))]
+    cells = {w: json.loads(cell_path(args.out, *w).read_text()) for w in wanted if cell_path(args.out, *w).exists()}
+
+    def missing_note() -> list[str]:
+        missing = [w for w in wanted if w not in cells]
+        return [f"Cells still missing ({len(missing)} of {len(wanted)}): "
+                + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []
     with tempfile.TemporaryDirectory() as tmp:
         for concept in concepts:
             axis = world_axis(concept) or "colour"
             show = concept_prompts(axis, concept).prompts[0]
+            if all((concept, m, 0) in cells for m in methods):
+                continue  # every cell of this concept is done
             grid_rows.append(generate(pipe, [show] * len(GRID_SEEDS), GRID_SEEDS, settings))
             for name in methods:
                 steps = args.steps
                 if name not in METHODS:  # "Z-Erase, N steps"
                     steps = int(name.split(", ")[1].split()[0])
-                for seed in range(args.train_seeds):
+                for seed in range(seeds_of(name)):
+                    if (concept, name, seed) in cells:
+                        continue
                     row = run(pipe, evaluator, settings, name, concept, seed, steps, recipe, extra, Path(tmp),
-                              args.seeds, full, grid_rows if seed == 0 else None, show, args.fast)
-                    rows.append(row | {"axis": axis})
-                    write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods), notes, quiet=True)
+                              args.seeds, full, grid_rows if seed == 0 else None, show, args.fast) | {"axis": axis}
+                    cells[(concept, name, seed)] = row
+                    cell_path(args.out, concept, name, seed).parent.mkdir(parents=True, exist_ok=True)
+                    cell_path(args.out, concept, name, seed).write_text(json.dumps(row, indent=1))
+                    rows = [cells[w] for w in wanted if w in cells]
+                    write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods),
+                                  notes + missing_note(), quiet=True)
                     print(json.dumps({k: row[k] for k in ("concept", "method", "train_seed", "acc_e", "acc_ir", "ha",
                                                           "coherence", "attack_success", "train_s")}), flush=True)
                     if METHODS[_base(name)].kind == "zeroing":  # nothing trained: the other seeds are the same run
-                        rows += [rows[-1] | {"train_seed": s} for s in range(1, args.train_seeds)]
+                        cells.update({(concept, name, s): row | {"train_seed": s} for s in range(1, seeds_of(name))})
                         break
-    notes.append(f"Whole run: {time.monotonic() - started:.0f} s.")
-    write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods), notes)
+    notes.append(f"This run: {time.monotonic() - started:.0f} s.")
+    rows = [cells[w] for w in wanted if w in cells]
+    write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods), notes + missing_note())
 
 
 def merge(dirs: list[Path], out: Path) -> None:

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = {"Z-Erase", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool",
-           "ESD-u", "AC", "UCE", "naive fine-tuning", "token zeroing"}
+METHODS = {"Z-Erase", "Z-Erase, preset alone", "Z-Erase, concept-differential", "Z-Erase, level λ",
+           "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool", "ESD-u", "AC", "UCE",
+           "naive fine-tuning", "token zeroing"}
 
 
 @pytest.mark.slow
@@ -32,3 +33,14 @@ def test_fast_run_writes_every_method_with_its_metrics(tmp_path: Path) -> None:
     assert "| colour | Z-Erase |" in table and "coherence" in table
     with Image.open(tmp_path / "grid.png") as grid:  # the unpatched row, then one per method
         assert grid.height == (1 + len(METHODS)) * 32 * 3
+
+    # Each cell is kept as it is done: a run cut short continues where it stopped, redoing only what is missing.
+    cells = sorted((tmp_path / "cells").glob("*.json"))
+    assert len(cells) == len(METHODS)
+    (tmp_path / "cells" / "red__UCE__s0.json").unlink()
+    again = subprocess.run([sys.executable, "benchmarks/quality.py", "--fast", "--out", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-4000:]
+    ran = [json.loads(line) for line in again.stdout.splitlines() if line.startswith("{")]
+    assert [(r["method"], r["concept"]) for r in ran] == [("UCE", "red")]
+    assert {r["method"] for r in json.loads((tmp_path / "quality.json").read_text())["rows"]} == METHODS
