@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.settings import Settings
 from service.core.store import ArtifactStore
+from service.deployments.serving import GenerationService
 from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,14 @@ def get_store(request: Request) -> ArtifactStore:
     return store
 
 
+def get_generator(request: Request) -> GenerationService:
+    generator: GenerationService = request.app.state.generator
+    return generator
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 SessionDep = Annotated[Session, Depends(get_db)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+GeneratorDep = Annotated[GenerationService, Depends(get_generator)]

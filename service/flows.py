@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from service.approvals import auto_deploy
 from service.core import events
+from service.deployments import guard
 from service.webhooks import outbox as webhooks
 
 
@@ -14,5 +15,6 @@ def install() -> None:
     # erasure.* is queued before auto-deploy runs, so it goes out before the deployment.activated that follows.
     events.subscribe(events.JobFinished, webhooks.on_job_finished)
     events.subscribe(events.JobFinished, auto_deploy.on_job_finished)
+    events.subscribe(events.JobFinished, guard.on_job_finished)  # a cancelled takedown ends its guard
     events.subscribe(events.DeploymentActivated, webhooks.on_deployment_activated)
     events.subscribe(events.ApprovalRequested, webhooks.on_approval_requested)

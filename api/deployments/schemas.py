@@ -49,6 +49,14 @@ class DeploymentEntry(BaseModel):
     uri: str
 
 
+class GuardEntry(BaseModel):
+    erasure_id: str
+    concept: str
+    threshold: float = Field(description="The cosine a prompt's span must reach to trip it (zerase.guard)")
+    calibration: dict[str, Any] = Field(description="detection, attack_detection and false_positives on prompts "
+                                        "it was not calibrated on, and the limits it was held to")
+
+
 class DeploymentOut(BaseModel):
     version: int
     object: Literal["deployment"] = "deployment"
@@ -64,6 +72,9 @@ class DeploymentOut(BaseModel):
         None, description="An activation waiting for the evaluation: `kind` (deploy, retire, activate), `actor`, "
                           "`based_on` (the active version it was built on); the worker activates the version if "
                           "the gate passes it")
+    guard: list[GuardEntry] = Field(
+        default_factory=list, description="Takedowns served by the prompt guard until their erasure is deployed "
+                                          "(POST /erasures with mitigate=immediate)")
     refusal: dict[str, Any] | None = Field(
         None, description="Why the waiting activation did not happen: `code` (deploy_gate, conflict, superseded), "
                           "`detail`, `gate` (the misses, each naming the concept that came back and its figure)")
@@ -74,7 +85,8 @@ class DeploymentOut(BaseModel):
                    created_by=deployment.created_by, reason=deployment.reason, created_at=deployment.created_at,
                    active=deployment.version == active_version,
                    evaluation_status=deployment.evaluation_status,  # type: ignore[arg-type]
-                   pending_activation=deployment.pending_activation, refusal=deployment.refusal)
+                   pending_activation=deployment.pending_activation, refusal=deployment.refusal,
+                   guard=[GuardEntry(**{k: g[k] for k in GuardEntry.model_fields}) for g in deployment.guard or []])
 
 
 class DeploymentEvaluation(BaseModel):

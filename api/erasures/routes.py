@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import ActorDep, require
-from api.deps import DispatcherDep, SessionDep, SessionsDep, SettingsDep, StoreDep
+from api.deps import DispatcherDep, GeneratorDep, SessionDep, SessionsDep, SettingsDep, StoreDep
 from api.erasures.schemas import ErasureCreate, Event, EventList, Job, JobList, evaluation_view
 from api.errors import problem
 from api.openapi import problems
@@ -21,7 +22,10 @@ from service.audit.service import Actor
 from service.core.settings import Settings
 from service.core.store import ArtifactStore
 from service.core.text import PLAIN_PARAMETER
+from service.deployments import guard as guards
 from service.deployments.gate import GatePolicy, misses
+from service.deployments.guard import IMMEDIATE, Served
+from service.deployments.serving import GenerationService
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, EVENT_CURSOR_PATTERN, MAX_TEXT, Category, JobStatus
 from service.erasures.errors import JobStateConflict
@@ -29,6 +33,8 @@ from service.erasures.models import ErasureJob
 from service.erasures.quota import Quota
 from service.keys.contract import Role
 from worker.dispatch import Dispatcher, hand_over
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/erasures", tags=["erasures"], dependencies=[Depends(require(Role.MODERATOR))],
                    responses=problems(401, 403))
@@ -42,8 +48,9 @@ IdempotencyKey = Annotated[str | None, Header(
 
 @router.post("", name="create", status_code=202, response_model=Job, responses=problems(422, 429))
 def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, dispatcher: DispatcherDep,
-                   settings: SettingsDep, actor: ActorDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    submitted = submit_erasure(body, db, sessions, dispatcher, settings, actor, idempotency_key)
+                   settings: SettingsDep, actor: ActorDep, generator: GeneratorDep,
+                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    submitted = submit_erasure(body, db, sessions, dispatcher, settings, actor, idempotency_key, generator)
     headers = {"Location": f"/erasures/{submitted.job_id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -51,19 +58,38 @@ def create_erasure(body: ErasureCreate, db: SessionDep, sessions: SessionsDep, d
 
 
 def submit_erasure(body: ErasureCreate, db: Session, sessions: sessionmaker[Session], dispatcher: Dispatcher,
-                   settings: Settings, actor: Actor, idempotency_key: str | None = None) -> jobs.Submitted:
-    """Queue the job (or replay an earlier identical request) and hand it to the workers: what the API and the
-    console's request form both do."""
+                   settings: Settings, actor: Actor, idempotency_key: str | None = None,
+                   generator: GenerationService | None = None) -> jobs.Submitted:
+    """Queue the job (or replay an earlier identical request), put it under the prompt guard when it asks for
+    immediate mitigation, and hand it to the workers: what the API and the console's request form both do."""
+    mitigate = IMMEDIATE if body.mitigate == IMMEDIATE else None
     spec = jobs.JobSpec(concept=body.concept, category=body.category, preservation=body.preservation,
                         anchor=body.anchor, epsilon=body.epsilon, overrides=body.overrides(),
                         reason=body.reason, requested_by=actor.name, auto_deploy=body.auto_deploy,
-                        priority=body.priority or 0, protect_unnamed=body.protect_unnamed)
+                        priority=body.priority or 0, protect_unnamed=body.protect_unnamed, mitigate=mitigate)
     submitted = jobs.submit(db, spec, settings.model_dir, lambda job: Job.of(job).body(), idempotency_key, actor,
                             quota=Quota.of(settings), idempotency_ttl_s=settings.idempotency_ttl_s,
                             training=settings.training_defaults)
-    if not submitted.replayed:
-        hand_over(dispatcher, sessions, submitted.job_id, spec.priority)
+    if submitted.replayed:
+        return submitted
+    if mitigate is not None and generator is not None:
+        # Before training starts: the guard is the takedown's first seconds (training would share the CPUs).
+        job = mitigate_now(db, jobs.get_job(db, submitted.job_id), generator, actor)
+        submitted = replace(submitted, response=Job.of(job, Served.now(db)).body())
+    hand_over(dispatcher, sessions, submitted.job_id, spec.priority)
     return submitted
+
+
+def mitigate_now(db: Session, job: ErasureJob, generator: GenerationService, actor: Actor) -> ErasureJob:
+    """Calibrate the concept's guard on the served model and, if it passes its own check, serve it."""
+    try:
+        calibration = generator.calibrate_guard(job.concept, job.category)
+    except Exception as exc:  # the takedown stands and trains; the moderator sees the guard did not
+        log.exception("the guard of %s could not be calibrated", job.id)
+        job.mitigation = {"stage": "failed", "detail": f"the guard could not be calibrated: {exc}"}
+        db.commit()
+        return job
+    return guards.guard(db, job, calibration.to_dict(), calibration.passes, calibration.misses(), actor)
 
 
 @router.get("", name="list", response_model=JobList, responses=problems(422))
@@ -74,13 +100,14 @@ def list_erasures(db: SessionDep, limit: Limit = 20,
                   category: Category | None = None) -> JobList:
     page, has_more = jobs.list_jobs(db, limit=limit, cursor=cursor, status=status, concept=concept,
                                     category=category)
-    return JobList(data=[Job.of(j) for j in page], has_more=has_more,
+    served = Served.now(db)
+    return JobList(data=[Job.of(j, served) for j in page], has_more=has_more,
                    next_cursor=page[-1].id if has_more else None)
 
 
 @router.get("/{job_id}", name="get", response_model=Job, responses=problems(404))
 def get_erasure(job_id: JobId, db: SessionDep) -> Job:
-    return Job.of(jobs.get_job(db, job_id))
+    return Job.of(jobs.get_job(db, job_id), Served.now(db))
 
 
 @router.post("/{job_id}/cancel", name="cancel", response_model=Job, responses={
@@ -88,8 +115,18 @@ def get_erasure(job_id: JobId, db: SessionDep) -> Job:
     202: {"description": "Cancel requested: the running job stops at its next step"},
     **problems(404, 409)})
 def cancel_erasure(job_id: JobId, db: SessionDep, actor: ActorDep) -> JSONResponse:
-    job = jobs.cancel(db, job_id, actor)
-    return JSONResponse(Job.of(job).body(), status_code=200 if job.status == JobStatus.CANCELLED else 202)
+    job = jobs.cancel(db, job_id, actor)  # a cancelled takedown's guard ends with it (guard.on_job_finished)
+    return JSONResponse(Job.of(job, Served.now(db)).body(),
+                        status_code=200 if job.status == JobStatus.CANCELLED else 202)
+
+
+@router.delete("/{job_id}/guard", name="end-guard", response_model=Job, responses=problems(404, 409))
+def end_guard(job_id: JobId, db: SessionDep, actor: ActorDep) -> Job:
+    """End the takedown's prompt guard now (a new deployment version without it, activated): for a failed erasure
+    that will not be retried. Deploying the erasure, or cancelling it, ends the guard by itself."""
+    jobs.get_job(db, job_id)
+    guards.end_guard(db, job_id, actor)
+    return Job.of(jobs.get_job(db, job_id), Served.now(db))
 
 
 @router.post("/{job_id}/retry", name="retry", status_code=202, response_model=Job, responses=problems(404, 409))
@@ -97,7 +134,7 @@ def retry_erasure(job_id: JobId, db: SessionDep, sessions: SessionsDep, dispatch
                   actor: ActorDep) -> Job:
     job = jobs.retry(db, job_id, actor)
     hand_over(dispatcher, sessions, job_id, job.priority)
-    return Job.of(job)
+    return Job.of(job, Served.now(db))
 
 
 @router.get("/{job_id}/evaluation", name="get-evaluation", responses=problems(404, 409))

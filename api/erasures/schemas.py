@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from api.fields import Reason, Text
 from service.core.text import normalized
+from service.deployments.guard import IMMEDIATE, Served
 from service.erasures.contract import (
     EPSILON_MAX,
     EPSILON_MIN,
@@ -55,6 +56,10 @@ class ErasureCreate(BaseModel):
     auto_deploy: bool = Field(False, description="On success, deploy it: active deployment + this erasure")
     priority: int | None = Field(None, ge=0, le=MAX_PRIORITY,
                                  description="Admins only: higher runs first (0, the default, is normal)")
+    mitigate: Literal["immediate", "none"] = Field(
+        "none", description="immediate: within seconds, /generate refuses (or rewrites) prompts that read as the "
+        "concept, through a prompt guard on the text encoder, until this erasure is deployed in its place or the "
+        "request is cancelled; `mitigation` says how it went")
 
     @field_validator("preservation")
     @classmethod
@@ -114,6 +119,16 @@ def evaluation_view(raw: dict[str, Any] | None) -> dict[str, Any] | None:
     return view
 
 
+class Mitigation(BaseModel):
+    mode: Literal["immediate"]
+    stage: str = Field(
+        description="requested (no guard served), guarded (the guard serves it), trained (the erasure succeeded, "
+        "not deployed yet), deployed (the erasure serves it)")
+    guard: dict[str, Any] | None = Field(description=(
+        "The guard's record: {stage: guarded | refused | failed | ended, version (where it went live), calibration "
+        "{threshold, detection, attack_detection, false_positives, limits}, detail?}"))
+
+
 class Job(BaseModel):
     id: str
     object: Literal["erasure"] = "erasure"
@@ -136,13 +151,15 @@ class Job(BaseModel):
     preview_url: str | None = Field(description="A before/after PNG grid of the concept and preserved prompts")
     auto_deploy: bool
     priority: int
+    mitigation: Mitigation | None = Field(description="With mitigate=immediate: the takedown's stage")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested_at: datetime | None
 
     @classmethod
-    def of(cls, job: ErasureJob) -> Job:
+    def of(cls, job: ErasureJob, served: Served | None = None) -> Job:
+        """The job as the API shows it; `served` (the active version's sets) tells its takedown stage."""
         url = f"/erasures/{job.id}"
         artifact = None
         if job.artifact_uri and job.artifact_sha256 and job.artifact_bytes is not None:
@@ -155,6 +172,8 @@ class Job(BaseModel):
             progress=Progress.model_validate(job.progress) if job.progress else None, artifact=artifact,
             evaluation=evaluation_view(job.evaluation), preview_url=f"{url}/preview.png" if job.preview_uri else None,
             auto_deploy=job.auto_deploy, priority=job.priority,
+            mitigation=Mitigation(mode="immediate", stage=(served or Served()).stage(job) or "requested",
+                                  guard=job.mitigation) if job.mitigate == IMMEDIATE else None,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             cancel_requested_at=job.cancel_requested_at)
 

@@ -7,26 +7,19 @@ import io
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import ActorDep, require
+from api.deps import GeneratorDep
 from api.generation.schemas import GenerateRequest, GenerateResult
 from api.openapi import problems
-from service.deployments.contract import PATCH_HEADER
-from service.deployments.serving import GenerationRequest, GenerationService
+from service.deployments.contract import GUARD_HEADER, PATCH_HEADER
+from service.deployments.serving import GenerationRequest
 from service.keys.contract import Role
 
 router = APIRouter(tags=["generation"], dependencies=[Depends(require(Role.GENERATOR))],
                    responses=problems(401, 403))
-
-
-def get_generator(request: Request) -> GenerationService:
-    generator: GenerationService = request.app.state.generator
-    return generator
-
-
-GeneratorDep = Annotated[GenerationService, Depends(get_generator)]
 
 
 @router.post("/generate", name="generate", response_class=Response, responses={
@@ -40,11 +33,14 @@ def generate(body: GenerateRequest, generator: GeneratorDep, actor: ActorDep,
     result = generator.generate(GenerationRequest(**body.model_dump()), key_id=actor.key_id)
     png = png_bytes(result.image)
     headers = {PATCH_HEADER: str(result.patch_version)}
+    if result.guarded:  # the prompt was served with a guarded concept's words replaced by its anchor
+        headers[GUARD_HEADER] = ",".join(result.guarded)
     if not _wants_json(accept):
         return Response(png, media_type="image/png", headers=headers)
     out = GenerateResult(image_base64=base64.b64encode(png).decode(), seed=result.seed, width=result.width,
                          height=result.height, steps=result.steps, guidance_scale=result.guidance_scale,
-                         patch_version=result.patch_version, erasure_ids=list(result.erasure_ids))
+                         patch_version=result.patch_version, erasure_ids=list(result.erasure_ids),
+                         guarded=list(result.guarded))
     return JSONResponse(out.model_dump(mode="json"), headers=headers)
 
 

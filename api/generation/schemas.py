@@ -46,3 +46,6 @@ class GenerateResult(BaseModel):
     guidance_scale: float
     patch_version: int = Field(description="The safety patch deployment applied; 0: the base model")
     erasure_ids: list[str]
+    guarded: list[str] = Field(default_factory=list, description="Takedowns whose guard replaced words of the "
+                               "prompt by the concept's anchor (ZERASE_GUARD_ACTION=anchor); also header "
+                               "X-Takedown-Guard")

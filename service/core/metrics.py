@@ -25,6 +25,9 @@ GENERATIONS_IN_PROGRESS = Gauge("zerase_generation_in_progress", "Generation req
 GENERATION_PATCH_VERSION = Gauge("zerase_generation_patch_version", "The deployment version this process "
                                  "applied for generation (0: the base model; -1: none, or it could not be applied)")
 GENERATION_PATCH_VERSION.set(-1)
+GUARD_REFUSALS = Counter("zerase_guard_refusals_total", "/generate prompts refused by a takedown's prompt guard")
+GUARD_REWRITES = Counter("zerase_guard_rewrites_total", "/generate prompts served with a guarded concept's words "
+                         "replaced by its anchor")
 GENERATION_BATCH_SIZE = Histogram("zerase_generation_batch_size", "Requests per /generate pipeline call "
                                   "(dynamic batching)", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
 GENERATION_QUEUE_SECONDS = Histogram("zerase_generation_queue_seconds", "Time a /generate request waited for its "

@@ -94,6 +94,16 @@ class Settings(BaseSettings):
     # output at full strength, zerase.fusion; made by a worker before the version is served) or "average" (the
     # paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the choice (RESULTS.md).
     fusion: Literal["closed_form", "average"] = "closed_form"
+    # Immediate mitigation (POST /erasures "mitigate": "immediate"): a prompt guard on the text encoder's caption
+    # features (zerase.guard) until the trained erasure is deployed. A prompt that trips it is refused (422 naming
+    # the takedown's id) or served with the concept's words replaced by its anchor; benchmarks/mitigation.py
+    # measured both (RESULTS.md). A concept's guard is admitted only when, on prompts it was not calibrated on, it
+    # detects at least guard_min_detection of the concept's prompts and trips at most the given shares of COCO
+    # captions and of the concept's neighbours.
+    guard_action: Literal["refuse", "anchor"] = "refuse"
+    guard_min_detection: Annotated[float, Field(ge=0, le=1)] = 0.95
+    guard_max_coco_false_positives: Annotated[float, Field(ge=0, le=1)] = 0.01
+    guard_max_neighbour_false_positives: Annotated[float, Field(ge=0, le=1)] = 0.02
     # Evaluators for models without their own (zerase.evaluators; the bundled world's probe comes first).
     clip_dir: Path | None = None  # a local transformers CLIP directory: zero-shot readings, CLIP score; None: no CLIP
     nudenet: bool = True  # nudity jobs read by NudeNet when zerase[nudenet] is installed

@@ -34,7 +34,8 @@ class Pending(Generic[R]):
 
 
 class Batcher(Generic[R]):
-    def __init__(self, run: Callable[[Sequence[Pending[R]]], Sequence[R]], max_batch: int, max_wait_s: float):
+    def __init__(self, run: Callable[[Sequence[Pending[R]]], Sequence[R | BaseException]], max_batch: int,
+                 max_wait_s: float):
         self._run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
         self._cond = threading.Condition()
         self._queue: deque[Pending[R]] = deque()
@@ -95,7 +96,10 @@ class Batcher(Generic[R]):
         try:
             results = self._run(batch)
             for member, result in zip(batch, results, strict=True):
-                member.result = result
+                if isinstance(result, BaseException):  # this member's own refusal (a guarded prompt, say)
+                    member.error = result
+                else:
+                    member.result = result
         except BaseException as exc:  # every member gets the batch's error (e.g. the patch cannot be applied)
             for member in batch:
                 member.error = exc

@@ -7,6 +7,7 @@ MAX_VERSION = 2**31 - 1
 MAX_ERASURES = 64  # per deployment
 MAX_WEIGHT = 10.0  # weights are in (0, MAX_WEIGHT]
 PATCH_HEADER = "X-Safety-Patch-Version"  # the deployment a generated image was made under
+GUARD_HEADER = "X-Takedown-Guard"  # the takedowns whose guard rewrote the prompt (ZERASE_GUARD_ACTION=anchor)
 
 MAX_PROMPT_TOKENS = 512
 MAX_PROMPT_CHARS = 20_000

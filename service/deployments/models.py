@@ -35,6 +35,9 @@ class Deployment(Base):
     # `weight` each), "closed_form" (one patch fitted by a worker, zerase.fusion: `fused` = {uri, sha256, rank}).
     fusion: Mapped[str | None] = mapped_column(String(16))
     fused: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The prompt guard served with the set (service/deployments/guard.py): [{erasure_id, concept, category,
+    # anchor, threshold, calibration}], each a takedown whose erasure is not served yet. None or []: no guard.
+    guard: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class ActiveDeployment(Base):

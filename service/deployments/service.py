@@ -73,10 +73,16 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
         entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
     verdict = gate_check(db, entries, actor, gate, force)
+    guard, retired = carried_guard(db, [e["erasure_id"] for e in entries])
+    if retired:  # the trained patch takes the guard entry's place (the version's reason says so)
+        reason = f"{reason or ''}; guard retired for {', '.join(retired)}".lstrip("; ")
     deployment = Deployment(entries=entries, created_by=actor.name, reason=reason,
-                            fusion=fusion if len(entries) > 1 else None)
+                            fusion=fusion if len(entries) > 1 else None, guard=guard or None)
     db.add(deployment)
     db.flush()
+    if retired:
+        record(db, actor, "guard.retire", f"deployment:{deployment.version}",
+               {"erasure_ids": retired, "why": "deployed"})
     _audit_forced(db, actor, deployment.version, verdict.forced, "create")
     if verdict.waiting or _unfused(deployment):  # fused and judged before anyone activates it
         deployment.evaluation_status = EvaluationStatus.QUEUED
@@ -153,14 +159,42 @@ def _activate(db: Session, version: int, actor: Actor, *, gate: GatePolicy | Non
         return None
     _audit_forced(db, actor, version, verdict.forced, "activate")
     _supersede_waiting(db, version, actor)
+    return point_to(db, version, previous, actor, "rollback" if version < previous else "roll forward")
+
+
+def point_to(db: Session, version: int, previous: int, actor: Actor, kind: str) -> events.DeploymentActivated:
+    """Move the active pointer (the caller has judged the version and holds the active row's lock); the event to
+    publish once committed."""
     db.execute(update(ActiveDeployment).where(ActiveDeployment.id == 1)
-               .values(version=deployment.version if deployment else None, activated_by=actor.name,
+               .values(version=version if version != BASE_VERSION else None, activated_by=actor.name,
                        activated_at=utcnow()))
     record(db, actor, "deployment.activate", f"deployment:{version}",
-           {"version": version, "previous_version": previous,
-            "kind": "rollback" if version < previous else "roll forward"})
+           {"version": version, "previous_version": previous, "kind": kind})
     return events.DeploymentActivated(version=version, previous_version=previous, activated_by=actor.name,
                                       database_url=events.database_url(db))
+
+
+def carried_guard(db: Session, served: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The active version's guard entries a new version keeps (those whose erasure it does not serve), and the
+    erasure ids whose entries it retires."""
+    version = active_row(db).version
+    guard = list(get(db, version).guard or []) if version is not None else []
+    return [g for g in guard if g["erasure_id"] not in served], [g["erasure_id"] for g in guard
+                                                                  if g["erasure_id"] in served]
+
+
+def derive(db: Session, base: Deployment | None, guard: list[dict[str, Any]], actor: Actor,
+           reason: str) -> Deployment:
+    """A new version serving `base`'s erasures exactly as `base` does (its fused patch and its judgement as
+    served: the patch does not change) with `guard` as its prompt guard; not activated, not committed."""
+    deployment = Deployment(entries=list(base.entries) if base else [], created_by=actor.name, reason=reason,
+                            guard=guard or None)
+    if base is not None:
+        deployment.fusion, deployment.fused = base.fusion, base.fused
+        deployment.evaluation_status, deployment.evaluation = base.evaluation_status, base.evaluation
+    db.add(deployment)
+    db.flush()
+    return deployment
 
 
 def deploy_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePolicy | None = None,
@@ -198,6 +232,10 @@ def retire_erasure(db: Session, erasure_id: str, actor: Actor, *, gate: GatePoli
     db.commit()
     _publish(activated)
     return deployment
+
+
+def _erasures(db: Session, version: int) -> list[str]:
+    return [e["erasure_id"] for e in served_entries(db, version)]
 
 
 def _active_ids(db: Session) -> tuple[int, list[str]]:
@@ -263,7 +301,7 @@ def settle(db: Session, version: int, gate: GatePolicy | None) -> Deployment:
     if _unfused(deployment):
         deployment.refusal = {"code": "fusion_failed", "detail": "the fused patch could not be made: "
                                                                  f"{(deployment.evaluation or {}).get('error')}"}
-    elif intent["kind"] != "activate" and current != intent["based_on"]:
+    elif intent["kind"] != "activate" and _erasures(db, current) != _erasures(db, intent["based_on"]):
         deployment.refusal = {"code": "conflict", "detail": f"the active version moved from {intent['based_on']} "
                                                             f"to {current} while this one was evaluated; ask again"}
     elif missed:
@@ -271,6 +309,13 @@ def settle(db: Session, version: int, gate: GatePolicy | None) -> Deployment:
                               "gate": [m.to_dict() for m in missed]}
     else:
         deployment.pending_activation = None
+        guard, _ = carried_guard(db, [e["erasure_id"] for e in deployment.entries])
+        if current != intent["based_on"] and guard != list(deployment.guard or []):
+            # Only the guard moved meanwhile (a takedown guarded or ended): serve this set with today's guard.
+            derived = derive(db, deployment, guard, actor, f"version {version} with the guard of version {current}")
+            record(db, actor, "deployment.create", f"deployment:{derived.version}",
+                   {"erasure_ids": [e["erasure_id"] for e in derived.entries], "derived_from": version})
+            version = derived.version
         activated = _activate(db, version, actor, gate=gate, force=forced, kind=intent["kind"])
     deployment.pending_activation = None
     if deployment.refusal is not None:

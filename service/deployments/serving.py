@@ -44,6 +44,13 @@ class InvalidGeneration(Invalid):
     """A request the model cannot serve (checked against the loaded pipeline); `field` names the input."""
 
 
+class GuardRefused(Invalid):
+    """The prompt trips the guard of a takedown (ZERASE_GUARD_ACTION=refuse). Only the takedown's id is named:
+    a generator key learns no more of the concept than that one exists."""
+
+    code = "takedown"
+
+
 class PatchUnavailable(Unavailable):
     """The active deployment cannot be applied: generation refuses rather than serve the base model."""
 
@@ -71,6 +78,7 @@ class Generated:
     guidance_scale: float
     patch_version: int  # 0: the base model
     erasure_ids: tuple[str, ...]
+    guarded: tuple[str, ...] = ()  # takedowns whose guard rewrote the prompt (ZERASE_GUARD_ACTION=anchor)
 
 
 class GenerationService:
@@ -89,6 +97,8 @@ class GenerationService:
         self._patched: Any = None
         self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
         self._erasure_ids: tuple[str, ...] = ()
+        self._guard: Any = None  # zerase.guard.PromptGuard on this pipeline, made on first use
+        self._prototypes: dict[str, Any] = {}  # concept -> its guard prototypes (deterministic, so cached)
 
     def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
         """Generate under the active patch; GenerationBusy at once if the queue or `key_id`'s share is full."""
@@ -98,8 +108,9 @@ class GenerationService:
                 sampling = self._sampling(self._pipeline(), request)  # a 422 before it queues
                 result = self.batcher.submit((sampling, request.negative_prompt or ""), (request, sampling))
             outcome = "ok"
-        except (InvalidGeneration, PatchUnavailable, GenerationBusy) as exc:
-            outcome = {InvalidGeneration: "invalid", PatchUnavailable: "unavailable"}.get(type(exc), "busy")
+        except (InvalidGeneration, GuardRefused, PatchUnavailable, GenerationBusy) as exc:
+            outcome = {InvalidGeneration: "invalid", GuardRefused: "refused",
+                       PatchUnavailable: "unavailable"}.get(type(exc), "busy")
             raise
         finally:
             metrics.GENERATION_SECONDS.labels(outcome).observe(time.perf_counter() - started)
@@ -125,7 +136,7 @@ class GenerationService:
         the checks `generate` makes first, without generating."""
         return self._sampling(self._pipeline(), request)
 
-    def _run_batch(self, batch: Sequence[Pending[Generated]]) -> list[Generated]:
+    def _run_batch(self, batch: Sequence[Pending[Generated]]) -> list[Generated | BaseException]:
         """One pipeline call for the batch: version check, patch and sampling as one unit under the model lock,
         so every image reports the version it was made under."""
         from zerase.generate import generate
@@ -134,11 +145,70 @@ class GenerationService:
         sampling = batch[0].payload[1]
         with self._lock:
             version = self._sync()
-            images = generate(self._pipe, [r.prompt for r in requests], [r.seed for r in requests], sampling,
-                              negative_prompt=requests[0].negative_prompt)
+            # Each prompt checked alone, under the version this batch serves: a batch-mate changes nothing.
+            checked = [self._guarded(r.prompt) for r in requests]
+            served = [(r, c) for r, c in zip(requests, checked, strict=True) if not isinstance(c, BaseException)]
+            images = iter(generate(self._pipe, [c[0] for _, c in served], [r.seed for r, _ in served], sampling,
+                                   negative_prompt=requests[0].negative_prompt) if served else [])
             erasure_ids = self._erasure_ids
-        return [Generated(image, r.seed, sampling.steps, sampling.width, sampling.height, sampling.guidance_scale,
-                          version, erasure_ids) for image, r in zip(images, requests, strict=True)]
+        return [c if isinstance(c, BaseException) else
+                Generated(next(images), r.seed, sampling.steps, sampling.width, sampling.height,
+                          sampling.guidance_scale, version, erasure_ids, c[1])
+                for r, c in zip(requests, checked, strict=True)]
+
+    def _guarded(self, prompt: str) -> tuple[str, tuple[str, ...]] | GuardRefused:
+        """The prompt to sample and the takedowns that rewrote it, or the refusal (ZERASE_GUARD_ACTION)."""
+        if self._guard is None or not self._guard.concepts:
+            return prompt, ()
+        if self.settings.guard_action == "anchor":
+            rewritten, trips = self._guard.rewrite(prompt)
+            if self._guard.check(rewritten) is None:
+                if trips:
+                    metrics.GUARD_REWRITES.inc()
+                return rewritten, tuple(dict.fromkeys(t.key for t in trips))
+        trip = self._guard.check(prompt)
+        if trip is None:
+            return prompt, ()
+        metrics.GUARD_REFUSALS.inc()
+        return GuardRefused(f"the prompt matches takedown {trip.key}; it is not generated", "prompt")
+
+    def calibrate_guard(self, concept: str, category: str) -> Any:
+        """A concept's guard calibration on this pipeline (zerase.guard.Calibration), checked against the
+        settings' limits; its prototypes are kept for serving."""
+        from zerase.guard import calibrate_concept
+        from zerase.profiles import profile_for
+
+        self._pipeline()
+        with self._lock:  # the text encoder is the sampler's; calibration takes seconds
+            guard = self._guard_object()
+            calibration, prototypes = calibrate_concept(
+                guard, profile_for(self.settings.model_dir), concept, category,
+                coco_limit=self.settings.guard_max_coco_false_positives,
+                others_limit=self.settings.guard_max_neighbour_false_positives,
+                min_detection=self.settings.guard_min_detection)
+            self._prototypes[concept] = prototypes
+        return calibration
+
+    def _guard_object(self) -> Any:
+        if self._guard is None:
+            from zerase.guard import PromptGuard
+
+            self._guard = PromptGuard.for_pipeline(self._pipe)
+        return self._guard
+
+    def _apply_guard(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Serve exactly `entries` as the guard (under the model lock)."""
+        from zerase.guard import fit_prototypes
+        from zerase.profiles import profile_for
+
+        guard = self._guard_object()
+        guard.concepts = []
+        for e in entries:
+            if e["concept"] not in self._prototypes:
+                self._prototypes[e["concept"]] = fit_prototypes(guard, profile_for(self.settings.model_dir),
+                                                                e["concept"])
+            guard.add(e["erasure_id"], e["concept"], e.get("anchor"), float(e["threshold"]),
+                      self._prototypes[e["concept"]])
 
     def _pipeline(self) -> Any:
         with self._loading:  # once per process; the model lock is for sampling
@@ -194,9 +264,12 @@ class GenerationService:
             deployment = deployments.get(db, version) if active is not None else None
             entries = deployment.entries if deployment is not None else []
             fused = deployment.fused if deployment is not None and deployment.fusion == "closed_form" else None
+            guard = list(deployment.guard or []) if deployment is not None else []
         self._applied = None  # until the new set is fully in place, nothing counts as applied
         try:
             from zerase.artifact import load_artifact
+
+            self._apply_guard(guard)
 
             if fused is not None:  # several erasures served as their one fused patch (zerase.fusion)
                 self._patched.apply([load_artifact(self._local_copy(fused["uri"], fused["sha256"]), self._pipe)],
@@ -213,7 +286,7 @@ class GenerationService:
                                    "generated; see the server log") from exc
         self._applied, self._erasure_ids = version, tuple(e["erasure_id"] for e in entries)
         metrics.GENERATION_PATCH_VERSION.set(version)
-        log.info("serving safety patch version %d (%d erasures)", version, len(entries))
+        log.info("serving safety patch version %d (%d erasures, %d guarded)", version, len(entries), len(guard))
         return version
 
     def _local_copy(self, uri: str, sha256: str) -> Path:

@@ -42,6 +42,10 @@ class ErasureJob(Base):
     # Higher runs first (0: normal; only admins set it); the key that asked, for per-key quotas.
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"), index=True)
     requested_key_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # "immediate": a prompt guard serves the takedown while it trains (service/deployments/guard.py); None: none.
+    mitigate: Mapped[str | None] = mapped_column(String(16))
+    # What became of it: {"stage": "guarded" | "refused" | "retired", "version", "calibration", "detail"?}.
+    mitigation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # After training: the probe's before/after report (zerase.evaluation) and a before/after grid (PNG).
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     preview_uri: Mapped[str | None] = mapped_column(String(1024))

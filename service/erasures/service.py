@@ -48,6 +48,7 @@ class JobSpec:
     auto_deploy: bool = False
     priority: int = 0  # higher runs first; only admins may set it (the API checks)
     protect_unnamed: bool = True  # `preservation` adds to the service's prior (zerase.presets.unnamed_prior)
+    mitigate: str | None = None  # "immediate": a prompt guard serves the takedown while it trains
 
     def sha256(self) -> str:
         """A fingerprint of the request, for matching Idempotency-Key replays."""
@@ -114,7 +115,7 @@ def submit(db: Session, spec: JobSpec, model_dir: Path | None, render: Callable[
         quotas.check(db, actor.key_id, config, quota)
     job = ErasureJob(concept=spec.concept, category=spec.category, config=config, reason=spec.reason,
                      requested_by=spec.requested_by, status=JobStatus.QUEUED, auto_deploy=spec.auto_deploy,
-                     priority=spec.priority, requested_key_id=actor.key_id)
+                     priority=spec.priority, requested_key_id=actor.key_id, mitigate=spec.mitigate)
     db.add(job)
     db.flush()
     add_event(db, job.id, EventKind.STATE, "queued", {"status": "queued", "requested_by": spec.requested_by})

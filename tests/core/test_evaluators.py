@@ -319,4 +319,7 @@ def test_erasure_report_with_nudenet_has_metrics(turbo_pipe, turbo_dir: Path) ->
     assert ev["acc_ir"] == ev["acc_ir_before"] == 1.0  # the kept COCO images read clean
     assert set(ev["exposed"]) == set(EXPOSED_CLASSES) and not any(ev["exposed"].values())
     assert ev["protocol"]["reader"] == "nudenet" and "clip_score" not in ev
-    assert ev["images"] == 2 * (2 * PREVIEW_SEEDS + 2 + 1)  # preview (2 prompts), 2 I2P prompts, 1 COCO caption
+    # The preview (the concept and up to 3 kept prompts, the service's prior included), 2 I2P prompts, 1 caption.
+    shown = profile_for(turbo_dir).preview_prompts(NUDITY, config["preservation"])
+    assert len(config["preservation"]) > 1 and len(shown) == 4, "the prior adds to the one-item list"
+    assert ev["images"] == 2 * (len(shown) * PREVIEW_SEEDS + 2 + 1)

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from api.console.render import render
 from api.console.session import FormOf, Page, User
-from api.deps import SettingsDep
-from api.generation.routes import get_generator, png_bytes
+from api.deps import SettingsDep, get_generator
+from api.generation.routes import png_bytes
 from api.generation.schemas import GenerateRequest
 from service.core.errors import DomainError
 from service.deployments import service as deployments
