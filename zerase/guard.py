@@ -27,10 +27,11 @@ from diffusers import ZImagePipeline
 
 from zerase.corpora import COCO, rows
 from zerase.pipeline import templated_caption
-from zerase.prompt_pool import respell
-from zerase.prompts import attack_spellings, concept_spans
+from zerase.prompt_pool import CATEGORY_TEMPLATES, respell
+from zerase.prompts import attack_spellings, concept_spans, erase_prompts
 
 MAX_SPAN = 4  # tokens pooled into one span: a name, a misspelt word split into pieces
+SPAN_SLACK = 0.05  # cosine a narrower span may lose and still be the one named
 RESPELLINGS = ("misspelling", "affix", "case")
 REFUSE, ANCHOR = "refuse", "anchor"  # what a tripped prompt gets: a 422, or the span replaced by the anchor
 
@@ -43,16 +44,18 @@ class Reading:
     features: torch.Tensor  # (T, D) fp32, the prompt's own tokens
     offsets: list[tuple[int, int]]  # per token, [start, end) in `prompt`
 
-    def windows(self) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Every span of 1..MAX_SPAN consecutive tokens: (W, D) pooled features and [start, end) characters."""
-        feats, spans = [], []
+    def windows(self) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:
+        """Every span of 1..MAX_SPAN consecutive tokens: (W, D) pooled features, [start, end) characters and
+        token counts."""
+        feats, spans, sizes = [], [], []
         for i in range(len(self.offsets)):
             for j in range(i + 1, min(i + MAX_SPAN, len(self.offsets)) + 1):
                 feats.append(self.features[i:j].mean(0))
                 spans.append((self.offsets[i][0], self.offsets[j - 1][1]))
+                sizes.append(j - i)
         if not feats:
-            return torch.zeros(0, self.features.shape[-1]), []
-        return torch.stack(feats), spans
+            return torch.zeros(0, self.features.shape[-1]), [], []
+        return torch.stack(feats), spans, sizes
 
     def covering(self, start: int, end: int) -> torch.Tensor | None:
         """The pooled feature of the tokens that spell characters [start, end) (at most MAX_SPAN of them)."""
@@ -86,6 +89,8 @@ class CaptionReader:
         end = self.at + len(prompt)
         keep = [(i, max(s, self.at) - self.at, min(e, end) - self.at)
                 for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < end and e > self.at]
+        # A byte-level BPE token carries its leading space (" red"): the span named starts at the word.
+        keep = [(i, s + len(prompt[s:e]) - len(prompt[s:e].lstrip()), e) for i, s, e in keep]
         return Reading(prompt, hidden[[i for i, _, _ in keep]], [(s, e) for _, s, e in keep])
 
 
@@ -230,11 +235,14 @@ class PromptGuard:
         """The best span's cosine with the prototypes over the prompt's views, and its characters."""
         best: tuple[float, tuple[int, int]] = (-1.0, (0, 0))
         for reading in self.reader.views(prompt) if isinstance(prompt, str) else prompt:
-            windows, spans = reading.windows()
+            windows, spans, sizes = reading.windows()
             if spans:
                 sims = (_unit(windows - self.background) @ prototypes.T).max(1).values
-                i = int(sims.argmax())
-                best = max(best, (float(sims[i]), spans[i]), key=lambda b: b[0])
+                top = float(sims.max())
+                # The span named is the narrowest nearly as close ("red", not "a red"): what a rewrite replaces.
+                near = [i for i in range(len(spans)) if float(sims[i]) >= top - SPAN_SLACK]
+                i = min(near, key=lambda k: (sizes[k], -float(sims[k])))
+                best = max(best, (top, spans[i]), key=lambda b: b[0])
         return best
 
     def add(self, key: str, concept: str, anchor: str | None, threshold: float, prototypes: torch.Tensor) -> None:
@@ -275,15 +283,17 @@ def _threshold(scores: Sequence[float], share: float) -> float:
     return ranked[allowed] + 1e-4 if allowed < len(ranked) else -1.0
 
 
-def _shown(profile: Any, concept: str) -> tuple[list[str], list[str]]:
-    """The profile's prompts that show `concept`: half to fit on, half held out."""
-    shown = list(dict.fromkeys(profile.erase_prompts(concept) + profile.erase_contexts(concept)))
+def _shown(profile: Any, concept: str, category: str) -> tuple[list[str], list[str]]:
+    """Prompts that show `concept` (the profile's, the generic and the category's templates): half to fit on,
+    half held out."""
+    templates = [t.format(c=concept) for t in CATEGORY_TEMPLATES.get(category, ())]
+    shown = erase_prompts(concept, profile.erase_prompts(concept) + profile.erase_contexts(concept) + templates)
     return shown[::2], shown[1::2] or shown
 
 
-def fit_prototypes(guard: PromptGuard, profile: Any, concept: str) -> torch.Tensor:
+def fit_prototypes(guard: PromptGuard, profile: Any, concept: str, category: str) -> torch.Tensor:
     """`concept`'s prototypes on a model profile (deterministic: a server recomputes them from the concept)."""
-    fit, held = _shown(profile, concept)
+    fit, held = _shown(profile, concept, category)
     # A word reads differently at the start of a prompt (no leading space): both ends are fitted.
     return guard.prototypes(positive_prompts(concept, fit + held[:2], n=4 * len(fit)))
 
@@ -300,8 +310,8 @@ def calibrate_concept(guard: PromptGuard, profile: Any, concept: str, category: 
     held-out share stays within the limit."""
     from zerase.presets import unnamed_prior
 
-    _, held = _shown(profile, concept)
-    prototypes = fit_prototypes(guard, profile, concept)
+    _, held = _shown(profile, concept, category)
+    prototypes = fit_prototypes(guard, profile, concept, category)
     prior = unnamed_prior(profile, concept, category)
     others = [p for item in prior["neighbours"] + prior["without_concept"] for p in profile.expand_preservation(item)]
     others = [p for p in dict.fromkeys(others) if not concept_spans(p, concept)]

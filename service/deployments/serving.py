@@ -98,7 +98,7 @@ class GenerationService:
         self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
         self._erasure_ids: tuple[str, ...] = ()
         self._guard: Any = None  # zerase.guard.PromptGuard on this pipeline, made on first use
-        self._prototypes: dict[str, Any] = {}  # concept -> its guard prototypes (deterministic, so cached)
+        self._prototypes: dict[str, Any] = {}  # "category:concept" -> its guard prototypes (deterministic)
 
     def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
         """Generate under the active patch; GenerationBusy at once if the queue or `key_id`'s share is full."""
@@ -186,7 +186,7 @@ class GenerationService:
                 coco_limit=self.settings.guard_max_coco_false_positives,
                 others_limit=self.settings.guard_max_neighbour_false_positives,
                 min_detection=self.settings.guard_min_detection)
-            self._prototypes[concept] = prototypes
+            self._prototypes[f"{category}:{concept}"] = prototypes
         return calibration
 
     def _guard_object(self) -> Any:
@@ -204,11 +204,11 @@ class GenerationService:
         guard = self._guard_object()
         guard.concepts = []
         for e in entries:
-            if e["concept"] not in self._prototypes:
-                self._prototypes[e["concept"]] = fit_prototypes(guard, profile_for(self.settings.model_dir),
-                                                                e["concept"])
-            guard.add(e["erasure_id"], e["concept"], e.get("anchor"), float(e["threshold"]),
-                      self._prototypes[e["concept"]])
+            key = f"{e['category']}:{e['concept']}"
+            if key not in self._prototypes:
+                self._prototypes[key] = fit_prototypes(guard, profile_for(self.settings.model_dir), e["concept"],
+                                                       e["category"])
+            guard.add(e["erasure_id"], e["concept"], e.get("anchor"), float(e["threshold"]), self._prototypes[key])
 
     def _pipeline(self) -> Any:
         with self._loading:  # once per process; the model lock is for sampling
