@@ -1,0 +1,294 @@
+"""Instant takedown, measured: the prompt guard (zerase.guard) beside the trained Z-Erase patch that replaces it.
+
+    OMP_NUM_THREADS=2 python benchmarks/mitigation.py [--concepts red circle ...] [--out benchmarks/mitigation]
+    OMP_NUM_THREADS=2 python benchmarks/mitigation.py --service [--out benchmarks/mitigation]
+    python benchmarks/mitigation.py --table [--out benchmarks/mitigation]
+
+Per concept (a cell, written to --out/cells/ when done and skipped when there, so a run resumes):
+- the guard's calibration (seconds) and its detection on prompts it was not fitted on: the concept as written,
+  each string attack kind of the evaluation (misspelling, affix, case) and Ring-A-Bell's found prompts (which
+  never spell the concept); its false positives on 400 COCO captions and on every other world concept's prompts;
+- the concept's share of images (the world's probe reads them, 2 seeds) on those prompts as served: the base
+  model, the guard refusing (a refused prompt shows nothing), the guard rewriting (its words replaced by the
+  anchor), and the trained erasure alone (the service's default preset), which is what serves once deployed.
+
+With --service, through the real API (embedded worker, SQLite, the bundled model, the service's defaults):
+the time from POST /erasures (mitigate=immediate) to the first /generate that refuses the concept, for 5
+takedowns (p50); the first one's time until its trained erasure is deployed (auto_deploy, the deploy gate on);
+and /generate's p50 with no guard, with 20 guarded concepts, and with none again (side by side, one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zerase.evaluation import hit_rate
+from zerase.generate import generate
+from zerase.guard import PromptGuard, _mentions, _shown, calibrate_concept, coco_captions
+from zerase.patching import PatchedPipeline
+from zerase.pipeline import load_pipeline
+from zerase.profiles import profile_for
+from zerase.prompts import attack_spellings, concept_spans
+from zerase.redteam.common import RedTeamBudget
+from zerase.redteam.ring_a_bell import ring_a_bell
+from zerase.world.concepts import AXES
+from zerase.world.profile import world_axis, world_erase_contexts, world_value
+
+CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
+CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")  # 2 per axis, as quality.py
+SEEDS = (0, 1)
+SERVICE_CONCEPTS = ("red", "circle", "outlined", "Mira", "purple")
+EXTRA_GUARDED = (("cat", "entity"), ("dog", "entity"), ("car", "entity"), ("tree", "entity"),
+                 ("boat", "entity"), ("Van Gogh", "artistic_style"))
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/mitigation"))
+    parser.add_argument("--service", action="store_true", help="time to mitigation and /generate cost, via the API")
+    parser.add_argument("--requests", type=int, default=40, help="--service: /generate requests per p50")
+    parser.add_argument("--table", action="store_true", help="only rebuild the table from the cells")
+    return parser.parse_args()
+
+
+def splice(prompt: str, concept: str, spelled: str) -> str:
+    a, b = concept_spans(prompt, concept)[0]
+    return prompt[:a] + spelled + prompt[b:]
+
+
+def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
+    from zerase.artifact import load_artifact
+    from zerase.erasure import erase
+    from zerase.presets import resolve
+
+    profile = profile_for()  # the bundled world
+    category = CATEGORY[world_axis(concept) or "character"]
+    started = time.monotonic()
+    calibration, prototypes = calibrate_concept(guard, profile, concept, category)
+    calibrate_s = time.monotonic() - started
+    guard.concepts = []
+    anchor = profile.default_anchor(concept, category)
+    guard.add("takedown", concept, anchor, calibration.threshold, prototypes)
+
+    _, held = _shown(profile, concept, category)
+    held = [p for p in held if concept_spans(p, concept)][:12]
+    sets: dict[str, list[str]] = {"plain": held}
+    for kind, spelt in attack_spellings(concept).items():
+        sets[kind] = [splice(p, concept, s) for p in held[:4] for s in spelt]
+    sets["ring_a_bell"] = ring_a_bell(pipe, concept, held, RedTeamBudget(prompts=4)).prompts
+    others = [p for axis in AXES.values() for c in axis if c.lower() != concept.lower()
+              for p in world_erase_contexts(c) if not _mentions(p, concept)]
+    negatives = {"others": others, "coco": coco_captions(400, offset=3, exclude=[concept])}
+
+    detection = {name: float(np.mean([guard.check(p) is not None for p in ps])) for name, ps in sets.items()}
+    false_positives = {name: float(np.mean([guard.check(p) is not None for p in ps])) for name, ps in negatives.items()}
+
+    evaluator, value = profile.evaluator(), world_value(concept)
+    assert evaluator is not None
+    sampling = profile.sampling
+
+    def shown(prompts: list[str], served: list[str | None]) -> float:
+        """The concept's share of images of `prompts` as served (None: refused, no image)."""
+        keep = [(p, s) for p, s in zip(prompts, served) if s is not None]
+        if not keep:
+            return 0.0
+        texts = [s for _, s in keep for _ in SEEDS]
+        images = generate(pipe, texts, list(SEEDS) * len(keep), sampling)
+        return hit_rate(evaluator.read(images, texts), value) * len(keep) / len(prompts)
+
+    started = time.monotonic()
+    artifact_path = Path("var/mitigation") / f"{concept}-default.safetensors"
+    if not artifact_path.exists():
+        artifact_path.parent.mkdir(parents=True, exist_ok=True)
+        erase(pipe, resolve(concept, category)).save(artifact_path)
+    train_s = time.monotonic() - started
+    patched = PatchedPipeline(pipe)
+    rates: dict[str, dict[str, float]] = {}
+    for name, prompts in sets.items():
+        refused = [None if guard.check(p) else p for p in prompts]
+        rewritten = [guard.rewrite(p)[0] if guard.check(guard.rewrite(p)[0]) is None else None for p in prompts]
+        row = {"base": shown(prompts, list(prompts)), "guard_refuse": shown(prompts, refused),
+               "guard_anchor": shown(prompts, rewritten)}
+        patched.apply([load_artifact(artifact_path, pipe)])
+        row["erasure"] = shown(prompts, list(prompts))
+        patched.clear()
+        rates[name] = row
+    return {"concept": concept, "category": category, "calibration": calibration.to_dict(),
+            "calibrate_s": round(calibrate_s, 2), "train_s": round(train_s, 1), "detection": detection,
+            "false_positives": false_positives, "shown": rates,
+            "sizes": {**{k: len(v) for k, v in sets.items()}, **{k: len(v) for k, v in negatives.items()}}}
+
+
+def run_concepts(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    pipe = load_pipeline()
+    guard = PromptGuard.for_pipeline(pipe)
+    cells = args.out / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    for concept in args.concepts:
+        path = cells / f"{concept}.json"
+        if path.exists():
+            continue
+        cell = concept_cell(pipe, guard, concept)
+        path.write_text(json.dumps(cell, indent=1))
+        print(json.dumps({k: cell[k] for k in ("concept", "detection", "false_positives", "calibrate_s")}),
+              flush=True)
+
+
+class Api:
+    """The API in this process (uvicorn in a thread), as `zerase serve` runs it, and a client with an admin key."""
+
+    def __init__(self, settings: Any) -> None:
+        import httpx
+        import uvicorn
+
+        from api.app import create_app
+        from cli.demo import free_port
+        from service.audit.service import Actor
+        from service.keys.service import issue_key
+
+        _, secret = issue_key(settings.database_url, f"bench-{time.time_ns()}", "admin", Actor("benchmark"))
+        port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                                    log_level="warning"))
+        threading.Thread(target=self.server.run, daemon=True).start()
+        while not self.server.started:
+            time.sleep(0.05)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                                   headers={"Authorization": f"Bearer {secret}"})
+
+    def generate(self, prompt: str, seed: int = 0) -> Any:
+        return self.client.post("/generate", json={"prompt": prompt, "seed": seed})
+
+    def p50(self, prompt: str, n: int) -> float:
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            assert self.generate(prompt, i).status_code == 200
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    def takedown(self, concept: str, **extra: Any) -> dict[str, Any]:
+        category = CATEGORY.get(world_axis(concept) or "", "entity")
+        return dict(self.client.post("/erasures", json={"concept": concept, "category": category,
+                                                        "mitigate": "immediate", **extra}).json())
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        time.sleep(1)
+
+
+def concept_prompt(concept: str) -> str:
+    return f"a picture of {concept}" if world_axis(concept) == "character" else world_erase_contexts(concept)[0]
+
+
+def run_service(args: argparse.Namespace) -> None:
+    """Two servers on one database, the service's defaults otherwise: with the embedded worker (the takedowns'
+    timings), then without one (20 takedowns stay queued, guarded, while /generate is timed)."""
+    import tempfile
+
+    from service.core.db import migrate
+    from service.core.settings import Settings
+
+    var = Path(tempfile.mkdtemp(prefix="zerase-mitigation-"))
+    settings = Settings(var_dir=var)
+    migrate(settings.database_url)
+    out: dict[str, Any] = {"settings": {"guard_action": settings.guard_action, "deploy_gate": settings.deploy_gate,
+                                        "requests_per_p50": args.requests}}
+    api = Api(settings)
+    api.generate("a blue circle")  # the model loaded: the first request's load is not the guard's
+    mitigation = []
+    for i, concept in enumerate(SERVICE_CONCEPTS):
+        t = time.perf_counter()
+        job = api.takedown(concept, auto_deploy=i == 0)
+        while api.generate(concept_prompt(concept)).status_code != 422:
+            assert time.perf_counter() - t < 120, f"{concept} never refused: {job.get('mitigation')}"
+        mitigation.append(time.perf_counter() - t)
+        print(f"{concept}: refused {mitigation[-1]:.2f}s after the request", flush=True)
+        if i == 0:  # the trained patch takes over: the time until /generate serves it
+            while (now := api.client.get(f"/erasures/{job['id']}").json())["mitigation"]["stage"] != "deployed":
+                if now["status"] in ("failed", "cancelled") or time.perf_counter() - t > 1800:
+                    out["trained_error"] = now.get("error") or now["status"]
+                    break
+                if now["status"] == "succeeded" and time.perf_counter() - t > 1200:
+                    out["trained_error"] = "succeeded, not deployed (see its events)"
+                    break
+                time.sleep(1)
+            out["time_to_trained_patch_s"] = round(time.perf_counter() - t, 1)
+            events = api.client.get(f"/erasures/{job['id']}/events", params={"limit": 100}).json()["data"]
+            out["first_takedown_last_events"] = [e["message"] for e in events][-3:]
+            print(f"{concept}: trained patch served after {out['time_to_trained_patch_s']}s", flush=True)
+        else:
+            api.client.post(f"/erasures/{job['id']}/cancel")  # guard timing only: the worker stays free
+    out["time_to_mitigation_s"] = [round(x, 2) for x in mitigation]
+    out["time_to_mitigation_p50_s"] = round(statistics.median(mitigation), 2)
+    api.close()
+
+    api = Api(Settings(var_dir=var, embedded_worker=False))
+    api.generate("a blue circle")
+    p50 = {"no_guard": api.p50("a blue circle", args.requests)}
+    guarded = [c for values in AXES.values() for c in values][:20 - len(EXTRA_GUARDED)]
+    jobs = [api.takedown(c) for c in guarded] + [api.takedown(c, category=k) for c, k in EXTRA_GUARDED]
+    active = api.client.get("/deployments/active").json()["version"]
+    out["guarded_during_p50"] = len(api.client.get(f"/deployments/{active}").json()["guard"])
+    out["guard_refused"] = [j["concept"] for j in jobs if j["mitigation"]["guard"]["stage"] != "guarded"]
+    p50["guarded"] = api.p50("a blue circle", args.requests)
+    for job in jobs:
+        api.client.post(f"/erasures/{job['id']}/cancel")
+    p50["no_guard_again"] = api.p50("a blue circle", args.requests)
+    out["generate_p50_s"] = {k: round(v, 4) for k, v in p50.items()}
+    out["guard_cost"] = round(p50["guarded"] / statistics.mean([p50["no_guard"], p50["no_guard_again"]]) - 1, 4)
+    api.close()
+    print(json.dumps(out, indent=1))
+    (args.out / "service.json").write_text(json.dumps(out, indent=1))
+
+
+def table(out: Path) -> str:
+    cells = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
+    lines = ["| concept | calibrate s | detection: plain / misspelling / affix / case / Ring-A-Bell "
+             "| FP COCO / others | shown base → refuse / anchor / erasure (plain) | same on attacks (mean) |",
+             "|---|---|---|---|---|---|"]
+    for c in CONCEPTS:
+        if c not in cells:
+            lines.append(f"| {c} | missing | | | | |")
+            continue
+        cell = cells[c]
+        d, fp, s = cell["detection"], cell["false_positives"], cell["shown"]
+        attack = [k for k in s if k != "plain"]
+
+        def mean(kind: str, keys: list[str] = attack, s: dict[str, Any] = s) -> float:
+            return float(np.mean([s[k][kind] for k in keys]))
+        lines.append(f"| {c} | {cell['calibrate_s']} | " + " / ".join(f"{d[k]:.2f}" for k in
+                     ("plain", "misspelling", "affix", "case", "ring_a_bell")) +
+                     f" | {fp['coco']:.3f} / {fp['others']:.3f} | {s['plain']['base']:.2f} → "
+                     f"{s['plain']['guard_refuse']:.2f} / {s['plain']['guard_anchor']:.2f} / "
+                     f"{s['plain']['erasure']:.2f} | {mean('base'):.2f} → {mean('guard_refuse'):.2f} / "
+                     f"{mean('guard_anchor'):.2f} / {mean('erasure'):.2f} |")
+    text = "\n".join(lines) + "\n"
+    (out / "mitigation.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    args = parse()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.service:
+        run_service(args)
+        return
+    if not args.table:
+        run_concepts(args)
+    print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
