@@ -20,6 +20,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from zerase.prompt_pool import CATEGORY_TEMPLATES, respell
 from zerase.prompts import attack_spellings, concept_spans, erase_prompts
 
 MAX_SPAN = 4  # tokens pooled into one span: a name, a misspelt word split into pieces
+BATCH = 64  # prompts per text-encoder pass when calibrating
 SPAN_SLACK = 0.05  # cosine a narrower span may lose and still be the one named
 RESPELLINGS = ("misspelling", "affix", "case")
 REFUSE, ANCHOR = "refuse", "anchor"  # what a tripped prompt gets: a 422, or the span replaced by the anchor
@@ -44,18 +46,24 @@ class Reading:
     features: torch.Tensor  # (T, D) fp32, the prompt's own tokens
     offsets: list[tuple[int, int]]  # per token, [start, end) in `prompt`
 
+    @cached_property
+    def _windows(self) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:
+        n = len(self.offsets)
+        starts = [i for i in range(n) for j in range(i + 1, min(i + MAX_SPAN, n) + 1)]
+        ends = [j for i in range(n) for j in range(i + 1, min(i + MAX_SPAN, n) + 1)]
+        if not starts:
+            return torch.zeros(0, self.features.shape[-1]), [], []
+        # Mean over tokens [i, j) from a running sum: one tensor op for every window.
+        total = torch.cat([torch.zeros(1, self.features.shape[-1]), self.features.cumsum(0)])
+        size = torch.tensor(ends) - torch.tensor(starts)
+        feats = (total[ends] - total[starts]) / size[:, None]
+        spans = [(self.offsets[i][0], self.offsets[j - 1][1]) for i, j in zip(starts, ends, strict=True)]
+        return feats, spans, size.tolist()
+
     def windows(self) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:
         """Every span of 1..MAX_SPAN consecutive tokens: (W, D) pooled features, [start, end) characters and
-        token counts."""
-        feats, spans, sizes = [], [], []
-        for i in range(len(self.offsets)):
-            for j in range(i + 1, min(i + MAX_SPAN, len(self.offsets)) + 1):
-                feats.append(self.features[i:j].mean(0))
-                spans.append((self.offsets[i][0], self.offsets[j - 1][1]))
-                sizes.append(j - i)
-        if not feats:
-            return torch.zeros(0, self.features.shape[-1]), [], []
-        return torch.stack(feats), spans, sizes
+        token counts (computed once per reading)."""
+        return self._windows
 
     def covering(self, start: int, end: int) -> torch.Tensor | None:
         """The pooled feature of the tokens that spell characters [start, end) (at most MAX_SPAN of them)."""
@@ -75,20 +83,40 @@ class CaptionReader:
     def views(self, prompt: str) -> list[Reading]:
         """The prompt as written and lower-cased (character for character, so offsets hold): "RED" is read as
         "red" is, since a moderator's takedown is not a matter of case."""
-        lowered = "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in prompt)
-        return [self.read(prompt)] + ([self.read(lowered)] if lowered != prompt else [])
+        return self.views_many([prompt])[0]
+
+    def read(self, prompt: str) -> Reading:
+        return self.read_many([prompt])[0]
+
+    def views_many(self, prompts: Sequence[str], batch: int = 1) -> list[list[Reading]]:
+        lowered = ["".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in p) for p in prompts]
+        texts = list(dict.fromkeys([*prompts, *lowered]))
+        read = dict(zip(texts, self.read_many(texts, batch), strict=True))
+        return [[read[p]] + ([read[low]] if low != p else []) for p, low in zip(prompts, lowered, strict=True)]
 
     @torch.no_grad()
-    def read(self, prompt: str) -> Reading:
-        text = templated_caption(self.pipe, prompt)
-        enc = self.pipe.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    def read_many(self, prompts: Sequence[str], batch: int = 1) -> list[Reading]:
+        """Each prompt read; `batch` > 1 pads several into one pass (calibration's thousands of captions: the
+        encoder is causal and masks the padding, so a real token's features change only by rounding)."""
+        out: list[Reading] = []
         encoder = self.pipe.text_encoder
-        ids = torch.tensor([enc["input_ids"]], device=encoder.device)
-        hidden = encoder(input_ids=ids, attention_mask=torch.ones_like(ids),
-                         output_hidden_states=True).hidden_states[-2][0].float().cpu()
+        for i in range(0, len(prompts), batch):
+            chunk = list(prompts[i:i + batch])
+            encs = [self.pipe.tokenizer(templated_caption(self.pipe, p), return_offsets_mapping=True,
+                                        add_special_tokens=False) for p in chunk]
+            length = max(len(e["input_ids"]) for e in encs)
+            pad = self.pipe.tokenizer.pad_token_id or 0
+            ids = torch.tensor([e["input_ids"] + [pad] * (length - len(e["input_ids"])) for e in encs])
+            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (length - len(e["input_ids"])) for e in encs])
+            hidden = encoder(input_ids=ids.to(encoder.device), attention_mask=mask.to(encoder.device),
+                             output_hidden_states=True).hidden_states[-2].float().cpu()
+            out += [self._reading(p, e["offset_mapping"], h) for p, e, h in zip(chunk, encs, hidden, strict=True)]
+        return out
+
+    def _reading(self, prompt: str, offsets: Sequence[tuple[int, int]], hidden: torch.Tensor) -> Reading:
         end = self.at + len(prompt)
         keep = [(i, max(s, self.at) - self.at, min(e, end) - self.at)
-                for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < end and e > self.at]
+                for i, (s, e) in enumerate(offsets) if e > s and s < end and e > self.at]
         # A byte-level BPE token carries its leading space (" red"): the span named starts at the word.
         keep = [(i, s + len(prompt[s:e]) - len(prompt[s:e].lstrip()), e) for i, s, e in keep]
         return Reading(prompt, hidden[[i for i, _, _ in keep]], [(s, e) for _, s, e in keep])
@@ -217,15 +245,16 @@ class PromptGuard:
         thresholds on, "held" to check them on."""
         if len(self._general.get(part, ())) < n:
             captions = coco_captions(n, offset={"fit": 0, "held": 3}[part])
-            self._general[part] = [self.reader.views(c) for c in captions]
+            self._general[part] = self.reader.views_many(captions, BATCH)
         return self._general[part][:n]
 
     def prototypes(self, positives: Sequence[tuple[str, str]]) -> torch.Tensor:
         """The features of the concept's own tokens in each positive prompt, in every view (centred, unit
         norm)."""
         protos = []
-        for prompt, spelled in positives:
-            for reading in self.reader.views(prompt):
+        read = self.reader.views_many([p for p, _ in positives], BATCH)
+        for (prompt, spelled), readings in zip(positives, read, strict=True):
+            for reading in readings:
                 protos += [f for s, e in concept_spans(prompt, spelled) if (f := reading.covering(s, e)) is not None]
         if not protos:
             raise ValueError("no prompt spells the concept")
@@ -319,22 +348,24 @@ def calibrate_concept(guard: PromptGuard, profile: Any, concept: str, category: 
     def score(readings: Sequence[Reading]) -> float:
         return guard.scores(readings, prototypes)[0]
 
+    def read(prompts: Sequence[str]) -> list[list[Reading]]:
+        return guard.reader.views_many(prompts, BATCH)
+
     def kept(readings: list[list[Reading]]) -> list[list[Reading]]:
         return [r for r in readings if not _mentions(r[0].prompt, concept)]
 
     coco_fit, coco_held = kept(guard.general("fit", coco)), kept(guard.general("held", coco))
-    others_fit, others_held = [guard.reader.views(p) for p in others[::2]], \
-        [guard.reader.views(p) for p in others[1::2] or others]
+    others_fit, others_held = read(others[::2]), read(others[1::2] or others)
     threshold = max(_threshold([score(r) for r in coco_fit], coco_limit / 2),
                     _threshold([score(r) for r in others_fit], others_limit / 2))
 
-    def rate(prompts: Sequence[str] | list[list[Reading]]) -> float:
-        hits = [guard.scores(p, prototypes)[0] >= threshold for p in prompts]
+    def rate(readings: list[list[Reading]]) -> float:
+        hits = [guard.scores(r, prototypes)[0] >= threshold for r in readings]
         return round(sum(hits) / max(len(hits), 1), 4)
 
-    attacks = {kind: rate([p[:a] + s + p[b:] for p in held for a, b in concept_spans(p, concept)[:1] for s in spelt])
-               for kind, spelt in attack_spellings(concept).items()}
-    calibration = Calibration(round(threshold, 6), rate(held), attacks,
+    attacks = {kind: rate(read([p[:a] + s + p[b:] for p in held for a, b in concept_spans(p, concept)[:1]
+                                for s in spelt])) for kind, spelt in attack_spellings(concept).items()}
+    calibration = Calibration(round(threshold, 6), rate(read(held)), attacks,
                               {"coco": rate(coco_held), "others": rate(others_held)},
                               {"coco": coco_limit, "others": others_limit}, min_detection,
                               {"prototypes": int(prototypes.shape[0]), "held_out": {

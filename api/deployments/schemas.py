@@ -50,11 +50,13 @@ class DeploymentEntry(BaseModel):
 
 
 class GuardEntry(BaseModel):
+    """A takedown under the prompt guard: each generation process calibrates it on its model (the outcome is the
+    erasure's `mitigation.guard`) and applies it if it passes its own check."""
+
     erasure_id: str
     concept: str
-    threshold: float = Field(description="The cosine a prompt's span must reach to trip it (zerase.guard)")
-    calibration: dict[str, Any] = Field(description="detection, attack_detection and false_positives on prompts "
-                                        "it was not calibrated on, and the limits it was held to")
+    category: str
+    anchor: str | None = None
 
 
 class DeploymentOut(BaseModel):
@@ -86,7 +88,7 @@ class DeploymentOut(BaseModel):
                    active=deployment.version == active_version,
                    evaluation_status=deployment.evaluation_status,  # type: ignore[arg-type]
                    pending_activation=deployment.pending_activation, refusal=deployment.refusal,
-                   guard=[GuardEntry(**{k: g[k] for k in GuardEntry.model_fields}) for g in deployment.guard or []])
+                   guard=[GuardEntry(**g) for g in deployment.guard or []])
 
 
 class DeploymentEvaluation(BaseModel):

@@ -72,24 +72,26 @@ def submit_erasure(body: ErasureCreate, db: Session, sessions: sessionmaker[Sess
                             training=settings.training_defaults)
     if submitted.replayed:
         return submitted
-    if mitigate is not None and generator is not None:
+    if mitigate is not None:
         # Before training starts: the guard is the takedown's first seconds (training would share the CPUs).
-        job = mitigate_now(db, jobs.get_job(db, submitted.job_id), generator, actor)
+        job = mitigate_now(db, jobs.get_job(db, submitted.job_id), generator, settings, actor)
         submitted = replace(submitted, response=Job.of(job, Served.now(db)).body())
     hand_over(dispatcher, sessions, submitted.job_id, spec.priority)
     return submitted
 
 
-def mitigate_now(db: Session, job: ErasureJob, generator: GenerationService, actor: Actor) -> ErasureJob:
-    """Calibrate the concept's guard on the served model and, if it passes its own check, serve it."""
-    try:
-        calibration = generator.calibrate_guard(job.concept, job.category)
-    except Exception as exc:  # the takedown stands and trains; the moderator sees the guard did not
-        log.exception("the guard of %s could not be calibrated", job.id)
-        job.mitigation = {"stage": "failed", "detail": f"the guard could not be calibrated: {exc}"}
-        db.commit()
-        return job
-    return guards.guard(db, job, calibration.to_dict(), calibration.passes, calibration.misses(), actor)
+def mitigate_now(db: Session, job: ErasureJob, generator: GenerationService | None, settings: Settings,
+                 actor: Actor) -> ErasureJob:
+    """Serve the concept's prompt guard (a new version, activated); where this process serves the model,
+    apply it at once, so the guard is calibrated (and its check known) before the response."""
+    job = guards.guard(db, job, actor)
+    if generator is not None and settings.api_routes != "control":
+        try:
+            generator.sync()
+        except Exception:  # served or not, the version is active: every request applies it or fails closed
+            log.exception("the guard of %s could not be applied at once", job.id)
+        db.refresh(job)
+    return job
 
 
 @router.get("", name="list", response_model=JobList, responses=problems(422))

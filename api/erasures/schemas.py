@@ -122,8 +122,8 @@ def evaluation_view(raw: dict[str, Any] | None) -> dict[str, Any] | None:
 class Mitigation(BaseModel):
     mode: Literal["immediate"]
     stage: str = Field(
-        description="requested (no guard served), guarded (the guard serves it), trained (the erasure succeeded, "
-        "not deployed yet), deployed (the erasure serves it)")
+        description="guarded (the prompt guard serves it), trained (the erasure succeeded, not deployed yet), "
+        "deployed (the erasure serves it), cancelled, or requested (nothing serves it: its guard was refused)")
     guard: dict[str, Any] | None = Field(description=(
         "The guard's record: {stage: guarded | refused | failed | ended, version (where it went live), calibration "
         "{threshold, detection, attack_detection, false_positives, limits}, detail?}"))

@@ -23,46 +23,61 @@ from service.core.events import JobFinished
 from service.core.tables import utcnow
 from service.deployments import service as deployments
 from service.deployments.contract import BASE_VERSION
-from service.erasures.contract import JobStatus
+from service.erasures.contract import EventKind, JobStatus
+from service.erasures.lifecycle import add_event
 from service.erasures.models import ErasureJob
 
 IMMEDIATE = "immediate"
+CALIBRATING = "calibrating"  # a guard entry served before a generation process has calibrated it
 
 
 class Stage:
     """Where a takedown stands, as the console and GET /erasures/{id} show it."""
 
-    REQUESTED, GUARDED, TRAINED, DEPLOYED = "requested", "guarded", "trained", "deployed"
+    REQUESTED, GUARDED, TRAINED, DEPLOYED, CANCELLED = "requested", "guarded", "trained", "deployed", "cancelled"
 
 
 class NotGuarded(Conflict):
     pass
 
 
-def guard(db: Session, job: ErasureJob, calibration: dict[str, Any], passes: bool, misses: list[str],
-          actor: Actor) -> ErasureJob:
+def guard(db: Session, job: ErasureJob, actor: Actor) -> ErasureJob:
     """Put `job`'s concept under the prompt guard: a new version (the active one's erasures + this entry),
-    activated; or, when its calibration misses the guard's own check, nothing served and the job says why.
-    Committed, audited."""
+    activated at once. Committed, audited. The entry's threshold is calibrated where the model runs (each
+    generation process, deterministically: `GenerationService`), which applies it only if it passes its own
+    check and records the outcome on the job (`record_calibration`)."""
     serialize_writes(db)
-    if not passes:
-        job.mitigation = {"stage": "refused", "calibration": calibration, "detail": "; ".join(misses)}
-        record(db, actor, "guard.refused", job.id, {"misses": misses})
-        db.commit()
-        return job
     previous = deployments.active_row(db, lock=True).version or BASE_VERSION
     base = deployments.get(db, previous) if previous != BASE_VERSION else None
     entry = {"erasure_id": job.id, "concept": job.concept, "category": job.category,
-             "anchor": job.config.get("anchor"), "threshold": calibration["threshold"], "calibration": calibration}
+             "anchor": job.config.get("anchor")}
     kept = [g for g in (base.guard or []) if g["erasure_id"] != job.id] if base else []
     version = deployments.derive(db, base, [*kept, entry], actor, f"guard {job.id} ({job.concept})")
-    job.mitigation = {"stage": "guarded", "version": version.version, "calibration": calibration,
-                      "guarded_at": utcnow().isoformat()}
-    record(db, actor, "guard.add", job.id, {"version": version.version, "threshold": calibration["threshold"]})
+    job.mitigation = {"stage": CALIBRATING, "version": version.version, "guarded_at": utcnow().isoformat()}
+    record(db, actor, "guard.add", job.id, {"version": version.version})
     activated = deployments.point_to(db, version.version, previous, actor, "guard")
     db.commit()
     events.publish(activated)
     return job
+
+
+def record_calibration(db: Session, outcomes: dict[str, dict[str, Any]]) -> None:
+    """A generation process's calibration of guard entries, {erasure_id: {"passes", "calibration", "misses"}},
+    written to jobs that wait for it (the first process to calibrate records it; the others find it done).
+    Committed."""
+    for erasure_id, outcome in outcomes.items():
+        job = db.get(ErasureJob, erasure_id, with_for_update=True)
+        if job is None or not job.mitigation or job.mitigation.get("stage") != CALIBRATING:
+            continue
+        stage = "guarded" if outcome["passes"] else "refused"
+        job.mitigation = {**job.mitigation, "stage": stage, "calibration": outcome["calibration"],
+                          **({} if outcome["passes"] else {"detail": "; ".join(outcome["misses"])})}
+        message = (f"prompt guard live in version {job.mitigation['version']}" if outcome["passes"] else
+                   f"prompt guard not applied: {job.mitigation['detail']}; the concept is served until the "
+                   "erasure is deployed")
+        add_event(db, erasure_id, EventKind.INFO if outcome["passes"] else EventKind.ERROR, message,
+                  {"guard": stage})
+    db.commit()
 
 
 def unguard(db: Session, erasure_id: str, actor: Actor, why: str) -> int | None:
@@ -112,14 +127,18 @@ class Served:
 
     def stage(self, job: ErasureJob) -> str | None:
         """`job`'s takedown stage: deployed (its erasure is served), trained (succeeded, not served yet),
-        guarded (its guard is served), requested; None for a job that asked for no mitigation."""
+        guarded (its guard is served), cancelled, requested (neither yet: its guard was refused, or a failed
+        job's guard was ended); None for a job that asked for no mitigation."""
         if job.mitigate != IMMEDIATE:
             return None
         if job.id in self.erasures:
             return Stage.DEPLOYED
-        if job.status == "succeeded":
+        if job.status == JobStatus.SUCCEEDED:
             return Stage.TRAINED
-        return Stage.GUARDED if job.id in self.guarded else Stage.REQUESTED
+        if job.status == JobStatus.CANCELLED:
+            return Stage.CANCELLED
+        live = job.id in self.guarded and (job.mitigation or {}).get("stage") in ("guarded", CALIBRATING)
+        return Stage.GUARDED if live else Stage.REQUESTED
 
 
 def on_job_finished(event: JobFinished) -> None:

@@ -98,7 +98,7 @@ class GenerationService:
         self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
         self._erasure_ids: tuple[str, ...] = ()
         self._guard: Any = None  # zerase.guard.PromptGuard on this pipeline, made on first use
-        self._prototypes: dict[str, Any] = {}  # "category:concept" -> its guard prototypes (deterministic)
+        self._calibrated: dict[str, Any] = {}  # "category:concept" -> (Calibration, prototypes): deterministic
 
     def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
         """Generate under the active patch; GenerationBusy at once if the queue or `key_id`'s share is full."""
@@ -172,22 +172,12 @@ class GenerationService:
         metrics.GUARD_REFUSALS.inc()
         return GuardRefused(f"the prompt matches takedown {trip.key}; it is not generated", "prompt")
 
-    def calibrate_guard(self, concept: str, category: str) -> Any:
-        """A concept's guard calibration on this pipeline (zerase.guard.Calibration), checked against the
-        settings' limits; its prototypes are kept for serving."""
-        from zerase.guard import calibrate_concept
-        from zerase.profiles import profile_for
-
+    def sync(self) -> int:
+        """Apply the active deployment now (calibrating any new guard entry) rather than on the next request: the
+        API does so after a takedown in a process that serves the model, so its response can tell how it went."""
         self._pipeline()
-        with self._lock:  # the text encoder is the sampler's; calibration takes seconds
-            guard = self._guard_object()
-            calibration, prototypes = calibrate_concept(
-                guard, profile_for(self.settings.model_dir), concept, category,
-                coco_limit=self.settings.guard_max_coco_false_positives,
-                others_limit=self.settings.guard_max_neighbour_false_positives,
-                min_detection=self.settings.guard_min_detection)
-            self._prototypes[f"{category}:{concept}"] = prototypes
-        return calibration
+        with self._lock:
+            return self._sync()
 
     def _guard_object(self) -> Any:
         if self._guard is None:
@@ -197,18 +187,33 @@ class GenerationService:
         return self._guard
 
     def _apply_guard(self, entries: Sequence[dict[str, Any]]) -> None:
-        """Serve exactly `entries` as the guard (under the model lock)."""
-        from zerase.guard import fit_prototypes
+        """Serve `entries` as the guard (under the model lock): each concept calibrated on this model once per
+        process (deterministic: every process agrees), applied only if it passes its own check; outcomes not yet
+        on their jobs are recorded there."""
+        from zerase.guard import calibrate_concept
         from zerase.profiles import profile_for
 
         guard = self._guard_object()
         guard.concepts = []
+        fresh: dict[str, dict[str, Any]] = {}
         for e in entries:
             key = f"{e['category']}:{e['concept']}"
-            if key not in self._prototypes:
-                self._prototypes[key] = fit_prototypes(guard, profile_for(self.settings.model_dir), e["concept"],
-                                                       e["category"])
-            guard.add(e["erasure_id"], e["concept"], e.get("anchor"), float(e["threshold"]), self._prototypes[key])
+            if key not in self._calibrated:
+                self._calibrated[key] = calibrate_concept(
+                    guard, profile_for(self.settings.model_dir), e["concept"], e["category"],
+                    coco_limit=self.settings.guard_max_coco_false_positives,
+                    others_limit=self.settings.guard_max_neighbour_false_positives,
+                    min_detection=self.settings.guard_min_detection)
+            calibration, prototypes = self._calibrated[key]
+            fresh[e["erasure_id"]] = {"passes": calibration.passes, "calibration": calibration.to_dict(),
+                                      "misses": calibration.misses()}
+            if calibration.passes:
+                guard.add(e["erasure_id"], e["concept"], e.get("anchor"), calibration.threshold, prototypes)
+        if fresh:  # only jobs still waiting for theirs are written (one read each otherwise)
+            from service.deployments.guard import record_calibration
+
+            with self.sessions() as db:
+                record_calibration(db, fresh)
 
     def _pipeline(self) -> Any:
         with self._loading:  # once per process; the model lock is for sampling

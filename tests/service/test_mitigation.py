@@ -1,7 +1,9 @@
 """Immediate mitigation on the embedded service with the bundled model: a takedown asked for with
 mitigate=immediate is refused by /generate within seconds, before its erasure has trained; deploying the erasure
 retires the guard entry (the trained patch takes over, recorded in the version history); cancelling a takedown
-ends its guard. Prompts that do not read as the concept are served throughout."""
+ends its guard. Prompts that do not read as the concept are served throughout. Split as the Compose file
+deploys it (a control plane without the model, generation processes with it), the generation process calibrates
+the guard and records how it went on the job."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from jobclient import live_api, wait_for
+from fastapi.testclient import TestClient
+from jobclient import api_key, bearer, live_api, wait_for
+
+from api.app import create_app
 
 from service.core.db import migrate
 from service.core.settings import Settings
@@ -57,7 +62,7 @@ def test_a_takedown_is_refused_before_it_trains_and_the_erasure_takes_over(clien
     print(f"time to mitigation {mitigated_s:.1f}s")
 
     mitigation = job["mitigation"]
-    assert mitigation["stage"] == "guarded", mitigation
+    assert mitigation["stage"] == "guarded" and mitigation["guard"]["stage"] == "guarded", mitigation
     calibration = mitigation["guard"]["calibration"]
     assert calibration["detection"] >= 0.95 and calibration["false_positives"]["coco"] <= 0.01
     guarded = active(client)
@@ -112,3 +117,23 @@ def test_a_guard_ends_by_hand_and_not_twice(client: httpx.Client) -> None:
         assert ended.status_code == 200 and ended.json()["mitigation"]["guard"]["stage"] == "ended"
     again = client.delete(f"/erasures/{created['id']}/guard")
     assert again.status_code == 409 and again.headers["content-type"].startswith("application/problem+json")
+
+
+def test_split_control_and_generation(tmp_path: Path, model_dir: Path | None) -> None:
+    var = tmp_path / "var"
+    common = {"var_dir": var, "model_dir": model_dir, "evaluate_jobs": False, "embedded_worker": False}
+    control_settings = Settings(api_routes="control", **common)
+    migrate(control_settings.database_url)
+    admin = bearer(api_key(control_settings, "admin", "split-admin"))
+    with TestClient(create_app(control_settings), headers=admin) as control, \
+            TestClient(create_app(Settings(api_routes="generation", **common)), headers=admin) as generation:
+        job = control.post("/erasures", json={"concept": "purple", "category": "abstraction",
+                                              "mitigate": "immediate"}).json()
+        assert job["mitigation"]["stage"] == "guarded" and job["mitigation"]["guard"]["stage"] == "calibrating"
+        refused = generation.post("/generate", json={"prompt": "a purple star", "seed": 1})
+        assert refused.status_code == 422 and job["id"] in refused.json()["detail"], refused.text
+        assert generation.post("/generate", json={"prompt": "a yellow star", "seed": 1}).status_code == 200
+        guard = control.get(f"/erasures/{job['id']}").json()["mitigation"]["guard"]
+        assert guard["stage"] == "guarded" and guard["calibration"]["detection"] >= 0.95, guard
+        events = control.get(f"/erasures/{job['id']}/events").json()["data"]
+        assert any("prompt guard live" in e["message"] for e in events)

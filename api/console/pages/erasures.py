@@ -13,12 +13,14 @@ from api.console import actions
 from api.console import evaluation as explain
 from api.console.render import render
 from api.console.session import PREFIX, FormOf, Page, User
-from api.deps import DispatcherDep, SessionsDep, SettingsDep, StoreDep
+from api.deps import DispatcherDep, SessionsDep, SettingsDep, StoreDep, get_generator
 from api.erasures import routes as api_erasures
 from api.erasures.schemas import ErasureCreate, Job
 from service.core.errors import DomainError
 from service.core.settings import Settings
+from service.deployments import guard as guards
 from service.deployments.gate import GatePolicy
+from service.deployments.guard import Served
 from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, FINISHED, Category
 from service.erasures.models import ErasureJob
@@ -77,11 +79,12 @@ def submit(request: Request, user: ModeratorForm, sessions: SessionsDep, dispatc
            preservation: Annotated[str, Form()] = "", preservation_preset: Annotated[str, Form()] = "",
            only_listed: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
            epsilon: Annotated[str, Form()] = "", eta: Annotated[str, Form()] = "",
-           steps: Annotated[str, Form()] = "") -> Response:
+           steps: Annotated[str, Form()] = "", mitigate: Annotated[str, Form()] = "") -> Response:
     values = {"concept": concept, "category": category, "preservation": preservation, "reason": reason,
               "preservation_preset": preservation_preset, "only_listed": "1" if only_listed else "",
-              "epsilon": epsilon, "eta": eta, "steps": steps}
-    body: dict[str, Any] = {"concept": concept, "category": category, "reason": reason or None}
+              "epsilon": epsilon, "eta": eta, "steps": steps, "mitigate": "1" if mitigate else ""}
+    body: dict[str, Any] = {"concept": concept, "category": category, "reason": reason or None,
+                            "mitigate": "immediate" if mitigate else "none"}
     # The preset's own list, left as shown, is the preset: the job resolves it exactly as the API would.
     if (lines := _lines(preservation)) != _lines(preservation_preset) or only_listed:
         body["preservation"] = lines
@@ -91,7 +94,8 @@ def submit(request: Request, user: ModeratorForm, sessions: SessionsDep, dispatc
                  if text.strip()})
     try:
         parsed = ErasureCreate.model_validate(body)
-        submitted = api_erasures.submit_erasure(parsed, user.db, sessions, dispatcher, settings, user.session.actor)
+        submitted = api_erasures.submit_erasure(parsed, user.db, sessions, dispatcher, settings, user.session.actor,
+                                                generator=get_generator(request))
     except ValidationError as exc:
         return _form(request, user, values, {_field(e["loc"]): e["msg"] for e in reversed(exc.errors())}, 422)
     except DomainError as exc:
@@ -140,6 +144,14 @@ def retry(user: ModeratorForm, sessions: SessionsDep, dispatcher: DispatcherDep,
     return actions.back(f"/erasures/{job_id}")
 
 
+@router.post("/erasures/{job_id}/guard/end", name="console-end-guard")
+def end_guard(user: ModeratorForm, job_id: JobId) -> Response:
+    with actions.reported(user, "End guard"):
+        version = guards.end_guard(user.db, job_id, user.session.actor)
+        actions.flash(user, f"Guard of {job_id} ended: version {version} serves without it")
+    return actions.back(f"/erasures/{job_id}")
+
+
 @router.post("/erasures/{job_id}/deploy", name="console-deploy")
 def deploy(user: ModeratorForm, settings: SettingsDep, job_id: JobId,
            force: Annotated[bool, Form()] = False) -> Response:
@@ -150,7 +162,7 @@ def deploy(user: ModeratorForm, settings: SettingsDep, job_id: JobId,
 
 def _detail(user: User, settings: Settings, job_id: str) -> dict[str, Any]:
     job = jobs.get_job(user.db, job_id)
-    view = Job.of(job)
+    view = Job.of(job, Served.now(user.db))
     curve = view.progress.curve if view.progress else []
     evaluation = api_erasures.evaluation_with_verdict(job, settings)
     policy = GatePolicy.of(settings)
