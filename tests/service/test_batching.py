@@ -1,5 +1,5 @@
 """Dynamic batching of /generate: concurrent requests that share sampling settings run as one pipeline call,
-and each still gets exactly the image it would have got alone (fp32, equal seeds); requests that differ in
+and each still gets the image it would have got alone up to rounding (fp32, equal seeds); requests that differ in
 what a batch must share never share one."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from service.deployments.batching import Batcher, Pending
 from service.deployments.serving import Generated, GenerationRequest, GenerationService
 
 PROMPTS = ["a red circle", "a blue star", "Mira", "a green square outlined", "a yellow triangle", "Zed"]
+LONGER = [*PROMPTS, "a purple star that is filled, on a white background", "Toko the character waving at the camera"]
 
 
 def service(tmp_path: Path, model_dir: Path | None, **batching: object) -> GenerationService:
@@ -30,7 +31,7 @@ def service(tmp_path: Path, model_dir: Path | None, **batching: object) -> Gener
 
 
 def concurrently(generator: GenerationService, requests: list[GenerationRequest]) -> list[Generated]:
-    return at_once(*[(lambda i=i: generator.generate(requests[i], key_id=f"key-{i % 2}"))
+    return at_once(*[(lambda i=i: generator.generate(requests[i], key_id=f"key-{i % 4}"))
                      for i in range(len(requests))])
 
 
@@ -41,13 +42,26 @@ def alone(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> G
 
 def test_a_batched_image_is_the_image_made_alone(alone: GenerationService, tmp_path: Path,
                                                  model_dir: Path | None) -> None:
-    batched = service(tmp_path, model_dir, generation_max_batch=8, generation_max_wait_ms=500)
-    requests = [GenerationRequest(prompt=p, seed=s) for s, p in enumerate(PROMPTS)]
-    together = concurrently(batched, requests)
-    assert max(batched.batcher.recent_sizes) > 1, list(batched.batcher.recent_sizes)  # it did batch
-    for request, result in zip(requests, together, strict=True):
-        single = alone.generate(request)
-        assert result.seed == request.seed and np.array_equal(result.image, single.image), request
+    """Under real concurrency, four batch compositions (8, 7, 6, 5 requests; prompts of different lengths, new
+    seeds each time): every image is the one made alone up to rounding, at most 1 level of 255 in at most 0.1 %
+    of values (measured: 2 values of 79,872 differ, all in one batch of 8; the batched matmuls and the padded
+    joint attention add in another order, and a sum near a rounding edge lands on the other side)."""
+    batched = service(tmp_path, model_dir, generation_max_batch=8, generation_max_wait_ms=500,
+                      generation_per_key=8)
+    differing, values, identical, images = 0, 0, 0, 0
+    for composition in range(4):
+        requests = [GenerationRequest(prompt=LONGER[(3 * i + composition) % len(LONGER)], seed=100 * composition + i)
+                    for i in range(8 - composition)]
+        together = concurrently(batched, requests)
+        assert max(list(batched.batcher.recent_sizes)[-2:]) > 1, list(batched.batcher.recent_sizes)  # it batched
+        for request, result in zip(requests, together, strict=True):
+            single = alone.generate(request)
+            assert result.seed == request.seed, request
+            gap = np.abs(result.image.astype(int) - single.image.astype(int))
+            assert gap.max() <= 1, (request, int(gap.max()))
+            differing, values = differing + int((gap > 0).sum()), values + gap.size
+            identical, images = identical + int(gap.max() == 0), images + 1
+    assert differing <= 1e-3 * values and identical >= 0.75 * images, (differing, values, identical, images)
     assert set(alone.batcher.recent_sizes) == {1}
 
 
