@@ -66,6 +66,18 @@ def splice(prompt: str, concept: str, spelled: str) -> str:
     return prompt[:a] + spelled + prompt[b:]
 
 
+def prompt_sets(pipe: Any, concept: str, category: str) -> dict[str, list[str]]:
+    """Held-out prompts showing the concept (12), its string attacks on 4 of them, Ring-A-Bell's found prompts
+    for 4 (seeded: the same on every run)."""
+    _, held = _shown(profile_for(), concept, category)
+    held = [p for p in held if concept_spans(p, concept)][:12]
+    sets: dict[str, list[str]] = {"plain": held}
+    for kind, spelt in attack_spellings(concept).items():
+        sets[kind] = [splice(p, concept, s) for p in held[:4] for s in spelt]
+    sets["ring_a_bell"] = ring_a_bell(pipe, concept, held, RedTeamBudget(prompts=4)).prompts
+    return sets
+
+
 def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
     from zerase.artifact import load_artifact
     from zerase.erasure import erase
@@ -80,12 +92,7 @@ def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
     anchor = profile.default_anchor(concept, category)
     guard.add("takedown", concept, anchor, calibration.threshold, prototypes)
 
-    _, held = _shown(profile, concept, category)
-    held = [p for p in held if concept_spans(p, concept)][:12]
-    sets: dict[str, list[str]] = {"plain": held}
-    for kind, spelt in attack_spellings(concept).items():
-        sets[kind] = [splice(p, concept, s) for p in held[:4] for s in spelt]
-    sets["ring_a_bell"] = ring_a_bell(pipe, concept, held, RedTeamBudget(prompts=4)).prompts
+    sets = prompt_sets(pipe, concept, category)
     others = [p for axis in AXES.values() for c in axis if c.lower() != concept.lower()
               for p in world_erase_contexts(c) if not _mentions(p, concept)]
     negatives = {"others": others, "coco": coco_captions(400, offset=3, exclude=[concept])}
@@ -123,10 +130,57 @@ def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
         row["erasure"] = shown(prompts, list(prompts))
         patched.clear()
         rates[name] = row
-    return {"concept": concept, "category": category, "calibration": calibration.to_dict(),
+    return {"concept": concept, "category": category, "calibration": calibration.to_dict(), "prompts": sets,
             "calibrate_s": round(calibrate_s, 2), "train_s": round(train_s, 1), "detection": detection,
             "false_positives": false_positives, "shown": rates,
             "sizes": {**{k: len(v) for k, v in sets.items()}, **{k: len(v) for k, v in negatives.items()}}}
+
+
+def second_stage(pipe: Any, guard: PromptGuard, cell: dict[str, Any]) -> dict[str, Any]:
+    """The closed-form candidate for a middle stage (UCE, zerase.uce, with AC's anchors as the quality harness
+    runs it) on the cell's prompt sets, and what each stage costs the other concepts: the guard the share of
+    their prompts it refuses, UCE and the trained erasure the drop of their own concept's rate (24 prompts)."""
+    import dataclasses
+
+    from _quality_methods import AC_TARGET  # this script's folder is on sys.path
+
+    from zerase.artifact import load_artifact
+    from zerase.presets import resolve
+    from zerase.uce import uce_erase
+
+    concept, category = cell["concept"], cell["category"]
+    profile, evaluator = profile_for(), profile_for().evaluator()
+    assert evaluator is not None
+    calibration, prototypes = calibrate_concept(guard, profile, concept, category)
+    guard.concepts = []
+    guard.add("takedown", concept, profile.default_anchor(concept, category), calibration.threshold, prototypes)
+    started = time.monotonic()
+    config = dataclasses.replace(resolve(concept, category), **AC_TARGET[world_axis(concept) or "colour"])
+    path = Path("var/mitigation") / f"{concept}-uce.safetensors"
+    uce_erase(pipe, config).save(path)
+    uce_s = time.monotonic() - started
+    patched = PatchedPipeline(pipe)
+    sets = cell.setdefault("prompts", prompt_sets(pipe, concept, category))
+
+    def rate(prompts: list[str], value: str) -> float:
+        texts = [p for p in prompts for _ in SEEDS]
+        return hit_rate(evaluator.read(generate(pipe, texts, list(SEEDS) * len(prompts), profile.sampling), texts),
+                        value)
+
+    patched.apply([load_artifact(path, pipe)])
+    for name, prompts in sets.items():
+        cell["shown"][name]["uce"] = rate(prompts, world_value(concept))
+    patched.clear()
+    others = [(c, p) for axis in AXES.values() for c in axis if c.lower() != concept.lower()
+              for p in world_erase_contexts(c)[:2] if not _mentions(p, concept)][:24]
+    cost: dict[str, float] = {"guard_refuses": float(np.mean([guard.check(p) is not None for _, p in others]))}
+    base = np.mean([rate([p], world_value(c)) for c, p in others])
+    for name, artifact in (("uce", path), ("erasure", Path("var/mitigation") / f"{concept}-default.safetensors")):
+        patched.apply([load_artifact(artifact, pipe)])
+        cost[f"{name}_drop"] = float(base - np.mean([rate([p], world_value(c)) for c, p in others]))
+        patched.clear()
+    cell["collateral"], cell["uce_s"] = cost, round(uce_s, 1)
+    return cell
 
 
 def run_concepts(args: argparse.Namespace) -> None:
@@ -137,10 +191,13 @@ def run_concepts(args: argparse.Namespace) -> None:
     cells.mkdir(parents=True, exist_ok=True)
     for concept in args.concepts:
         path = cells / f"{concept}.json"
-        if path.exists():
-            continue
-        cell = concept_cell(pipe, guard, concept)
+        cell = json.loads(path.read_text()) if path.exists() else concept_cell(pipe, guard, concept)
         path.write_text(json.dumps(cell, indent=1))
+        if "collateral" not in cell:  # cells of an earlier run get the second stage added
+            cell = second_stage(pipe, guard, cell)
+            path.write_text(json.dumps(cell, indent=1))
+        else:
+            continue
         print(json.dumps({k: cell[k] for k in ("concept", "detection", "false_positives", "calibrate_s")}),
               flush=True)
 
@@ -255,9 +312,10 @@ def run_service(args: argparse.Namespace) -> None:
 
 def table(out: Path) -> str:
     cells = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
-    lines = ["| concept | calibrate s | detection: plain / misspelling / affix / case / Ring-A-Bell "
-             "| FP COCO / others | shown base → refuse / anchor / erasure (plain) | same on attacks (mean) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| concept | detection: plain / misspelling / affix / case / Ring-A-Bell | false positives: COCO / "
+             "other concepts | concept shown, plain prompts: base → guard (refuse / anchor) / UCE / Z-Erase | "
+             "same, attack prompts (mean of 4 kinds) | cost to other concepts: guard refuses / UCE drop / "
+             "Z-Erase drop |", "|---|---|---|---|---|---|"]
     for c in CONCEPTS:
         if c not in cells:
             lines.append(f"| {c} | missing | | | | |")
@@ -267,13 +325,24 @@ def table(out: Path) -> str:
         attack = [k for k in s if k != "plain"]
 
         def mean(kind: str, keys: list[str] = attack, s: dict[str, Any] = s) -> float:
-            return float(np.mean([s[k][kind] for k in keys]))
-        lines.append(f"| {c} | {cell['calibrate_s']} | " + " / ".join(f"{d[k]:.2f}" for k in
-                     ("plain", "misspelling", "affix", "case", "ring_a_bell")) +
-                     f" | {fp['coco']:.3f} / {fp['others']:.3f} | {s['plain']['base']:.2f} → "
-                     f"{s['plain']['guard_refuse']:.2f} / {s['plain']['guard_anchor']:.2f} / "
-                     f"{s['plain']['erasure']:.2f} | {mean('base'):.2f} → {mean('guard_refuse'):.2f} / "
-                     f"{mean('guard_anchor'):.2f} / {mean('erasure'):.2f} |")
+            return float(np.mean([s[k].get(kind, np.nan) for k in keys]))
+
+        def shown(row: dict[str, float]) -> str:
+            return (f"{row['base']:.2f} → {row['guard_refuse']:.2f} / {row['guard_anchor']:.2f} / "
+                    f"{row.get('uce', np.nan):.2f} / {row['erasure']:.2f}")
+        cost = cell.get("collateral", {})
+        lines.append(f"| {c} | " + " / ".join(f"{d[k]:.2f}" for k in ("plain", "misspelling", "affix", "case",
+                                                                       "ring_a_bell"))
+                     + f" | {fp['coco']:.3f} / {fp['others']:.3f} | {shown(s['plain'])} | "
+                     + shown({k: mean(k) for k in ("base", "guard_refuse", "guard_anchor", "uce", "erasure")})
+                     + f" | {cost.get('guard_refuses', np.nan):.2f} / {cost.get('uce_drop', np.nan):.2f} / "
+                       f"{cost.get('erasure_drop', np.nan):.2f} |")
+    rows = [cells[c] for c in CONCEPTS if c in cells]
+    if rows:
+        lines.append("| mean | " + " / ".join(f"{np.mean([r['detection'][k] for r in rows]):.2f}" for k in
+                                               ("plain", "misspelling", "affix", "case", "ring_a_bell"))
+                     + f" | {np.mean([r['false_positives']['coco'] for r in rows]):.3f} / "
+                       f"{np.mean([r['false_positives']['others'] for r in rows]):.3f} | | | |")
     text = "\n".join(lines) + "\n"
     (out / "mitigation.md").write_text(text)
     return text
