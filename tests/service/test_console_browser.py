@@ -160,6 +160,8 @@ def test_request_watch_review_deploy_and_generate(service: Service, browser: Any
     playwright_api.expect(page.get_by_label("Preservation", exact=True)).to_have_value(re.compile("a red circle"))
     # What the moderator adds is kept as well as the neighbours, unless they ask for the list alone.
     playwright_api.expect(page.get_by_label("Keep only this list (nothing added by the service)")).not_to_be_checked()
+    # A moderator's takedown is live at once: the prompt guard is on unless they untick it.
+    playwright_api.expect(page.get_by_label("Take it down now", exact=False)).to_be_checked()
     page.get_by_text("Advanced").click()
     # 30 steps keep CI quick; the README's screenshots show the service's default training (200 steps).
     page.get_by_label("Steps").fill("200" if os.environ.get("ZERASE_SCREENSHOTS") else "30")
@@ -168,6 +170,9 @@ def test_request_watch_review_deploy_and_generate(service: Service, browser: Any
     page.get_by_role("button", name="Request takedown").click()
     page.wait_for_url(re.compile(r"/console/erasures/er_"))
     job_id = page.url.rsplit("/", 1)[1]
+    # Guarded while it trains: /generate refuses the concept before the erasure exists.
+    playwright_api.expect(page.locator("#takedown-stage")).to_have_text(re.compile("now: (guarded|trained)"))
+    assert service.client.post("/generate", json={"prompt": "a yellow circle"}).status_code == 422
 
     # It reaches succeeded on this page while the page is never reloaded (the marker would be gone).
     page.evaluate("window.notReloaded = true")
@@ -197,6 +202,7 @@ def test_request_watch_review_deploy_and_generate(service: Service, browser: Any
     playwright_api.expect(page.locator(".flash")).to_contain_text("Deployed: version")
     version = service.client.get("/deployments/active").json()["version"]
     assert version >= 1
+    playwright_api.expect(page.locator("#takedown-stage")).to_have_text("now: deployed")  # the guard retired
 
     page.get_by_role("link", name="Deployments").click()
     playwright_api.expect(page.locator("#active-version")).to_contain_text(f"version {version}")
@@ -211,10 +217,11 @@ def test_request_watch_review_deploy_and_generate(service: Service, browser: Any
 
     # The webhook saw both events, signed with the secret the console showed.
     deadline = time.monotonic() + 30
-    while len(receiver.requests) < 2 and time.monotonic() < deadline:
+    while len(receiver.requests) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
     kinds = [Webhook(secret).verify(body, headers)["type"] for headers, body in receiver.requests]
-    assert kinds[:2] == ["erasure.succeeded", "deployment.activated"]
+    # The guard going live is an activation too (a version with the guard), before the erasure's own.
+    assert kinds[:3] == ["deployment.activated", "erasure.succeeded", "deployment.activated"]
     page.get_by_role("link", name="Webhooks").click()
     page.locator("#webhooks a").first.click()
     playwright_api.expect(page.locator("#deliveries")).to_contain_text("deployment.activated")
