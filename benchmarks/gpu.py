@@ -30,6 +30,11 @@ order (cheapest and least likely to run out of memory first):
   generate  latency of one 1024x1024 image (smoke 64x64), 8 steps, guidance 0 (Turbo's profile),
             median over --repeats after a warm-up, with 0, 1 and 20 random text-gated patches
             (benchmarks/generation.py's `random_artifacts`), and the ratio to unpatched.
+  guard     the takedown guard (zerase.guard) at Turbo's scale: calibrating the first concept (which reads
+            800 COCO captions through the 4B text encoder once) and each of 19 more, then one /generate
+            prompt checked against all 20 (median of 20), as a share of the unpatched 1024x1024 generation
+            measured in the generate section (the guard's cost per request: the target is <= 2 %).
+            Random weights: detection figures mean nothing here, timings do.
   train     at 512x512 and 1024x1024 (smoke 32x32, 64x64), the profile's training batch (4 erase +
             2 fresh / 2 carried preservation states, each scored with its prompt and with the empty
             one: 12 items a step; smoke 1 + 1): Z-Erase step vs naive LoRA step (ungated, no attention
@@ -79,12 +84,21 @@ from zerase.profiles import profile_for
 from zerase.sampling import SamplingSettings
 from zerase.turbo.scaffold import DTYPES, build_scaffold, parameter_counts
 
-SECTIONS = ("fidelity", "generate", "train")
+SECTIONS = ("fidelity", "generate", "guard", "train")
+# Concepts the guard section puts under guard (a real model's kinds: the profile's generic and category templates).
+GUARDED = (("Tom Cruise", "celebrity"), ("Van Gogh", "artistic_style"), ("Mickey Mouse", "entity"),
+           ("Eiffel Tower", "entity"), ("Taylor Swift", "celebrity"), ("Coca-Cola logo", "entity"),
+           ("Claude Monet", "artistic_style"), ("Darth Vader", "entity"), ("Pikachu", "entity"),
+           ("Elon Musk", "celebrity"), ("Salvador Dali", "artistic_style"), ("Nike logo", "entity"),
+           ("Barack Obama", "celebrity"), ("Spider-Man", "entity"), ("Hello Kitty", "entity"),
+           ("Andy Warhol", "artistic_style"), ("Batman", "entity"), ("Mona Lisa", "entity"),
+           ("Brad Pitt", "celebrity"), ("Snoopy", "entity"))
 PROMPT = ("a studio photograph of a red vintage car parked on a cobblestone street at dusk, warm light from "
           "the shop windows, a woman in a blue coat walking past with an umbrella, reflections on the wet "
           "stones, shallow depth of field, 35mm film")
 FIDELITY_PATH = "layers.0.attention.to_q"
 GIB = 2**30
+GENERATED: dict[str, float] = {}  # the generate section's unpatched median, for the guard section's share
 
 # bank_overrides: how the trajectory banks are sampled (setup only; a step does not depend on it). Full: the
 # profile's 8-step schedule and the preset's prompts; smoke: 2 steps, 2 preservation prompts, no shuffles.
@@ -97,6 +111,7 @@ ESTIMATES = {  # one H200, a-priori (FLOP counts and transfer rates), not measur
     "build": "~1-2 min (GPU init, ~20 GB written) + ~0.5-1 min to load",
     "fidelity": "~10 s",
     "generate": "~30 s (12 images at 1024x1024, ~1-1.5 s each, plus 20 artifacts written and read)",
+    "guard": "~30 s (800 COCO captions and 20 concepts' prompts through the 4B text encoder, then 20 checks)",
     "train": "~3 min (10 runs of 3 steps; 512x512 ~1-2 s/step, 1024x1024 ~4-6 s/step; runs without "
              "checkpointing may run out of memory quickly)",
 }
@@ -309,12 +324,50 @@ def generation(pipe, device: str, model_dir: Path, size: int, repeats: int, work
                 patched.clear()
             median = statistics.median(times)
             base = median if n == 0 else base
+            if n == 0:
+                GENERATED["unpatched"] = median
             ratio = f"{median / base:.3f}x unpatched" if base else "unpatched not measured"
             say(f"generate {n:>2} patches: median {median:.4f} s over {repeats} (min {min(times):.4f}, "
                 f"max {max(times):.4f}), {ratio}")
     finally:
         patched.clear()
         free_memory(device)
+
+
+def guard_section(pipe, device: str, model_dir: Path, clock: Clock) -> None:  # noqa: ANN001
+    from zerase.guard import PromptGuard, calibrate_concept
+
+    profile = profile_for(model_dir)
+    sync(device)
+    t = time.perf_counter()
+    guard = PromptGuard.for_pipeline(pipe)
+    say(f"guard: background from 64 captions in {time.perf_counter() - t:.2f} s")
+    seconds = []
+    for i, (concept, category) in enumerate(GUARDED):
+        if clock.past_deadline():
+            say(f"guard: stopped at {i} concepts (past the --deadline of {clock.deadline:.0f} s)")
+            break
+        t = time.perf_counter()
+        calibration, prototypes = calibrate_concept(guard, profile, concept, category)
+        sync(device)
+        seconds.append(time.perf_counter() - t)
+        guard.add(f"er_{i}", concept, None, calibration.threshold, prototypes)
+        if i == 0:
+            say(f"guard: first calibration ({concept}, with the COCO reading) {seconds[0]:.2f} s, threshold "
+                f"{calibration.threshold:.3f}, {calibration.details['prototypes']} prototypes")
+    if len(seconds) > 1:
+        say(f"guard: {len(seconds) - 1} more calibrations, median {statistics.median(seconds[1:]):.2f} s each")
+    times = []
+    for _ in range(21):
+        sync(device)
+        t = time.perf_counter()
+        guard.check(PROMPT)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    check = statistics.median(times[1:])
+    base = GENERATED.get("unpatched")
+    share = f", {100 * check / base:.2f} % of one unpatched generation ({base:.3f} s)" if base else ""
+    say(f"guard: one prompt checked against {len(guard.concepts)} concepts: median {check * 1000:.1f} ms{share}")
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -484,6 +537,9 @@ def main(argv: list[str] | None = None) -> None:
             say(f"section generate{estimate('generate')}")
             run_section("generate", device, generation, pipe, device, model_dir, sizes["gen_size"], repeats,
                         workdir, clock)
+        if "guard" in sections:
+            say(f"section guard{estimate('guard')}")
+            run_section("guard", device, guard_section, pipe, device, model_dir, clock)
         if "train" in sections:
             say(f"section train{estimate('train')}")
             run_section("train", device, training, pipe, device, model_dir, sizes["train_sizes"],
