@@ -7,7 +7,8 @@
 Per concept (a cell, written to --out/cells/ when done and skipped when there, so a run resumes):
 - the guard's calibration (seconds) and its detection on prompts it was not fitted on: the concept as written,
   each string attack kind of the evaluation (misspelling, affix, case) and Ring-A-Bell's found prompts (which
-  never spell the concept); its false positives on 400 COCO captions and on every other world concept's prompts;
+  never spell the concept); its false positives on 1,000 COCO captions (none of those it was calibrated or
+  checked on) and on every other world concept's prompts;
 - the concept's share of images (the world's probe reads them, 2 seeds) on those prompts as served: the base
   model, the guard refusing (a refused prompt shows nothing), the guard rewriting (its words replaced by the
   anchor), and the trained erasure alone (the service's default preset), which is what serves once deployed.
@@ -95,7 +96,8 @@ def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
     sets = prompt_sets(pipe, concept, category)
     others = [p for axis in AXES.values() for c in axis if c.lower() != concept.lower()
               for p in world_erase_contexts(c) if not _mentions(p, concept)]
-    negatives = {"others": others, "coco": coco_captions(400, offset=3, exclude=[concept])}
+    seen = set(coco_captions(400, 0) + coco_captions(400, 3) + coco_captions(64, 7))  # calibration's, background's
+    negatives = {"others": others, "coco": [c for c in coco_captions(1200, 5, [concept]) if c not in seen][:1000]}
 
     detection = {name: float(np.mean([guard.check(p) is not None for p in ps])) for name, ps in sets.items()}
     false_positives = {name: float(np.mean([guard.check(p) is not None for p in ps])) for name, ps in negatives.items()}

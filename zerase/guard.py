@@ -142,6 +142,42 @@ class GuardedConcept:
     prototypes: torch.Tensor  # (P, D), centred, unit norm
 
 
+def _one_edit(a: str, b: str) -> bool:
+    """Whether `a` becomes `b` by one deletion, insertion, substitution or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+
+
+def respelt(prompt: str, concept: str) -> tuple[str, list[tuple[int, int, int, int]]] | None:
+    """`prompt` with each word that spells a one-word `concept` a letter off (concepts of 5+ letters) or with
+    letters around it (4+ letters: "superMira", "purpleish") written as the concept itself, case aside; and
+    where each moved ((start, end) in `prompt`, (start, end) in the new text). None: no such word.
+
+    Not a blacklist: the rewritten prompt is read by the text encoder like any other, and its calibration and
+    false-positive check include this view. Short concepts are left to the encoder ("re" is not "red")."""
+    c = concept.casefold()
+    if " " in c.strip() or len(c) < 4:
+        return None
+    out, moved, at, shift = [], [], 0, 0
+    for m in re.finditer(r"\w+", prompt):
+        w = m.group().casefold()
+        if w == c or not (_one_edit(w, c) or c in w):
+            continue
+        out.append(prompt[at:m.start()] + concept)
+        moved.append((m.start(), m.end(), m.start() + shift, m.start() + shift + len(concept)))
+        shift += len(concept) - (m.end() - m.start())
+        at = m.end()
+    if not moved:
+        return None
+    return "".join(out) + prompt[at:], moved
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
@@ -260,10 +296,19 @@ class PromptGuard:
             raise ValueError("no prompt spells the concept")
         return _unit(torch.stack(protos) - self.background)
 
-    def scores(self, prompt: str | Sequence[Reading], prototypes: torch.Tensor) -> tuple[float, tuple[int, int]]:
-        """The best span's cosine with the prototypes over the prompt's views, and its characters."""
+    def scores(self, prompt: str | Sequence[Reading], prototypes: torch.Tensor,
+               concept: str | None = None) -> tuple[float, tuple[int, int]]:
+        """The best span's cosine with the prototypes over the prompt's views, and its characters. With the
+        `concept`, also the prompt with its near-spellings of the concept written as the concept (`respelt`)."""
+        readings = list(self.reader.views(prompt) if isinstance(prompt, str) else prompt)
+        moved: list[tuple[int, int, int, int]] = []
+        if concept is not None and readings and (found := respelt(readings[0].prompt, concept)) is not None:
+            text, moved = found
+            extra = self.reader.views(text)
+        else:
+            extra = []
         best: tuple[float, tuple[int, int]] = (-1.0, (0, 0))
-        for reading in self.reader.views(prompt) if isinstance(prompt, str) else prompt:
+        for reading, is_extra in [(r, False) for r in readings] + [(r, True) for r in extra]:
             windows, spans, sizes = reading.windows()
             if spans:
                 sims = (_unit(windows - self.background) @ prototypes.T).max(1).values
@@ -271,7 +316,10 @@ class PromptGuard:
                 # The span named is the narrowest nearly as close ("red", not "a red"): what a rewrite replaces.
                 near = [i for i in range(len(spans)) if float(sims[i]) >= top - SPAN_SLACK]
                 i = min(near, key=lambda k: (sizes[k], -float(sims[k])))
-                best = max(best, (top, spans[i]), key=lambda b: b[0])
+                span = spans[i]
+                if is_extra:  # back to the characters the prompt itself has there
+                    span = next(((a, b) for a, b, x, y in moved if x < span[1] and span[0] < y), span)
+                best = max(best, (top, span), key=lambda b: b[0])
         return best
 
     def add(self, key: str, concept: str, anchor: str | None, threshold: float, prototypes: torch.Tensor) -> None:
@@ -285,7 +333,7 @@ class PromptGuard:
         readings = self.reader.views(prompt)
         trips = []
         for c in self.concepts:
-            score, (start, end) = self.scores(readings, c.prototypes)
+            score, (start, end) = self.scores(readings, c.prototypes, c.concept)
             if score >= c.threshold:
                 trips.append(Trip(c.key, c.concept, score, *_whole_words(prompt, start, end)))
         return max(trips, key=lambda t: t.score - next(c.threshold for c in self.concepts if c.key == t.key)) \
@@ -346,7 +394,7 @@ def calibrate_concept(guard: PromptGuard, profile: Any, concept: str, category: 
     others = [p for p in dict.fromkeys(others) if not concept_spans(p, concept)]
 
     def score(readings: Sequence[Reading]) -> float:
-        return guard.scores(readings, prototypes)[0]
+        return guard.scores(readings, prototypes, concept)[0]
 
     def read(prompts: Sequence[str]) -> list[list[Reading]]:
         return guard.reader.views_many(prompts, BATCH)
@@ -360,7 +408,7 @@ def calibrate_concept(guard: PromptGuard, profile: Any, concept: str, category: 
                     _threshold([score(r) for r in others_fit], others_limit / 2))
 
     def rate(readings: list[list[Reading]]) -> float:
-        hits = [guard.scores(r, prototypes)[0] >= threshold for r in readings]
+        hits = [guard.scores(r, prototypes, concept)[0] >= threshold for r in readings]
         return round(sum(hits) / max(len(hits), 1), 4)
 
     attacks = {kind: rate(read([p[:a] + s + p[b:] for p in held for a, b in concept_spans(p, concept)[:1]

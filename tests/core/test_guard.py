@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from diffusers import ZImagePipeline
 
-from zerase.guard import PromptGuard, calibrate_concept, fit_prototypes
+from zerase.guard import PromptGuard, calibrate_concept, fit_prototypes, respelt
 from zerase.pipeline import load_pipeline
 from zerase.profiles import BUNDLED_MODEL_DIR, profile_for
 
@@ -39,6 +39,16 @@ def test_the_guard_reads_the_concept_not_its_spelling(red: PromptGuard) -> None:
         assert prompt[trip.start:trip.end].lower().startswith("red"), (prompt, trip)
     for prompt in ("a blue circle", "a green star that is outlined", "Mira", "A man riding a bike down a street."):
         assert red.check(prompt) is None, prompt
+
+
+def test_near_spellings_of_a_longer_concept_are_read_as_it(guard: PromptGuard) -> None:
+    calibration, prototypes = calibrate_concept(guard, profile_for(BUNDLED_MODEL_DIR), "purple", "abstraction")
+    assert calibration.passes and min(calibration.attack_detection.values()) >= 0.95, calibration.attack_detection
+    assert respelt("a purpel star and a superpurple circle", "purple") == (
+        "a purple star and a purple circle", [(2, 8, 2, 8), (20, 31, 20, 26)])
+    assert respelt("a bed", "red") is None and respelt("Tom Cruse", "Tom Cruise") is None  # left to the encoder
+    score, (start, end) = guard.scores("a prple star", prototypes, "purple")
+    assert score >= calibration.threshold and (start, end) == (2, 7)  # the prompt's own characters
 
 
 def test_the_anchor_action_takes_the_concept_out(red: PromptGuard) -> None:
