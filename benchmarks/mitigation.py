@@ -16,7 +16,8 @@ Per concept (a cell, written to --out/cells/ when done and skipped when there, s
 With --service, through the real API (embedded worker, SQLite, the bundled model, the service's defaults):
 the time from POST /erasures (mitigate=immediate) to the first /generate that refuses the concept, for 5
 takedowns (p50); the first one's time until its trained erasure is deployed (auto_deploy, the deploy gate on);
-and /generate's p50 with no guard, with 20 guarded concepts, and with none again (side by side, one process).
+and /generate's p50 with the 14 world concepts and 7 others under guard (those that pass their own check applied)
+against the same erasures without, the two versions alternating (3 rounds), in one process.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ from zerase.world.profile import world_axis, world_erase_contexts, world_value
 CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")  # 2 per axis, as quality.py
 SEEDS = (0, 1)
+UNGUARDED = "A man riding a horse on a beach at sunset."  # trips none of the 20 guarded concepts
 SERVICE_CONCEPTS = ("red", "circle", "outlined", "Mira", "purple")
-EXTRA_GUARDED = (("cat", "entity"), ("dog", "entity"), ("car", "entity"), ("tree", "entity"),
-                 ("boat", "entity"), ("Van Gogh", "artistic_style"))
+EXTRA_GUARDED = (("giraffe", "entity"), ("umbrella", "entity"), ("bicycle", "entity"), ("pizza", "entity"),
+                 ("elephant", "entity"), ("Tom Cruise", "celebrity"), ("Taylor Swift", "celebrity"))
 
 
 def parse() -> argparse.Namespace:
@@ -293,20 +295,29 @@ def run_service(args: argparse.Namespace) -> None:
     out["time_to_mitigation_p50_s"] = round(statistics.median(mitigation), 2)
     api.close()
 
-    api = Api(Settings(var_dir=var, embedded_worker=False))
-    api.generate("a blue circle")
-    p50 = {"no_guard": api.p50("a blue circle", args.requests)}
-    guarded = [c for values in AXES.values() for c in values][:20 - len(EXTRA_GUARDED)]
-    jobs = [api.takedown(c) for c in guarded] + [api.takedown(c, category=k) for c, k in EXTRA_GUARDED]
-    active = api.client.get("/deployments/active").json()["version"]
-    out["guarded_during_p50"] = len(api.client.get(f"/deployments/{active}").json()["guard"])
-    out["guard_refused"] = [j["concept"] for j in jobs if j["mitigation"]["guard"]["stage"] != "guarded"]
-    p50["guarded"] = api.p50("a blue circle", args.requests)
-    for job in jobs:
-        api.client.post(f"/erasures/{job['id']}/cancel")
-    p50["no_guard_again"] = api.p50("a blue circle", args.requests)
+    api = Api(Settings(var_dir=var, embedded_worker=False, max_active_jobs_per_key=50))  # 21 queued on one key
+    api.generate(UNGUARDED)
+    plain = api.client.get("/deployments/active").json()["version"]
+    jobs = [api.takedown(c) for values in AXES.values() for c in values] + \
+        [api.takedown(c, category=k) for c, k in EXTRA_GUARDED]
+    assert all("mitigation" in j for j in jobs), [j for j in jobs if "mitigation" not in j]
+    guarded = api.client.get("/deployments/active").json()["version"]
+    out["guard_entries"] = len(jobs)
+    out["guard_refused_by_its_check"] = [j["concept"] for j in jobs if j["mitigation"]["guard"]["stage"] != "guarded"]
+    out["guards_applied"] = len(jobs) - len(out["guard_refused_by_its_check"])
+    # Side by side: the same erasures served without and with the guard, alternating, pooled per version.
+    times: dict[int, list[float]] = {plain: [], guarded: []}
+    for _ in range(3):
+        for version in (plain, guarded):
+            assert api.client.post(f"/deployments/{version}/activate").status_code == 200
+            api.generate(UNGUARDED)  # the switch itself is not timed
+            for i in range(args.requests):
+                t = time.perf_counter()
+                assert api.generate(UNGUARDED, i).status_code == 200
+                times[version].append(time.perf_counter() - t)
+    p50 = {"no_guard": statistics.median(times[plain]), "guarded": statistics.median(times[guarded])}
     out["generate_p50_s"] = {k: round(v, 4) for k, v in p50.items()}
-    out["guard_cost"] = round(p50["guarded"] / statistics.mean([p50["no_guard"], p50["no_guard_again"]]) - 1, 4)
+    out["guard_cost"] = round(p50["guarded"] / p50["no_guard"] - 1, 4)
     api.close()
     print(json.dumps(out, indent=1))
     (args.out / "service.json").write_text(json.dumps(out, indent=1))

@@ -83,7 +83,7 @@ class CaptionReader:
     def views(self, prompt: str) -> list[Reading]:
         """The prompt as written and lower-cased (character for character, so offsets hold): "RED" is read as
         "red" is, since a moderator's takedown is not a matter of case."""
-        return self.views_many([prompt])[0]
+        return self.views_many([prompt], batch=2)[0]  # both views in one encoder pass
 
     def read(self, prompt: str) -> Reading:
         return self.read_many([prompt])[0]
@@ -267,6 +267,7 @@ class PromptGuard:
         self.reader, self.background = reader, background
         self.concepts: list[GuardedConcept] = []
         self._general: dict[str, list[list[Reading]]] = {}  # COCO captions read once: "fit" and "held"
+        self._stack: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def for_pipeline(cls, pipe: ZImagePipeline, general: Sequence[str] | None = None) -> PromptGuard:
@@ -322,6 +323,14 @@ class PromptGuard:
                 best = max(best, (top, span), key=lambda b: b[0])
         return best
 
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every guarded concept's prototypes in one matrix, and which concept owns each row (cached per list)."""
+        key = tuple(id(c) for c in self.concepts)
+        if self._stack is None or self._stack[0] != key:
+            owner = torch.cat([torch.full((c.prototypes.shape[0],), i) for i, c in enumerate(self.concepts)])
+            self._stack = (key, torch.cat([c.prototypes for c in self.concepts]), owner)
+        return self._stack[1], self._stack[2]
+
     def add(self, key: str, concept: str, anchor: str | None, threshold: float, prototypes: torch.Tensor) -> None:
         self.concepts = [c for c in self.concepts if c.key != key]
         self.concepts.append(GuardedConcept(key, concept, anchor, threshold, prototypes))
@@ -331,8 +340,16 @@ class PromptGuard:
         if not self.concepts:
             return None
         readings = self.reader.views(prompt)
+        # Every concept at once on the prompt's own views (one product); the span, and the respelt view, only
+        # for a concept that trips or has a near-spelling here: a prompt costs one encoder pass per view.
+        windows = [_unit(r.windows()[0] - self.background) for r in readings if r.windows()[1]]
+        stacked, owner = self._stacked()
+        sims = torch.cat(windows) @ stacked.T if windows else torch.full((1, stacked.shape[0]), -1.0)
+        tops = torch.full((len(self.concepts),), -1.0).scatter_reduce(0, owner, sims.max(0).values, "amax").tolist()
         trips = []
-        for c in self.concepts:
+        for c, top in zip(self.concepts, tops, strict=True):
+            if top < c.threshold and respelt(prompt, c.concept) is None:
+                continue
             score, (start, end) = self.scores(readings, c.prototypes, c.concept)
             if score >= c.threshold:
                 trips.append(Trip(c.key, c.concept, score, *_whole_words(prompt, start, end)))
