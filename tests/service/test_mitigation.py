@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from jobclient import api_key, bearer, live_api, wait_for
 
 from api.app import create_app
-
 from service.core.db import migrate
 from service.core.settings import Settings
 
