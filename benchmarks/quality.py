@@ -12,8 +12,10 @@ as mean ± spread (sample standard deviation over training seeds), the issue's t
 
 Metrics (zerase.evaluation, read by the world's probe): Acc_e, the share of the concept's images that still
 show it; Acc_ir drop, the fall of the other 13 concepts' hit rate; coherence, the share of the concept's
-images that still show a clean world object (a colour, shape and style each read with probability >= 0.5:
-"erased into another object" vs "into mush"); attack success, the mean over string-attack kinds of the
+images that still show a clean world object (a colour, shape and style each read with probability >= 0.5, and
+the renderer's drawing of that reading explaining >= half the image's object: "erased into another object" vs
+"into mush"; cells measured before that check are rerun after the missing ones, their coherence left out of
+the table until then); attack success, the mean over string-attack kinds of the
 share of attack images showing the concept; Ha = Acc_ir − Acc_e. `--length N` adds Z-Erase trained for N
 steps (the training-length study: quality and wall time). Writes quality.md, quality.json, grid.png (per
 concept: the unpatched model, then each method at training seed 0, same 8 seeds) to --out, after every run.
@@ -50,7 +52,7 @@ from zerase.evaluation import evaluate_intervention
 from zerase.generate import generate
 from zerase.redteam import RedTeamBudget
 from zerase.uce import uce_erase
-from zerase.world.evaluator import concept_prompts, world_attack_prompts, world_concepts
+from zerase.world.evaluator import COHERENCE_METRIC, concept_prompts, world_attack_prompts, world_concepts
 from zerase.world.profile import world_axis
 from zerase.zeroing import TokenZeroing
 
@@ -128,13 +130,20 @@ def main() -> None:
 
     def missing_note() -> list[str]:
         missing = [w for w in wanted if w not in cells]
-        return [f"Cells still missing ({len(missing)} of {len(wanted)}): "
-                + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []
+        stale = [w for w in wanted if w in cells and _stale(cells[w])]
+        return ([f"Cells still missing ({len(missing)} of {len(wanted)}): "
+                 + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []) + (
+                [f"Cells whose coherence was read by the probe alone, left out of that column until rerun "
+                 f"({len(stale)}): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in stale)] if stale else [])
     with tempfile.TemporaryDirectory() as tmp:
-        for concept in concepts:
+        # Missing cells first, then those measured before the current coherence check.
+        for concept, redo in [(c, False) for c in concepts] + [(c, True) for c in concepts]:
             axis = world_axis(concept) or "colour"
             show = concept_prompts(axis, concept).prompts[0]
-            if all((concept, m, 0) in cells for m in methods):
+
+            def done(name: str, seed: int, concept: str = concept, redo: bool = redo) -> bool:
+                return (concept, name, seed) in cells and not (redo and _stale(cells[(concept, name, seed)]))
+            if all(done(m, s) for m in methods for s in range(seeds_of(m))):
                 continue  # every cell of this concept is done
             grid_rows.append(generate(pipe, [show] * len(GRID_SEEDS), GRID_SEEDS, settings))
             for name in methods:
@@ -142,14 +151,14 @@ def main() -> None:
                 if name not in METHODS:  # "Z-Erase, N steps"
                     steps = int(name.split(", ")[1].split()[0])
                 for seed in range(seeds_of(name)):
-                    if (concept, name, seed) in cells:
+                    if done(name, seed):
                         continue
                     row = run(pipe, evaluator, settings, name, concept, seed, steps, recipe, extra, Path(tmp),
                               args.seeds, full, grid_rows if seed == 0 else None, show, args.fast) | {"axis": axis}
                     cells[(concept, name, seed)] = row
                     cell_path(args.out, concept, name, seed).parent.mkdir(parents=True, exist_ok=True)
                     cell_path(args.out, concept, name, seed).write_text(json.dumps(row, indent=1))
-                    rows = [cells[w] for w in wanted if w in cells]
+                    rows = [_current(cells[w]) for w in wanted if w in cells]
                     write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods),
                                   notes + missing_note(), quiet=True)
                     print(json.dumps({k: row[k] for k in ("concept", "method", "train_seed", "acc_e", "acc_ir", "ha",
@@ -158,8 +167,18 @@ def main() -> None:
                         cells.update({(concept, name, s): row | {"train_seed": s} for s in range(1, seeds_of(name))})
                         break
     notes.append(f"This run: {time.monotonic() - started:.0f} s.")
-    rows = [cells[w] for w in wanted if w in cells]
+    rows = [_current(cells[w]) for w in wanted if w in cells]
     write_outputs(args.out, rows, grid_rows, REFERENCE, _baselines(methods), notes + missing_note())
+
+
+def _stale(row: dict) -> bool:
+    """Measured before the coherence check it would get today (its other figures still stand)."""
+    return row.get("coherence_metric") != COHERENCE_METRIC
+
+
+def _current(row: dict) -> dict:
+    """The row as the table shows it: a stale coherence is left out rather than mixed with today's."""
+    return row | {"coherence_before": None, "coherence": None} if _stale(row) else row
 
 
 def merge(dirs: list[Path], out: Path) -> None:
@@ -233,6 +252,7 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
         "attacks": {k: v["after"] for k, v in kinds.items()},
         "kept": {k: v["after"] for k, v in report["per_concept"].items()},
         **info, "train_s": round(train_s, 1), "total_s": round(time.monotonic() - t, 1),
+        "coherence_metric": COHERENCE_METRIC,
     }
 
 

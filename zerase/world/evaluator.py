@@ -4,8 +4,10 @@ Readings are the probe's labels without "none" ({"red", "circle", "filled"}, {"M
 world's values are distinct across axes, so a bare label says which concept it is.
 
 Coherence: an image is a clean world object when the probe reads a colour, a shape and a style (not
-"none" on any of the three) each with probability >= COHERENCE_CONFIDENCE. A character is not required
-(most objects have none). An erasure into "another clean object" keeps coherence; into mush, it drops.
+"none" on any of the three) each with probability >= COHERENCE_CONFIDENCE, and the world's renderer,
+drawing what the probe read, explains at least COHERENCE_FIT of the image's object (zerase.world.coherence:
+the probe alone called garbled blobs clean). A character is not required (most objects have none). An
+erasure into "another clean object" keeps coherence; into mush, it drops.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from zerase.evaluation import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
+from zerase.world.coherence import fit
 from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
 from zerase.world.probe import LABELS, NONE, ConceptProbe
 from zerase.world.profile import world_axis, world_value
 
 COHERENCE_CONFIDENCE = 0.5
+# The base model's own images of every world concept pass at >= 0.88 (mean 0.97, 8 seeds per prompt); a
+# demo Mira erasure's smeared images passed at 0.31 (the probe's confidence alone: 0.88).
+COHERENCE_FIT = 0.5
+COHERENCE_METRIC = "probe+render-fit"  # recorded with results, so figures from the probe alone are told apart
 OBJECT_AXES = ("colour", "shape", "style")
 
 SYNONYMS = {
@@ -84,6 +91,8 @@ class ProbeEvaluator(Evaluator):
         for axis in OBJECT_AXES:
             p = probs[axis]
             ok &= (p.argmax(-1) != LABELS[axis].index(NONE)) & (p.max(-1) >= COHERENCE_CONFIDENCE)
+        readings = [{axis: LABELS[axis][int(probs[axis][i].argmax())] for axis in LABELS} for i in range(len(images))]
+        ok &= fit(images, readings) >= COHERENCE_FIT
         return ok.tolist()
 
     def plan(self, concept: str, n_seeds: int, full: bool, *, category: str | None = None,
