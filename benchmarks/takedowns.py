@@ -10,7 +10,9 @@ Methods: `average`, the paper's 1/N (Appendix F, what the service served so far)
 `ties`, TIES-merging of the dense ΔW_i (trim to the top 20 % magnitudes, elect the sign by mass, average the
 agreeing entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (between
 the average and the sum); `closed_form`, zerase.fusion (one caption-row ΔW fitted to each erasure's output on
-its own concept's inputs and to the frozen output on the kept concepts', rank 32). Each erasure is trained
+its own concept's inputs and to the frozen output on the kept concepts', rank 32); `consolidated`,
+zerase.consolidation (that patch trained further, end to end, toward each erasure's own outputs on its
+prompts and the frozen model's on the kept ones). Each erasure is trained
 once per training seed with the service's defaults and cached under var/takedowns/. Each cell (set × method ×
 training seed) is written to --out/cells/ as soon as it is done and skipped when it exists, so a long run
 resumes; the table (takedowns.md) is rebuilt from whatever cells exist, missing ones named.
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, load_artifact
+from zerase.consolidation import consolidate
 from zerase.erasure import erase
 from zerase.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
 from zerase.generate import generate
@@ -41,7 +44,7 @@ from zerase.world.profile import world_axis
 
 CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
 DEFAULT_SETS = ("red", "red,circle", "red,circle,Mira", "red,circle,outlined,Mira")
-METHODS = ("average", "sum", "ties", "calibrated", "closed_form")
+METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated")
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
 
 
@@ -114,6 +117,8 @@ def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: l
         return [low_rank(ties(artifacts), artifacts[0], name, "ties")], [1.0], time.monotonic() - started
     own, keep = fusion_prompts(profile_for(None), artifacts)  # what the service fits on
     fused = fuse_closed_form(pipe, artifacts, own, keep, sampling)
+    if method == "consolidated":  # trained from the closed form, as the service makes it
+        fused = consolidate(pipe, artifacts, own, keep, sampling, init=fused)
     return [fused], [1.0], time.monotonic() - started
 
 

@@ -89,6 +89,30 @@ def fusion_prompts(profile: ModelProfile, artifacts: Sequence[LoraArtifact], *, 
     return erase, keep
 
 
+def prompt_groups(artifacts: Sequence[LoraArtifact], erase_prompts: Sequence[Sequence[str]]
+                  ) -> dict[frozenset[int], list[str]]:
+    """The erase prompts grouped by which erasures they name. A prompt that names several erased concepts ("a red
+    circle", red and circle both erased) must lose all of them: its target is those erasures applied together."""
+    concepts = [str(a.metadata["config"]["concept"]) for a in artifacts]
+    groups: dict[frozenset[int], list[str]] = {}
+    for i, prompts in enumerate(erase_prompts):
+        for prompt in prompts:
+            named = frozenset({i} | {j for j, c in enumerate(concepts) if concept_spans(prompt, c)})
+            groups.setdefault(named, []).append(prompt)
+    return groups
+
+
+def fused_metadata(artifacts: Sequence[LoraArtifact], paths: Sequence[str], rank: int, fusion: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """A fused patch's artifact metadata: text-gated, rank `rank` at scale 1, `fusion` saying how it was made."""
+    first = artifacts[0].metadata
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "base_model": first["base_model"],
+            "target_modules": sorted({p.rsplit(".", 1)[1] for p in paths}),
+            "layers": sorted({int(p.split(".")[1]) for p in paths}), "rank": rank, "alpha": float(rank),
+            "gating": "text-only", "concept": " + ".join(str(a.metadata.get("concept")) for a in artifacts),
+            "fusion": {"sources": [a.metadata.get("concept") for a in artifacts], **fusion}}
+
+
 def caption_grams(pipe: ZImagePipeline, patch: Sequence[LoraArtifact], prompts: Sequence[str], seeds: Sequence[int],
                   sampling: SamplingSettings, paths: Sequence[str]) -> dict[str, torch.Tensor]:
     """G = mean of x·xᵀ over the caption-row inputs of each projection in `paths`, generating `prompts` at `seeds`
@@ -123,14 +147,7 @@ def fuse_closed_form(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], er
         raise ValueError("nothing to fuse")
     started = time.monotonic()
     paths = sorted({p for a in artifacts for p in a.module_paths})
-    concepts = [str(a.metadata["config"]["concept"]) for a in artifacts]
-    # A prompt that names several erased concepts ("a red circle", red and circle both erased) must lose all of
-    # them: its target is the sum of those erasures, its inputs collected with them applied together.
-    groups: dict[frozenset[int], list[str]] = {}
-    for i, prompts in enumerate(erase_prompts):
-        for prompt in prompts:
-            named = frozenset({i} | {j for j, c in enumerate(concepts) if concept_spans(prompt, c)})
-            groups.setdefault(named, []).append(prompt)
+    groups = prompt_groups(artifacts, erase_prompts)
     own = {named: caption_grams(pipe, [artifacts[j] for j in sorted(named)], prompts, seeds, sampling, paths)
            for named, prompts in groups.items()}
     kept = caption_grams(pipe, [], keep_prompts, seeds, sampling, paths)
@@ -151,14 +168,8 @@ def fuse_closed_form(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], er
         tensors[f"{path}.lora_B.weight"] = (u[:, :r] * s[:r]).contiguous()  # (d_out, r)
         tensors[f"{path}.lora_A.weight"] = vh[:r].contiguous()  # (r, d_in)
     r = tensors[f"{paths[0]}.lora_A.weight"].shape[0]
-    first = artifacts[0].metadata
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "base_model": first["base_model"],
-            "target_modules": sorted({p.rsplit(".", 1)[1] for p in paths}),
-            "layers": sorted({int(p.split(".")[1]) for p in paths}), "rank": r, "alpha": float(r),
-            "gating": "text-only", "concept": " + ".join(str(a.metadata.get("concept")) for a in artifacts),
-            "fusion": {"method": "closed_form", "sources": [a.metadata.get("concept") for a in artifacts],
-                       "ridge": ridge, "keep_weight": keep_weight, "seeds": list(seeds),
-                       "seconds": round(time.monotonic() - started, 2)}}
+    meta = fused_metadata(artifacts, paths, r, {"method": "closed_form", "ridge": ridge, "keep_weight": keep_weight,
+                                                 "seeds": list(seeds), "seconds": round(time.monotonic() - started, 2)})
     return LoraArtifact(tensors, meta, "fused")
 
 

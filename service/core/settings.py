@@ -91,9 +91,11 @@ class Settings(BaseSettings):
     # A deployment judged as served (service/deployments/evaluation.py): images of each kept concept.
     deployment_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
     # How a version of several erasures is served: "closed_form" (one caption-row patch fitted to each erasure's
-    # output at full strength, zerase.fusion; made by a worker before the version is served) or "average" (the
-    # paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the choice (RESULTS.md).
-    fusion: Literal["closed_form", "average"] = "closed_form"
+    # output at full strength, zerase.fusion), "consolidated" (that patch trained further toward each erasure's
+    # outputs and the frozen model's on the kept prompts, zerase.consolidation), both made by a worker before the
+    # version is served; or "average" (the paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the
+    # choice (RESULTS.md).
+    fusion: Literal["closed_form", "consolidated", "average"] = "closed_form"
     # Immediate mitigation (POST /erasures "mitigate": "immediate"): a prompt guard on the text encoder's caption
     # features (zerase.guard) until the trained erasure is deployed. A prompt that trips it is refused (422 naming
     # the takedown's id) or served with the concept's words replaced by its anchor; benchmarks/mitigation.py

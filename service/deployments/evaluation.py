@@ -20,6 +20,7 @@ from service.core.settings import Settings
 from service.core.store import store_for
 from service.core.tables import utcnow
 from service.deployments import service as deployments
+from service.deployments.contract import FUSED
 from service.deployments.gate import GatePolicy
 from service.deployments.judging import EvaluationStatus
 from service.deployments.models import Deployment
@@ -90,8 +91,8 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
         pipe = base_pipeline(settings)
         served = [Served(e["erasure_id"], load_artifact(local_copy(store, cache, e["uri"], e["sha256"]), pipe),
                          float(e["weight"]), categories[e["erasure_id"]]) for e in entries]
-        if fusion == "closed_form" and fused is None:
-            fused = _fuse(pipe, served, profile, store, version, settings)
+        if fusion in FUSED and fused is None:
+            fused = _fuse(pipe, served, profile, store, version, settings, fusion)
         patch = [load_artifact(local_copy(store, cache, fused["uri"], fused["sha256"]), pipe)] if fused else None
         kinds = set(categories.values())
         evaluator = evaluator_for(profile, kinds.pop() if len(kinds) == 1 else None, clip_dir=settings.clip_dir,
@@ -107,22 +108,26 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
     return {"status": EvaluationStatus.EVALUATED, "fusion": fusion or "average", **result}
 
 
-def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, settings: Settings
+def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, settings: Settings, method: str
           ) -> dict[str, Any]:
-    """The set's closed-form fused patch (zerase.fusion, on `fusion_prompts`), stored like any artifact and recorded
-    on the version."""
+    """The set's fused patch (zerase.fusion's closed form on `fusion_prompts`; "consolidated": then trained further,
+    zerase.consolidation), stored like any artifact and recorded on the version."""
     import tempfile
     from pathlib import Path
 
+    from zerase.consolidation import consolidate
     from zerase.fusion import fuse_closed_form, fusion_prompts, save_fused
 
+    started = time.monotonic()
     artifacts = [e.artifact for e in served]
     erase, keep = fusion_prompts(profile, artifacts)
     fused = fuse_closed_form(pipe, artifacts, erase, keep, profile.sampling)
+    if method == "consolidated":
+        fused = consolidate(pipe, artifacts, erase, keep, profile.sampling, init=fused)
     with tempfile.TemporaryDirectory() as tmp:
         stored = store.put(save_fused(fused, Path(tmp) / "fused.safetensors"))
     record_ = {"uri": stored.uri, "sha256": stored.sha256, "bytes": stored.bytes, "rank": fused.metadata["rank"],
-               "method": "closed_form", "seconds": fused.metadata["fusion"]["seconds"]}
+               "method": method, "seconds": round(time.monotonic() - started, 2)}
     with session_factory(settings.database_url)() as db:
         deployments.get(db, version).fused = record_
         record(db, EVALUATOR, "deployment.fuse", f"deployment:{version}", record_)

@@ -32,7 +32,7 @@ class Deployment(Base):
     # Why the waiting activation did not happen: {code, detail, gate?}.
     refusal: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # How several erasures are served (ZERASE_FUSION when the version was made): None or "average" (the stack at
-    # `weight` each), "closed_form" (one patch fitted by a worker, zerase.fusion: `fused` = {uri, sha256, rank}).
+    # `weight` each), or one of contract.FUSED (one patch made by a worker: `fused` = {uri, sha256, rank, method}).
     fusion: Mapped[str | None] = mapped_column(String(16))
     fused: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The prompt guard served with the set (service/deployments/guard.py): [{erasure_id, concept, category,

@@ -18,7 +18,7 @@ from service.core import events
 from service.core.db import serialize_writes
 from service.core.errors import Conflict, Invalid, NotFound
 from service.core.tables import utcnow
-from service.deployments.contract import BASE_VERSION, MAX_WEIGHT
+from service.deployments.contract import BASE_VERSION, FUSED, MAX_WEIGHT
 from service.deployments.gate import GatePolicy, Miss
 from service.deployments.judging import EvaluationStatus, Verdict, gate_check, gate_misses
 from service.deployments.models import ActiveDeployment, Deployment
@@ -248,7 +248,7 @@ def _active_ids(db: Session) -> tuple[int, list[str]]:
 
 def _unfused(deployment: Deployment) -> bool:
     """A version served as one fused patch that a worker has not made yet."""
-    return deployment.fusion == "closed_form" and not deployment.fused
+    return deployment.fusion in FUSED and not deployment.fused
 
 
 def _wait_for_evaluation(db: Session, deployment: Deployment, actor: Actor, kind: str, based_on: int,

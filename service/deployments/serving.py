@@ -31,7 +31,7 @@ from service.core.store import ArtifactStore, file_sha256
 from service.deployments import service as deployments
 from service.deployments.admission import Admission, GenerationBusy
 from service.deployments.batching import Batcher, Pending
-from service.deployments.contract import BASE_VERSION, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE
+from service.deployments.contract import BASE_VERSION, FUSED, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ class GenerationService:
                 return version
             deployment = deployments.get(db, version) if active is not None else None
             entries = deployment.entries if deployment is not None else []
-            fused = deployment.fused if deployment is not None and deployment.fusion == "closed_form" else None
+            fused = deployment.fused if deployment is not None and deployment.fusion in FUSED else None
             guard = list(deployment.guard or []) if deployment is not None else []
         self._applied = None  # until the new set is fully in place, nothing counts as applied
         try:
