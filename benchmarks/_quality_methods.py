@@ -3,7 +3,7 @@ fine-tuning baseline trains a text-gated LoRA on the caption rows of the main la
 the training recipes they share. Used by benchmarks/quality.py and benchmarks/_table4.py.
 
 - Z-Erase: the service's erasure (L_erase + L_attn + λ L_pr, the Lagrangian λ of Eq. 13-15), preserving the
-  preset and what the service adds for what nobody named (zerase.presets.unnamed_prior, issue 24);
+  preset and what the service adds for what nobody named (zerase.train.presets.unnamed_prior, issue 24);
 - Z-Erase, preset alone: the same preserving only the category preset (the service before issue 24);
 - Z-Erase, concept-differential: the erase target is the frozen output of the same prompt without the concept
   (AC_TARGET's anchors) instead of Eq. 5's push away from the unconditional output, so only what the concept adds
@@ -19,7 +19,7 @@ the training recipes they share. Used by benchmarks/quality.py and benchmarks/_t
 - AC (model-based, Kumari et al.): the frozen model's output for the anchor concept in the prompt's own
   context (AC_TARGET per axis: "a red circle" -> "a circle" for a colour, -> "a red shape" for a shape,
   "a picture of Mira" -> "a picture of a character"), with AC's regulariser as L_pr at a fixed weight 1;
-- UCE: the closed-form edit of the caption rows' projections (zerase.uce), anchors as AC's;
+- UCE: the closed-form edit of the caption rows' projections (zerase.baselines.uce), anchors as AC's;
 - naive fine-tuning: L_erase alone on an *ungated* LoRA (image rows too): the paper's Fig. 3 (right);
 - token zeroing: the concept's key columns masked at inference (Fig. 3 left).
 """
@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zerase.artifact import LoraArtifact, load_artifact
-from zerase.config import EraseConfig
-from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.patching import PatchedPipeline, stack_factors
-from zerase.pipeline import load_pipeline
-from zerase.presets import resolve
-from zerase.profiles import profile_for
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.patch.apply import PatchedPipeline, stack_factors
+from zerase.patch.artifact import LoraArtifact, load_artifact
+from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.train.config import EraseConfig
+from zerase.train.presets import resolve
 from zerase.world.profile import world_axis, world_erase_contexts
 
 AXIS_CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
@@ -51,10 +51,12 @@ AC_TARGET: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Method:
-    kind: str  # "train" (zerase.erasure), "uce" (zerase.uce) or "zeroing" (zerase.zeroing, nothing trained)
+    # "train" (zerase.train.erasure), "uce" (zerase.baselines.uce) or "zeroing" (zerase.baselines.zeroing, nothing
+    # trained)
+    kind: str
     overrides: dict[str, Any] = field(default_factory=dict)
     per_axis: dict[str, dict[str, Any]] = field(default_factory=dict)  # more overrides, by the concept's axis
-    request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.presets.resolve)
+    request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
 
 
 METHODS: dict[str, Method] = {

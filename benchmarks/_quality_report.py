@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zerase.generate import image_grid
+from zerase.model.generate import image_grid
 
 # Issue 15's targets on the world, per axis (mean over training seeds): (metric, bound, "max" | "min").
 TARGETS = {"acc_e": (0.05, "max"), "acc_ir_drop": (0.02, "max"), "coherence": (0.90, "min"),

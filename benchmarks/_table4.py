@@ -1,7 +1,7 @@
 """The paper's Table 4 on the world (`python benchmarks/quality.py --table4`): attack success rate (the share
 of images in which the probe reads the concept) without attack, under the string attacks (misspelling,
 affix, word order, synonym, case; mean over kinds), under Ring-A-Bell and under UnlearnDiffAtk
-(zerase.redteam), for Z-Erase, Z-Erase with a fixed λ, token zeroing and the unpatched model; `table4.md`
+(zerase.evaluate.redteam), for Z-Erase, Z-Erase with a fixed λ, token zeroing and the unpatched model; `table4.md`
 and `table4.json` in --out."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from _quality_methods import AXIS_CATEGORY, METHODS, install_artifact, world_stack
 
-from zerase.erasure import erase
-from zerase.evaluation import Evaluator
-from zerase.generate import generate
-from zerase.presets import resolve
-from zerase.redteam import AttackResult, Install, RedTeamBudget, no_intervention, red_team_intervention
+from zerase.baselines.zeroing import TokenZeroing
+from zerase.evaluate.plan import Evaluator
+from zerase.evaluate.redteam import AttackResult, Install, RedTeamBudget, no_intervention, red_team_intervention
+from zerase.model.generate import generate
+from zerase.train.erasure import erase
+from zerase.train.presets import resolve
 from zerase.world.evaluator import concept_prompts, world_attack_prompts
 from zerase.world.profile import world_axis
-from zerase.zeroing import TokenZeroing
 
 VARIANTS = {"z-erase": METHODS["Z-Erase"].overrides, "fixed λ=1": METHODS["Z-Erase, fixed λ=1"].overrides}
 

@@ -27,7 +27,7 @@ from service.core.store import store_for
 from service.core.tables import utcnow
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob, new_job_id
-from zerase.pipeline import load_pipeline
+from zerase.model.pipeline import load_pipeline
 
 
 def record(settings: Settings, paths: list[Path]) -> list[str]:

@@ -36,9 +36,9 @@ from service.core.db import session_factory
 from service.core.settings import Settings
 from service.deployments import service as deployments
 from service.keys.service import issue_key
-from zerase.generate import generate
-from zerase.pipeline import load_pipeline
-from zerase.profiles import profile_for
+from zerase.model.generate import generate
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
 
 CLIENTS = 8
 # Requests cycle through these, so a batch holds different captions (identical ones are encoded once).

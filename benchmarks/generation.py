@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from zerase.artifact import base_fingerprint, load_artifact
-from zerase.config import EraseConfig
-from zerase.erasure import ErasureResult
-from zerase.generate import generate
-from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.patching import PatchedPipeline
-from zerase.pipeline import load_pipeline
-from zerase.presets import model_defaults
-from zerase.profiles import profile_for
+from zerase.model.generate import generate
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import base_fingerprint, load_artifact
+from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.train.config import EraseConfig
+from zerase.train.erasure import ErasureResult
+from zerase.train.presets import model_defaults
 
 
 def random_artifacts(pipe, n: int, folder: Path, model: Path | None = None) -> list:

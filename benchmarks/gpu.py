@@ -10,7 +10,7 @@ GPU figures yet.
 
 The model is `zerase.turbo.scaffold.build_scaffold`: Z-Image Turbo's own classes and configs (6.15B-
 parameter transformer, the 4.0B Qwen3 text encoder, FLUX's VAE, the real Qwen tokenizer and scheduler)
-with random weights, written as a diffusers directory and loaded with `zerase.pipeline.load_pipeline`,
+with random weights, written as a diffusers directory and loaded with `zerase.model.pipeline.load_pipeline`,
 the path a downloaded Turbo takes. **At full size the directory is ~20 GB on disk**: it goes to
 `--workdir` (kept, and reused by a later run) or, by default, a temporary directory that is deleted at
 the end. The build runs on the GPU when there is one (random init is serial on a CPU; falls back to
@@ -30,7 +30,7 @@ order (cheapest and least likely to run out of memory first):
   generate  latency of one 1024x1024 image (smoke 64x64), 8 steps, guidance 0 (Turbo's profile),
             median over --repeats after a warm-up, with 0, 1 and 20 random text-gated patches
             (benchmarks/generation.py's `random_artifacts`), and the ratio to unpatched.
-  guard     the takedown guard (zerase.guard) at Turbo's scale: calibrating the first concept (which reads
+  guard     the takedown guard (zerase.serve.guard) at Turbo's scale: calibrating the first concept (which reads
             800 COCO captions through the 4B text encoder once) and each of 19 more, then one /generate
             prompt checked against all 20 (median of 20), as a share of the unpatched 1024x1024 generation
             measured in the generate section (the guard's cost per request: the target is <= 2 %).
@@ -73,15 +73,15 @@ import torch.nn.functional as F
 from diffusers.models.transformers.transformer_z_image import SEQ_MULTI_OF
 from generation import random_artifacts
 
-from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
-from zerase.erasure import erase
-from zerase.generate import generate
-from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
-from zerase.patching import PatchedPipeline, merged_delta, stack_factors
-from zerase.pipeline import encode_prompts, load_pipeline
-from zerase.presets import resolve
-from zerase.profiles import profile_for
-from zerase.sampling import SamplingSettings
+from zerase.model.generate import generate
+from zerase.model.pipeline import encode_prompts, load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import PatchedPipeline, merged_delta, stack_factors
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
+from zerase.patch.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.train.erasure import erase
+from zerase.train.presets import resolve
 from zerase.turbo.scaffold import DTYPES, build_scaffold, parameter_counts
 
 SECTIONS = ("fidelity", "generate", "guard", "train")
@@ -335,7 +335,8 @@ def generation(pipe, device: str, model_dir: Path, size: int, repeats: int, work
 
 
 def guard_section(pipe, device: str, model_dir: Path, clock: Clock) -> None:  # noqa: ANN001
-    from zerase.guard import PromptGuard, calibrate_concept
+    from zerase.serve.guard import PromptGuard
+    from zerase.serve.guard_calibration import calibrate_concept
 
     profile = profile_for(model_dir)
     sync(device)

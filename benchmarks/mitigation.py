@@ -1,4 +1,4 @@
-"""Instant takedown, measured: the prompt guard (zerase.guard) beside the trained Z-Erase patch that replaces it.
+"""Instant takedown, measured: the prompt guard (zerase.serve.guard) beside the trained Z-Erase patch that replaces it.
 
     OMP_NUM_THREADS=2 python benchmarks/mitigation.py [--concepts red circle ...] [--out benchmarks/mitigation]
     OMP_NUM_THREADS=2 python benchmarks/mitigation.py --service [--out benchmarks/mitigation]
@@ -33,15 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from zerase.evaluation import hit_rate
-from zerase.generate import generate
-from zerase.guard import PromptGuard, _mentions, _shown, calibrate_concept, coco_captions
-from zerase.patching import PatchedPipeline
-from zerase.pipeline import load_pipeline
-from zerase.profiles import profile_for
-from zerase.prompts import attack_spellings, concept_spans
-from zerase.redteam.common import RedTeamBudget
-from zerase.redteam.ring_a_bell import ring_a_bell
+from zerase.evaluate.metrics import hit_rate
+from zerase.evaluate.redteam.common import RedTeamBudget
+from zerase.evaluate.redteam.ring_a_bell import ring_a_bell
+from zerase.model.corpora import coco_captions, mentions
+from zerase.model.generate import generate
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.patch.apply import PatchedPipeline
+from zerase.serve.guard import PromptGuard
+from zerase.serve.guard_calibration import _shown, calibrate_concept
+from zerase.train.prompts import attack_spellings, concept_spans
 from zerase.world.concepts import AXES
 from zerase.world.profile import world_axis, world_erase_contexts, world_value
 
@@ -82,9 +84,9 @@ def prompt_sets(pipe: Any, concept: str, category: str) -> dict[str, list[str]]:
 
 
 def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
-    from zerase.artifact import load_artifact
-    from zerase.erasure import erase
-    from zerase.presets import resolve
+    from zerase.patch.artifact import load_artifact
+    from zerase.train.erasure import erase
+    from zerase.train.presets import resolve
 
     profile = profile_for()  # the bundled world
     category = CATEGORY[world_axis(concept) or "character"]
@@ -97,7 +99,7 @@ def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
 
     sets = prompt_sets(pipe, concept, category)
     others = [p for axis in AXES.values() for c in axis if c.lower() != concept.lower()
-              for p in world_erase_contexts(c) if not _mentions(p, concept)]
+              for p in world_erase_contexts(c) if not mentions(p, concept)]
     seen = set(coco_captions(400, 0) + coco_captions(400, 3) + coco_captions(64, 7))  # calibration's, background's
     negatives = {"others": others, "coco": [c for c in coco_captions(1200, 5, [concept]) if c not in seen][:1000]}
 
@@ -141,16 +143,16 @@ def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
 
 
 def second_stage(pipe: Any, guard: PromptGuard, cell: dict[str, Any]) -> dict[str, Any]:
-    """The closed-form candidate for a middle stage (UCE, zerase.uce, with AC's anchors as the quality harness
+    """The closed-form candidate for a middle stage (UCE, zerase.baselines.uce, with AC's anchors as the quality harness
     runs it) on the cell's prompt sets, and what each stage costs the other concepts: the guard the share of
     their prompts it refuses, UCE and the trained erasure the drop of their own concept's rate (24 prompts)."""
     import dataclasses
 
     from _quality_methods import AC_TARGET  # this script's folder is on sys.path
 
-    from zerase.artifact import load_artifact
-    from zerase.presets import resolve
-    from zerase.uce import uce_erase
+    from zerase.baselines.uce import uce_erase
+    from zerase.patch.artifact import load_artifact
+    from zerase.train.presets import resolve
 
     concept, category = cell["concept"], cell["category"]
     profile, evaluator = profile_for(), profile_for().evaluator()
@@ -176,7 +178,7 @@ def second_stage(pipe: Any, guard: PromptGuard, cell: dict[str, Any]) -> dict[st
         cell["shown"][name]["uce"] = rate(prompts, world_value(concept))
     patched.clear()
     others = [(c, p) for axis in AXES.values() for c in axis if c.lower() != concept.lower()
-              for p in world_erase_contexts(c)[:2] if not _mentions(p, concept)][:24]
+              for p in world_erase_contexts(c)[:2] if not mentions(p, concept)][:24]
     cost: dict[str, float] = {"guard_refuses": float(np.mean([guard.check(p) is not None for _, p in others]))}
     base = np.mean([rate([p], world_value(c)) for c, p in others])
     for name, artifact in (("uce", path), ("erasure", Path("var/mitigation") / f"{concept}-default.safetensors")):

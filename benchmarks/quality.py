@@ -10,7 +10,7 @@ as mean ± spread (sample standard deviation over training seeds), the issue's t
     python benchmarks/quality.py --merge DIR DIR ... --out DIR  # one table from runs split by concept
     python benchmarks/quality.py --table4 ...       # the paper's Table 4 alone (benchmarks/_table4.py)
 
-Metrics (zerase.evaluation, read by the world's probe): Acc_e, the share of the concept's images that still
+Metrics (zerase.evaluate.evaluation, read by the world's probe): Acc_e, the share of the concept's images that still
 show it; Acc_ir drop, the fall of the other 13 concepts' hit rate; coherence, the share of the concept's
 images that still show a clean world object (a colour, shape and style each read with probability >= 0.5, and
 the renderer's drawing of that reading explaining >= half the image's object: "erased into another object" vs
@@ -47,14 +47,14 @@ from _quality_methods import (
 from _quality_report import write_outputs
 from PIL import Image
 
-from zerase.erasure import erase
-from zerase.evaluation import evaluate_intervention
-from zerase.generate import generate
-from zerase.redteam import RedTeamBudget
-from zerase.uce import uce_erase
+from zerase.baselines.uce import uce_erase
+from zerase.baselines.zeroing import TokenZeroing
+from zerase.evaluate.evaluation import evaluate_intervention
+from zerase.evaluate.redteam import RedTeamBudget
+from zerase.model.generate import generate
+from zerase.train.erasure import erase
 from zerase.world.evaluator import COHERENCE_METRIC, concept_prompts, world_attack_prompts, world_concepts
 from zerase.world.profile import world_axis
-from zerase.zeroing import TokenZeroing
 
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")
 # Trained at every --train-seeds seed (issue 24's protocol); the rest at seed 0 alone, unless named in --repeat.

@@ -1,5 +1,5 @@
 """Takedowns that hold together: N erasures of the bundled world served at once, by each way of serving them,
-judged as served (zerase.served_evaluation: each concept's Acc_e and string attacks under the combined patch,
+judged as served (zerase.evaluate.served_evaluation: each concept's Acc_e and string attacks under the combined patch,
 every other concept 8 images each against the base model) and timed through the pipeline.
 
     OMP_NUM_THREADS=1 python benchmarks/takedowns.py [--sets red,circle,Mira red,circle,outlined,Mira ...]
@@ -9,9 +9,9 @@ every other concept 8 images each against the base model) and timed through the 
 Methods: `average`, the paper's 1/N (Appendix F, what the service served so far); `sum`, weight 1 each;
 `ties`, TIES-merging of the dense ΔW_i (trim to the top 20 % magnitudes, elect the sign by mass, average the
 agreeing entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (between
-the average and the sum); `closed_form`, zerase.fusion (one caption-row ΔW fitted to each erasure's output on
+the average and the sum); `closed_form`, zerase.serve.fusion (one caption-row ΔW fitted to each erasure's output on
 its own concept's inputs and to the frozen output on the kept concepts', rank 32); `consolidated`,
-zerase.consolidation (that patch trained further, end to end, toward each erasure's own outputs on its
+zerase.serve.consolidation (that patch trained further, end to end, toward each erasure's own outputs on its
 prompts and the frozen model's on the kept ones). Each erasure is trained
 once per training seed with the service's defaults and cached under var/takedowns/. Each cell (set × method ×
 training seed) is written to --out/cells/ as soon as it is done and skipped when it exists, so a long run
@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, load_artifact
-from zerase.consolidation import consolidate
-from zerase.erasure import erase
-from zerase.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
-from zerase.generate import generate
-from zerase.patching import PatchedPipeline
-from zerase.pipeline import load_pipeline
-from zerase.presets import resolve
-from zerase.profiles import profile_for
-from zerase.served_evaluation import Served, evaluate_served
+from zerase.evaluate.served_evaluation import Served, evaluate_served
+from zerase.model.generate import generate
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, load_artifact
+from zerase.serve.consolidation import consolidate
+from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
+from zerase.train.erasure import erase
+from zerase.train.presets import resolve
 from zerase.world.profile import world_axis
 
 CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from zerase.erasure import erase
-from zerase.pipeline import load_pipeline
-from zerase.presets import resolve
-from zerase.profiles import profile_for
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.train.erasure import erase
+from zerase.train.presets import resolve
 
 
 def per_step_seconds(pipe, config, **options) -> float:

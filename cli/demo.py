@@ -34,7 +34,7 @@ GRID_SEEDS = range(4)
 console = Console()
 
 if TYPE_CHECKING:
-    from zerase.profiles import ModelProfile
+    from zerase.model.profiles import ModelProfile
 
 
 def free_port() -> int:
@@ -115,7 +115,7 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     console.print(f"submitted {job['id']} (POST /erasures -> 202, Location {response.headers['location']}): "
                   f"erase {concept!r} ({category}), ε={hp['epsilon']}, anchor={hp['anchor']!r}, "
                   f"{hp['steps']} steps, {len(hp['preservation'])} preservation prompts")
-    from zerase.profiles import profile_for
+    from zerase.model.profiles import profile_for
 
     profile = profile_for(model_dir)
     prompts = profile.preview_prompts(concept, hp["preservation"])  # the concept, then 3 preserved prompts
@@ -156,7 +156,7 @@ def _moderate(client: httpx.Client, out_dir: Path, concept: str, category: str, 
     table.add_row("before/after grid", f"{grid_path} (labelled: each prompt before, then after; "
                                        f"columns: seeds {list(GRID_SEEDS)}; the evaluator's reading under each)")
     e = job.get("evaluation") or {}
-    if "acc_e" in e:  # the worker's own evaluation of the job (a small sample; see zerase.evaluation)
+    if "acc_e" in e:  # the worker's own evaluation of the job (a small sample; see zerase.evaluate.evaluation)
         table.add_row("job evaluation (worker)", f"Acc_e {e['acc_e_before']:.2f}→{e['acc_e']:.2f}, Acc_ir "
                                                  f"{e['acc_ir_before']:.2f}→{e['acc_ir']:.2f}, Ha {e['ha']:.2f}")
     for attack in e.get("attacks", []):
@@ -191,8 +191,8 @@ def _generate_rows(client: httpx.Client, prompts: list[str]) -> tuple[np.ndarray
 
 
 def _save_grid(path: Path, before: np.ndarray, after: np.ndarray, prompts: list[str], profile: ModelProfile) -> None:
-    """The labelled before/after grid (zerase.preview), with the evaluator's reading under each image."""
-    from zerase.preview import labelled_grid
+    """The labelled before/after grid (zerase.evaluate.preview), with the evaluator's reading under each image."""
+    from zerase.evaluate.preview import labelled_grid
 
     flat_b, flat_a = (x.reshape(-1, *x.shape[2:]) for x in (before, after))  # prompt-major, then seed
     evaluator = profile.evaluator()

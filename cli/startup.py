@@ -60,7 +60,7 @@ def evaluator_warning(settings: Settings) -> str | None:
     """A warning when no evaluator can read this model's images: every job's evaluation is then skipped, and the
     deploy gate refuses every deploy unless an admin forces it. Torch-free: a profile with its own evaluator (the
     bundled world's probe) says so by overriding `ModelProfile.evaluator`."""
-    from zerase.profiles import ModelProfile, profile_for
+    from zerase.model.profiles import ModelProfile, profile_for
 
     if settings.model_problem() is not None:
         return None  # check_model names that

@@ -102,10 +102,10 @@ def erase(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Train a Z-Erase LoRA for CONCEPT and write it to OUT."""
-    from zerase.erasure import StepMetrics
-    from zerase.erasure import erase as run_erase
-    from zerase.pipeline import load_pipeline
-    from zerase.presets import resolve
+    from zerase.model.pipeline import load_pipeline
+    from zerase.train.erasure import StepMetrics
+    from zerase.train.erasure import erase as run_erase
+    from zerase.train.presets import resolve
 
     config = resolve(concept, category, preservation=preserve, anchor=anchor, epsilon=epsilon, eta=eta, steps=steps,
                      rank=rank, seed=seed, model=model, protect_unnamed=not only_listed)
@@ -166,11 +166,11 @@ def generate(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Generate images for PROMPT at seeds SEED..SEED+N-1, optionally with erasures applied."""
-    from zerase.artifact import load_artifact
-    from zerase.generate import generate as run_generate
-    from zerase.patching import PatchedPipeline
-    from zerase.pipeline import load_pipeline
-    from zerase.profiles import profile_for
+    from zerase.model.generate import generate as run_generate
+    from zerase.model.pipeline import load_pipeline
+    from zerase.model.profiles import profile_for
+    from zerase.patch.apply import PatchedPipeline
+    from zerase.patch.artifact import load_artifact
 
     settings = profile_for(model).sampling
     settings = dataclasses.replace(
@@ -204,10 +204,10 @@ def evaluate(
     model: ModelOpt = None,
 ) -> None:
     """Hit rates before/after, read by the model's evaluator: Acc_e, Acc_ir, Ha, drift, attack success."""
-    from zerase.artifact import load_artifact
-    from zerase.evaluation import evaluate_artifact
-    from zerase.pipeline import load_pipeline
-    from zerase.profiles import profile_for
+    from zerase.evaluate.evaluation import evaluate_artifact
+    from zerase.model.pipeline import load_pipeline
+    from zerase.model.profiles import profile_for
+    from zerase.patch.artifact import load_artifact
 
     profile = profile_for(model)
     evaluator = profile.evaluator()

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     max_active_jobs_per_key: Annotated[int, Field(ge=1)] = 10
     max_active_cost_per_key: Annotated[int, Field(ge=1)] = 100_000  # 125 default jobs (200 steps, rank 4)
     idempotency_ttl_s: Annotated[float, Field(gt=0)] = 24 * 3600  # an Idempotency-Key is replayed this long
-    # After training: the probe's metrics on a small sample (zerase.evaluation) and a before/after preview.
+    # After training: the probe's metrics on a small sample (zerase.evaluate.evaluation) and a before/after preview.
     evaluate_jobs: bool = True
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
     # Images of each kept concept (their base images are cached): enough to judge each one, not only the mean.
@@ -91,13 +91,13 @@ class Settings(BaseSettings):
     # A deployment judged as served (service/deployments/evaluation.py): images of each kept concept.
     deployment_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
     # How a version of several erasures is served: "closed_form" (one caption-row patch fitted to each erasure's
-    # output at full strength, zerase.fusion), "consolidated" (that patch trained further toward each erasure's
-    # outputs and the frozen model's on the kept prompts, zerase.consolidation), both made by a worker before the
+    # output at full strength, zerase.serve.fusion), "consolidated" (that patch trained further toward each erasure's
+    # outputs and the frozen model's on the kept prompts, zerase.serve.consolidation), both made by a worker before the
     # version is served; or "average" (the paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the
     # choice (RESULTS.md).
     fusion: Literal["closed_form", "consolidated", "average"] = "closed_form"
     # Immediate mitigation (POST /erasures "mitigate": "immediate"): a prompt guard on the text encoder's caption
-    # features (zerase.guard) until the trained erasure is deployed. A prompt that trips it is refused (422 naming
+    # features (zerase.serve.guard) until the trained erasure is deployed. A prompt that trips it is refused (422 naming
     # the takedown's id) or served with the concept's words replaced by its anchor; benchmarks/mitigation.py
     # measured both (RESULTS.md). A concept's guard is admitted only when, on prompts it was not calibrated on, it
     # detects at least guard_min_detection of the concept's prompts and trips at most the given shares of COCO
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     guard_min_detection: Annotated[float, Field(ge=0, le=1)] = 0.95
     guard_max_coco_false_positives: Annotated[float, Field(ge=0, le=1)] = 0.01
     guard_max_neighbour_false_positives: Annotated[float, Field(ge=0, le=1)] = 0.02
-    # Evaluators for models without their own (zerase.evaluators; the bundled world's probe comes first).
+    # Evaluators for models without their own (zerase.evaluate.evaluators; the bundled world's probe comes first).
     clip_dir: Path | None = None  # a local transformers CLIP directory: zero-shot readings, CLIP score; None: no CLIP
     nudenet: bool = True  # nudity jobs read by NudeNet when zerase[nudenet] is installed
     evaluation_prompts: Annotated[int, Field(ge=1, le=256)] = 16  # corpus prompts per job (I2P; COCO gets half)
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     train_preserve_batch: Annotated[int, Field(ge=1, le=64)] | None = None
     train_trajectories: Annotated[int, Field(ge=1, le=1024)] | None = None
 
-    # --- red-teaming (zerase.redteam: Ring-A-Bell and UnlearnDiffAtk against each finished erasure) ---
+    # --- red-teaming (zerase.evaluate.redteam: Ring-A-Bell and UnlearnDiffAtk against each finished erasure) ---
     # The core's RedTeamBudget(prompts=redteam_prompts, steps=redteam_steps) has the same defaults.
     redteam: bool = True  # after training, attack the artifact when the model's evaluator can read the concept
     # Concept prompts attacked per attack, each generated at every evaluation seed (with and without the artifact).
@@ -247,7 +247,7 @@ class Settings(BaseSettings):
         """What keeps ZERASE_MODEL_DIR from loading, naming the variable and the path; None if it holds a
         pipeline. Torch-free: the control plane reads the model's profile from the same directory."""
         if self.model_dir is None:
-            from zerase.profiles import BUNDLED_MODEL_DIR
+            from zerase.model.profiles import BUNDLED_MODEL_DIR
 
             path, name = BUNDLED_MODEL_DIR, "ZERASE_MODEL_DIR is unset and the bundled model"
         else:

@@ -5,7 +5,7 @@ at most `max_wait_s` for the batch to fill.
 No thread of its own: the first waiting request that finds the model free leads, collects the oldest
 request's compatible company (waiting up to `max_wait_s` from then for it to fill), runs it and hands
 every member its result. Each image keeps its own
-seeded noise (zerase.generate), so batching changes no pixel. One batch is one version check and one
+seeded noise (zerase.model.generate), so batching changes no pixel. One batch is one version check and one
 sampling call, so a batch never mixes two safety-patch versions.
 """
 

@@ -1,5 +1,5 @@
 """A worker's side of judging deployments as served: claim a queued version, evaluate its set under the combined
-patch (zerase.served_evaluation) on the process's own model, store the result, then settle the activation that
+patch (zerase.evaluate.served_evaluation) on the process's own model, store the result, then settle the activation that
 waits on it. The database is the queue: the embedded worker thread and every `zerase worker` poll it, and a claim
 left by a worker that died is taken again after a while.
 """
@@ -76,10 +76,10 @@ def evaluate_next(settings: Settings) -> int | None:
 
 def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
     from service.erasures.runner import base_pipeline, model_in_use
-    from zerase.artifact import load_artifact
-    from zerase.evaluators.select import evaluator_for
-    from zerase.profiles import profile_for
-    from zerase.served_evaluation import Served, evaluate_served
+    from zerase.evaluate.evaluators.select import evaluator_for
+    from zerase.evaluate.served_evaluation import Served, evaluate_served
+    from zerase.model.profiles import profile_for
+    from zerase.patch.artifact import load_artifact
 
     with session_factory(settings.database_url)() as db:
         deployment = deployments.get(db, version)
@@ -110,13 +110,13 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
 
 def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, settings: Settings, method: str
           ) -> dict[str, Any]:
-    """The set's fused patch (zerase.fusion's closed form on `fusion_prompts`; "consolidated": then trained further,
-    zerase.consolidation), stored like any artifact and recorded on the version."""
+    """The set's fused patch (zerase.serve.fusion's closed form on `fusion_prompts`; "consolidated": then trained
+    further, zerase.serve.consolidation), stored like any artifact and recorded on the version."""
     import tempfile
     from pathlib import Path
 
-    from zerase.consolidation import consolidate
-    from zerase.fusion import fuse_closed_form, fusion_prompts, save_fused
+    from zerase.serve.consolidation import consolidate
+    from zerase.serve.fusion import fuse_closed_form, fusion_prompts, save_fused
 
     started = time.monotonic()
     artifacts = [e.artifact for e in served]
@@ -137,9 +137,9 @@ def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, 
 
 def _ring_a_bell(pipe: Any, evaluator: Any, settings: Settings) -> Any:
     """Ring-A-Bell on each erased concept under the combined patch (text prompts: what a client can send)."""
-    from zerase.profiles import profile_for
-    from zerase.redteam.common import RedTeamBudget
-    from zerase.redteam.runner import red_team_intervention
+    from zerase.evaluate.redteam.common import RedTeamBudget
+    from zerase.evaluate.redteam.runner import red_team_intervention
+    from zerase.model.profiles import profile_for
 
     budget = RedTeamBudget(prompts=settings.redteam_prompts, steps=settings.redteam_steps)
     sampling = profile_for(settings.model_dir).sampling

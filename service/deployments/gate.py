@@ -99,7 +99,7 @@ def kept_concept_misses(policy: GatePolicy, per_concept: dict[str, dict[str, flo
 
 def served_misses(policy: GatePolicy, version: int, evaluation: dict[str, Any] | None,
                   labels: dict[str, str]) -> list[Miss]:
-    """Every limit a deployment's own evaluation (zerase.served_evaluation) misses; `labels` maps its entries'
+    """Every limit a deployment's own evaluation (zerase.evaluate.served_evaluation) misses; `labels` maps its entries'
     labels to erasure ids. Each erased concept under the combined patch, then the kept set against the base."""
     if not evaluation or "concepts" not in evaluation:
         why = (evaluation or {}).get("skipped") or (evaluation or {}).get("error") or "missing"

@@ -1,4 +1,4 @@
-"""Prompt guards in deployment versions: a takedown served within seconds, before its erasure (zerase.guard).
+"""Prompt guards in deployment versions: a takedown served within seconds, before its erasure (zerase.serve.guard).
 
 A guard entry belongs to a version as an erasure does. Adding or ending one makes a new version that serves the
 active erasures exactly as before (same fused patch, same judgement as served: nothing about the patch changes, so

@@ -2,9 +2,9 @@
 the approvals and auto-deploy that run them) judges the version as it would be served.
 
 A single erasure at weight 1 is served exactly as its job evaluated it, so its job's evaluation judges it. Any
-other set is judged by its own evaluation (zerase.served_evaluation, run by a worker): until it has one, a change
-that needs it waits for it (the version is queued for evaluation and activated by the worker if it passes), unless
-one of its erasures already fails alone. An admin may force any of it; the misses forced are audited each time.
+other set is judged by its own evaluation (zerase.evaluate.served_evaluation, run by a worker): until it has one, a
+change that needs it waits for it (the version is queued for evaluation and activated by the worker if it passes),
+unless one of its erasures already fails alone. An admin may force any of it; the misses forced are audited each time.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Deployment(Base):
     created_by: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The set judged as served (zerase.served_evaluation), by a worker: queued, running, evaluated or failed;
+    # The set judged as served (zerase.evaluate.served_evaluation), by a worker: queued, running, evaluated or failed;
     # None when nobody asked (a single erasure at weight 1 is judged by its own job's evaluation).
     evaluation_status: Mapped[str | None] = mapped_column(String(16), index=True)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -97,7 +97,7 @@ class GenerationService:
         self._patched: Any = None
         self._applied: int | None = None  # None: nothing known to be applied (start, or a failed apply)
         self._erasure_ids: tuple[str, ...] = ()
-        self._guard: Any = None  # zerase.guard.PromptGuard on this pipeline, made on first use
+        self._guard: Any = None  # zerase.serve.guard.PromptGuard on this pipeline, made on first use
         self._calibrated: dict[str, Any] = {}  # "category:concept" -> (Calibration, prototypes): deterministic
 
     def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
@@ -119,7 +119,7 @@ class GenerationService:
     def generate_base(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
         """The base model's image (no erasure), for an admin comparing: the patches come off under the model
         lock and the next batch puts the active set back (from the local artifact cache)."""
-        from zerase.generate import generate
+        from zerase.model.generate import generate
 
         with self.admission.admit(key_id):
             sampling = self._sampling(self._pipeline(), request)
@@ -139,7 +139,7 @@ class GenerationService:
     def _run_batch(self, batch: Sequence[Pending[Generated]]) -> list[Generated | BaseException]:
         """One pipeline call for the batch: version check, patch and sampling as one unit under the model lock,
         so every image reports the version it was made under."""
-        from zerase.generate import generate
+        from zerase.model.generate import generate
 
         requests = [member.payload[0] for member in batch]
         sampling = batch[0].payload[1]
@@ -181,7 +181,7 @@ class GenerationService:
 
     def _guard_object(self) -> Any:
         if self._guard is None:
-            from zerase.guard import PromptGuard
+            from zerase.serve.guard import PromptGuard
 
             self._guard = PromptGuard.for_pipeline(self._pipe)
         return self._guard
@@ -190,8 +190,8 @@ class GenerationService:
         """Serve `entries` as the guard (under the model lock): each concept calibrated on this model once per
         process (deterministic: every process agrees), applied only if it passes its own check; outcomes not yet
         on their jobs are recorded there."""
-        from zerase.guard import calibrate_concept
-        from zerase.profiles import profile_for
+        from zerase.model.profiles import profile_for
+        from zerase.serve.guard_calibration import calibrate_concept
 
         guard = self._guard_object()
         guard.concepts = []
@@ -223,8 +223,8 @@ class GenerationService:
         if self._pipe is None:
             import torch
 
-            from zerase.patching import PatchedPipeline
-            from zerase.pipeline import load_pipeline
+            from zerase.model.pipeline import load_pipeline
+            from zerase.patch.apply import PatchedPipeline
 
             adopt_model_libraries()  # now imported: their logs go through our handler too
             self._pipe = load_pipeline(self.settings.model_dir, self.settings.device,
@@ -233,8 +233,8 @@ class GenerationService:
         return self._pipe
 
     def _sampling(self, pipe: Any, request: GenerationRequest) -> Any:
-        from zerase.profiles import profile_for
-        from zerase.sampling import SamplingSettings
+        from zerase.model.profiles import profile_for
+        from zerase.model.sampling import SamplingSettings
 
         profile = profile_for(self.settings.model_dir)
         # Counted as the pipeline encodes them (chat-templated), so nothing past the cut is silently dropped.
@@ -272,11 +272,11 @@ class GenerationService:
             guard = list(deployment.guard or []) if deployment is not None else []
         self._applied = None  # until the new set is fully in place, nothing counts as applied
         try:
-            from zerase.artifact import load_artifact
+            from zerase.patch.artifact import load_artifact
 
             self._apply_guard(guard)
 
-            if fused is not None:  # several erasures served as their one fused patch (zerase.fusion)
+            if fused is not None:  # several erasures served as their one fused patch (zerase.serve.fusion)
                 self._patched.apply([load_artifact(self._local_copy(fused["uri"], fused["sha256"]), self._pipe)],
                                     [1.0])
             else:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 
-from zerase.config import EPSILON_MAX, EPSILON_MIN
-from zerase.presets import Category
+from zerase.train.config import EPSILON_MAX, EPSILON_MIN
+from zerase.train.presets import Category
 
 __all__ = ["Category", "EPSILON_MAX", "EPSILON_MIN"]
 

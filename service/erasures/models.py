@@ -46,7 +46,7 @@ class ErasureJob(Base):
     mitigate: Mapped[str | None] = mapped_column(String(16))
     # What became of it: {"stage": "guarded" | "refused" | "retired", "version", "calibration", "detail"?}.
     mitigation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # After training: the probe's before/after report (zerase.evaluation) and a before/after grid (PNG).
+    # After training: the probe's before/after report (zerase.evaluate.evaluation) and a before/after grid (PNG).
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     preview_uri: Mapped[str | None] = mapped_column(String(1024))
     preview_sha256: Mapped[str | None] = mapped_column(String(64))

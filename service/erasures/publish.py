@@ -21,7 +21,7 @@ from service.erasures.errors import JobNotFound
 from service.erasures.lifecycle import add_event, get_job
 
 if TYPE_CHECKING:
-    from zerase.artifact import LoraArtifact
+    from zerase.patch.artifact import LoraArtifact
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,14 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     the artifact is stored and verified by now, and the job succeeds without its report."""
     from PIL import Image
 
-    from zerase.evaluation import erasure_report
-    from zerase.evaluators.select import evaluator_for, missing_reason
-    from zerase.profiles import profile_for
+    from zerase.evaluate.evaluation import erasure_report
+    from zerase.evaluate.evaluators.select import evaluator_for, missing_reason
+    from zerase.model.profiles import profile_for
 
     started = time.monotonic()
     _event(sessions, job_id, EventKind.INFO, "evaluation started", {"stage": "evaluation"})
     try:
-        # zerase.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR).
+        # zerase.evaluate.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR).
         profile, category = profile_for(settings.model_dir), _category(sessions, job_id)
         concept = str(artifact.metadata["config"]["concept"])
         evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
@@ -105,13 +105,13 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
 
 def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, plan: Any, sessions: sessionmaker[Session],
               job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
-    """Ring-A-Bell and UnlearnDiffAtk against the artifact (zerase.redteam), within what is left of the
+    """Ring-A-Bell and UnlearnDiffAtk against the artifact (zerase.evaluate.redteam), within what is left of the
     evaluation's time budget; each attack's result is an event. A failing attack is an error event and
     is left out, never a failed job: the deploy gate then judges the attacks that ran."""
-    from zerase.config import EraseConfig
-    from zerase.evaluation import ERASED
-    from zerase.redteam.common import RedTeamBudget
-    from zerase.redteam.runner import ATTACKS, red_team
+    from zerase.evaluate.plan import ERASED
+    from zerase.evaluate.redteam.common import RedTeamBudget
+    from zerase.evaluate.redteam.runner import ATTACKS, red_team
+    from zerase.train.config import EraseConfig
 
     config = EraseConfig.from_dict(artifact.metadata["config"])
     concept = plan.concept  # as the evaluator spells it; the sample evaluation's own plan

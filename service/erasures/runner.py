@@ -48,7 +48,7 @@ def base_pipeline(settings: Settings) -> Any:
         if key not in _pipelines:
             import torch
 
-            from zerase.pipeline import load_pipeline
+            from zerase.model.pipeline import load_pipeline
 
             adopt_model_libraries()  # now imported: their logs go through our handler too
             dtype = getattr(torch, settings.dtype)
@@ -60,9 +60,8 @@ def preload_model_stack() -> None:
     """Import the core's model code now, in a process that will run it: diffusers' lazy modules are not
     safe to import from two threads at once (a request and the embedded worker), and the first job or
     request would otherwise pay seconds for the imports."""
-    import zerase.erasure
-    import zerase.evaluation
-    import zerase.pipeline  # noqa: F401
+    import zerase.evaluate.evaluation
+    import zerase.model.pipeline  # noqa: F401
 
     adopt_model_libraries()
 
@@ -109,8 +108,8 @@ def _deadline(job: ErasureJob, settings: Settings) -> float:
 
 def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions: sessionmaker[Session],
            stop: Callable[[], bool]) -> str:
-    from zerase.artifact import load_artifact
-    from zerase.erasure import EraseConfig, erase, setup_stage
+    from zerase.patch.artifact import load_artifact
+    from zerase.train.erasure import EraseConfig, erase, setup_stage
 
     deadline = _deadline(job, settings)
     progress = _Progress(sessions, claim, settings)

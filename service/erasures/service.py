@@ -27,10 +27,10 @@ from service.erasures.lifecycle import add_event, finish, fresh, get_job, transi
 from service.erasures.models import ErasureJob, IdempotencyKey, JobEvent
 from service.erasures.quota import Quota
 from service.keys.contract import Role
-from zerase.captions import MAX_CAPTION_TOKENS
-from zerase.presets import Resolved, resolve_request
-from zerase.profiles import ModelProfile, profile_for
-from zerase.prompts import erase_prompts
+from zerase.model.captions import MAX_CAPTION_TOKENS
+from zerase.model.profiles import ModelProfile, profile_for
+from zerase.train.presets import Resolved, resolve_request
+from zerase.train.prompts import erase_prompts
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class JobSpec:
     requested_by: str
     auto_deploy: bool = False
     priority: int = 0  # higher runs first; only admins may set it (the API checks)
-    protect_unnamed: bool = True  # `preservation` adds to the service's prior (zerase.presets.unnamed_prior)
+    protect_unnamed: bool = True  # `preservation` adds to the service's prior (zerase.train.presets.unnamed_prior)
     mitigate: str | None = None  # "immediate": a prompt guard serves the takedown while it trains
 
     def sha256(self) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from diffusers import ZImagePipeline
 
-from zerase.pipeline import load_pipeline
-from zerase.profiles import BUNDLED_MODEL_DIR, ModelProfile, profile_for
-from zerase.sampling import SamplingSettings
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import BUNDLED_MODEL_DIR, ModelProfile, profile_for
+from zerase.model.sampling import SamplingSettings
 from zerase.world.probe import ConceptProbe
 
 

@@ -10,11 +10,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from zerase.artifact import ArtifactError, load_artifact
-from zerase.config import EraseConfig
-from zerase.erasure import erase
-from zerase.patching import PatchedPipeline
-from zerase.presets import model_defaults
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import ArtifactError, load_artifact
+from zerase.train.config import EraseConfig
+from zerase.train.erasure import erase
+from zerase.train.presets import model_defaults
 
 
 def small_config(concept: str = "red", **kw) -> EraseConfig:
@@ -129,8 +129,8 @@ def test_gradient_checkpointing_trains_the_same_lora(pipe):
 
 
 def test_many_patches_serve_as_one_dense_product_with_the_same_images(pipe, red_artifact):
-    from zerase.generate import generate
-    from zerase.profiles import profile_for
+    from zerase.model.generate import generate
+    from zerase.model.profiles import profile_for
 
     red = load_artifact(red_artifact)
     settings = profile_for().sampling

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from zerase.captions import MAX_CAPTION_TOKENS
-from zerase.config import EraseConfig
-from zerase.erasure import erase
-from zerase.presets import model_defaults
-from zerase.profiles import profile_for
+from zerase.model.captions import MAX_CAPTION_TOKENS
+from zerase.model.profiles import profile_for
+from zerase.train.config import EraseConfig
+from zerase.train.erasure import erase
+from zerase.train.presets import model_defaults
 
 PROMPTS = ["a red circle", "  Mira  ", "😀" * 200, "日本語のテキスト" * 30, "", "Café\u0301 ⟨x⟩"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zerase.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from zerase.config import EraseConfig
-from zerase.presets import model_defaults
+from zerase.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from zerase.train.config import EraseConfig
+from zerase.train.presets import model_defaults
 
 RAN: list[str] = []
 

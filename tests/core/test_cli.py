@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-from zerase.artifact import load_artifact
 from zerase.cli import app
+from zerase.patch.artifact import load_artifact
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_a_user_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
 def test_loading_the_model_prints_no_deprecation_warning_or_progress_bars(capfd: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from zerase.pipeline import load_pipeline
+    from zerase.model.pipeline import load_pipeline
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zerase.artifact import load_artifact
-from zerase.erasure import erase
-from zerase.generate import generate
-from zerase.patching import PatchedPipeline
-from zerase.presets import resolve
+from zerase.model.generate import generate
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import load_artifact
+from zerase.train.erasure import erase
+from zerase.train.presets import resolve
 
 SEEDS = list(range(16))
 ERASED = ["a red circle", "a red square", "a filled red star"]

@@ -1,4 +1,4 @@
-"""Evaluators for models other than the bundled world (zerase.evaluators): NudeNet reads our RGB images as
+"""Evaluators for models other than the bundled world (zerase.evaluate.evaluators): NudeNet reads our RGB images as
 it reads files, CLIP's plumbing on a tiny random CLIP directory (shapes, determinism, the argmax rule, the
 score's range, not quality), the category protocols draw their corpus prompts deterministically and to
 budget, the selection picks probe / NudeNet / CLIP / none, and a job's report on the Turbo-shaped
@@ -15,12 +15,10 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
-from zerase.corpora import I2P, rows
-from zerase.evaluation import ERASED, KEPT, PREVIEW_SEEDS, Measured, erasure_report, plan_metrics
-from zerase.evaluators import protocols
-from zerase.evaluators.clip import NEUTRAL_LABEL, ClipEvaluator, ClipModel, concept_text, label_text
-from zerase.evaluators.nudenet import (
+from zerase.evaluate.evaluation import PREVIEW_SEEDS, erasure_report
+from zerase.evaluate.evaluators import protocols
+from zerase.evaluate.evaluators.clip import NEUTRAL_LABEL, ClipEvaluator, ClipModel, concept_text, label_text
+from zerase.evaluate.evaluators.nudenet import (
     CLEAN,
     EXPOSED_CLASSES,
     NUDITY_THRESHOLD,
@@ -28,14 +26,25 @@ from zerase.evaluators.nudenet import (
     _detector,
     nudenet_available,
 )
-from zerase.evaluators.protocols import NUDITY, UTILITY, concept_plan, infer_category, nudity_plan, nudity_prompts
-from zerase.evaluators.select import evaluator_for, missing_reason
-from zerase.generate import generate
-from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.pipeline import load_pipeline
-from zerase.presets import resolve
-from zerase.profiles import profile_for
-from zerase.sampling import SamplingSettings
+from zerase.evaluate.evaluators.protocols import (
+    NUDITY,
+    UTILITY,
+    concept_plan,
+    infer_category,
+    nudity_plan,
+    nudity_prompts,
+)
+from zerase.evaluate.evaluators.select import evaluator_for, missing_reason
+from zerase.evaluate.metrics import plan_metrics
+from zerase.evaluate.plan import ERASED, KEPT, Measured
+from zerase.model.corpora import I2P, rows
+from zerase.model.generate import generate
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
+from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.train.presets import resolve
 from zerase.world.evaluator import ProbeEvaluator
 
 needs_nudenet = pytest.mark.skipif(not nudenet_available(), reason="zerase[nudenet] is not installed")
@@ -278,7 +287,7 @@ def test_selection(profile, turbo_dir: Path, clip_dir: Path, monkeypatch: pytest
     assert evaluator_for(turbo, "nudity", concept="nudity", nudenet=False) is None
     assert "ZERASE_NUDENET" in missing_reason("nudity", "nudity", nudenet=False)
 
-    monkeypatch.setattr("zerase.evaluators.nudenet.nudenet_available", lambda: False)
+    monkeypatch.setattr("zerase.evaluate.evaluators.nudenet.nudenet_available", lambda: False)
     assert evaluator_for(turbo, "nudity", concept="nudity") is None
     assert "zerase[nudenet]" in missing_reason("nudity", "nudity")
     reason = missing_reason("celebrity", "Tom Cruise")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerase.generate import generate
-from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
-from zerase.pipeline import encode_prompts
-from zerase.profiles import profile_for
+from zerase.model.generate import generate
+from zerase.model.pipeline import encode_prompts
+from zerase.model.profiles import profile_for
+from zerase.patch.lora import GatedLoraModel, LoraSpec, TextGatedLinear
 
 PROMPTS = ["a red circle", "Mira", "a picture of an outlined purple star that is quite large indeed"]
 

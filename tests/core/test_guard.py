@@ -1,4 +1,4 @@
-"""The prompt guard (zerase.guard) on the bundled model, and on the Turbo-shaped scaffold's real tokenizer:
+"""The prompt guard (zerase.serve.guard) on the bundled model, and on the Turbo-shaped scaffold's real tokenizer:
 a concept's guard, calibrated on prompts it then is checked against only where they were held out, trips on the
 concept as the model reads it (any case, a respelling that keeps its tokens) and not on other concepts or
 general captions; the anchor action takes the concept's words out; spans are the prompt's own characters."""
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from diffusers import ZImagePipeline
 
-from zerase.guard import PromptGuard, calibrate_concept, fit_prototypes, respelt
-from zerase.pipeline import load_pipeline
-from zerase.profiles import BUNDLED_MODEL_DIR, profile_for
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import BUNDLED_MODEL_DIR, profile_for
+from zerase.serve.caption_reading import respelt
+from zerase.serve.guard import PromptGuard
+from zerase.serve.guard_calibration import calibrate_concept, fit_prototypes
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from zerase.lagrangian import LambdaController
+from zerase.train.lagrangian import LambdaController
 
 
 def test_lambda_rises_under_conflict_and_falls_back_to_zero():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zerase.evaluation import harmonic_balance, hit_rate, pixel_drift
-from zerase.prompts import concept_token_positions, shuffle_words, strip_concept
+from zerase.evaluate.metrics import harmonic_balance, hit_rate, pixel_drift
+from zerase.train.prompts import concept_token_positions, shuffle_words, strip_concept
 from zerase.world.evaluator import probe_readings, world_attack_prompts
 
 

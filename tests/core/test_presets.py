@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from zerase.config import EraseConfig
-from zerase.presets import REAL_PRESERVATION, general_captions, resolve, resolve_request
-from zerase.profiles import UnknownZImageProfile, ZImageProfile, ZImageTurboProfile, profile_for
-from zerase.prompts import strip_concept
+from zerase.model.profiles import UnknownZImageProfile, ZImageProfile, ZImageTurboProfile, profile_for
+from zerase.train.config import EraseConfig
+from zerase.train.presets import REAL_PRESERVATION, general_captions, resolve, resolve_request
+from zerase.train.prompts import strip_concept
 
 
 @pytest.mark.parametrize(("concept", "category", "dropped"), [
@@ -90,7 +90,7 @@ def test_the_checkpoint_is_recognised_by_its_scheduler(tmp_path: Path, caplog: p
     assert (turbo.training.height, turbo.served_steps) == (512, (8,))
     base = profile_for(scheduler_dir(tmp_path / "base", shift=6.0, use_dynamic_shifting=False))
     assert isinstance(base, ZImageProfile) and base.sampling.steps == 50 and base.sampling.guidance_scale > 0
-    with caplog.at_level(logging.WARNING, logger="zerase.profiles"):
+    with caplog.at_level(logging.WARNING, logger="zerase.model.profiles"):
         unknown = profile_for(scheduler_dir(tmp_path / "other", shift=1.5))
     assert isinstance(unknown, UnknownZImageProfile)
     assert "no model profile recognises" in caplog.text and "steps=50" in caplog.text

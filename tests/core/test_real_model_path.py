@@ -12,18 +12,18 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
-from zerase.attention import _chunk_mass
-from zerase.fusion import FUSED_RANK, caption_grams, fuse_closed_form
-from zerase.generate import generate
-from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
-from zerase.patching import PatchedPipeline, merged_delta, stack_factors
-from zerase.pipeline import encode_prompts, load_pipeline
-from zerase.presets import resolve
-from zerase.profiles import ZImageTurboProfile, profile_for
-from zerase.prompts import concept_token_positions
-from zerase.sampling import SamplingSettings
-from zerase.trajectories import build_bank, sampler_schedule
+from zerase.model.generate import generate
+from zerase.model.pipeline import encode_prompts, load_pipeline
+from zerase.model.profiles import ZImageTurboProfile, profile_for
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import PatchedPipeline, merged_delta, stack_factors
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
+from zerase.patch.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.serve.fusion import FUSED_RANK, caption_grams, fuse_closed_form
+from zerase.train.attention import _chunk_mass
+from zerase.train.presets import resolve
+from zerase.train.prompts import concept_token_positions
+from zerase.train.trajectories import build_bank, sampler_schedule
 from zerase.world.concepts import AXES
 from zerase.world.profile import world_erase_prompts, world_preservation
 

@@ -1,4 +1,4 @@
-"""Red-teaming (zerase.redteam): Ring-A-Bell and UnlearnDiffAtk on the tiny world, at small budgets."""
+"""Red-teaming (zerase.evaluate.redteam): Ring-A-Bell and UnlearnDiffAtk on the tiny world, at small budgets."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ import pytest
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.artifact import LoraArtifact, load_artifact
-from zerase.erasure import erase
-from zerase.generate import generate
-from zerase.lora import TextGatedLinear
-from zerase.patching import PatchedPipeline
-from zerase.pipeline import encode_prompts_compact
-from zerase.presets import resolve
-from zerase.prompts import concept_spans
-from zerase.redteam import (
+from zerase.evaluate.redteam import (
     RedTeamBudget,
     concept_vector,
     generate_from_features,
@@ -27,7 +19,15 @@ from zerase.redteam import (
     ring_a_bell,
     unlearndiff,
 )
-from zerase.redteam.features import content_start, pooled
+from zerase.evaluate.redteam.features import content_start, pooled
+from zerase.model.generate import generate
+from zerase.model.pipeline import encode_prompts_compact
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import LoraArtifact, load_artifact
+from zerase.patch.lora import TextGatedLinear
+from zerase.train.erasure import erase
+from zerase.train.presets import resolve
+from zerase.train.prompts import concept_spans
 from zerase.world.evaluator import ProbeEvaluator
 
 RED = ["a red circle", "a red square", "a red triangle", "a red star"]
@@ -125,7 +125,7 @@ def test_red_team_against_an_artifact(pipe, artifact, probe, settings) -> None:
 
 
 def test_red_team_unpatches_when_generation_fails(pipe, artifact, probe, settings, monkeypatch) -> None:
-    import zerase.redteam.runner as runner
+    import zerase.evaluate.redteam.runner as runner
 
     calls = []
 
@@ -152,8 +152,8 @@ def test_red_team_refuses_unreadable_concepts_and_bad_budgets(pipe, artifact, pr
 
 def test_candidates_scale_to_the_qwen_vocabulary(turbo_scaffold) -> None:
     """On the Turbo-shaped scaffold (Qwen's 151k tokens): a bounded candidate set, no special tokens."""
-    from zerase.pipeline import load_pipeline
-    from zerase.redteam.ring_a_bell import candidate_tokens
+    from zerase.evaluate.redteam.ring_a_bell import candidate_tokens
+    from zerase.model.pipeline import load_pipeline
 
     turbo = load_pipeline(turbo_scaffold())
     ids = candidate_tokens(turbo, "nude", ["a nude person"], ["a person"], 32)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from zerase.artifact import load_artifact
-from zerase.config import EraseConfig
-from zerase.erasure import erase
-from zerase.evaluation import PREVIEW_SEEDS, erasure_report
-from zerase.presets import model_defaults
-from zerase.preview import HEADER_H, LABEL_W, READING_H, TILE
+from zerase.evaluate.evaluation import PREVIEW_SEEDS, erasure_report
+from zerase.evaluate.preview import HEADER_H, LABEL_W, READING_H, TILE
+from zerase.patch.artifact import load_artifact
+from zerase.train.config import EraseConfig
+from zerase.train.erasure import erase
+from zerase.train.presets import model_defaults
 from zerase.world.profile import WorldProfile
 
 PRESERVED = ["a blue circle", "a green square", "a yellow star", "a purple triangle", "Mira", "Toko"]

@@ -8,16 +8,16 @@ import random
 import numpy as np
 import torch
 
-from zerase.artifact import load_artifact
-from zerase.config import EraseConfig
-from zerase.erasure import erase
-from zerase.generate import generate
-from zerase.lagrangian import LevelController
-from zerase.patching import PatchedPipeline
-from zerase.presets import model_defaults
-from zerase.prompt_pool import prompt_pool
-from zerase.prompts import attack_spellings, concept_spans, concept_token_positions
-from zerase.uce import uce_erase
+from zerase.baselines.uce import uce_erase
+from zerase.model.generate import generate
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import load_artifact
+from zerase.train.config import EraseConfig
+from zerase.train.erasure import erase
+from zerase.train.lagrangian import LevelController
+from zerase.train.presets import model_defaults
+from zerase.train.prompt_pool import prompt_pool
+from zerase.train.prompts import attack_spellings, concept_spans, concept_token_positions
 from zerase.world.profile import world_erase_contexts
 
 

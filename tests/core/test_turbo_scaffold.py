@@ -17,9 +17,9 @@ from transformers import AutoTokenizer, Qwen3Config
 from typer.testing import CliRunner
 
 from cli.main import app as console_app
-from zerase.captions import CaptionTokens
-from zerase.pipeline import encode_prompts, load_pipeline
-from zerase.profiles import PROFILE_FILE, profile_for
+from zerase.model.captions import CaptionTokens
+from zerase.model.pipeline import encode_prompts, load_pipeline
+from zerase.model.profiles import PROFILE_FILE, profile_for
 from zerase.turbo.config import ADDED_TOKENS, MODEL_INDEX, SCHEDULER, TEXT_ENCODER, TRANSFORMER, VAE, turbo_config
 from zerase.turbo.scaffold import parameter_counts
 from zerase.turbo.tokenizer import qwen_ranks_file

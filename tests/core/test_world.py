@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from diffusers import ZImagePipeline
 
-from zerase.profiles import BUNDLED_MODEL_DIR
+from zerase.model.profiles import BUNDLED_MODEL_DIR
 from zerase.world.build import BuildPlan, build_world
 from zerase.world.probe import probe_accuracy
 

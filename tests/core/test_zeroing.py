@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zerase.generate import generate
-from zerase.zeroing import TokenZeroing
+from zerase.baselines.zeroing import TokenZeroing
+from zerase.model.generate import generate
 
 
 def test_zeroing_changes_prompts_with_the_concept_and_no_others(pipe, settings) -> None:

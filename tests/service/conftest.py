@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def model_dir() -> Path | None:
     """The model the workers train on: ZERASE_MODEL_DIR if set, else the bundled tiny model."""
-    from zerase.profiles import BUNDLED_MODEL_DIR
+    from zerase.model.profiles import BUNDLED_MODEL_DIR
 
     configured = Settings().model_dir
     path = configured or BUNDLED_MODEL_DIR

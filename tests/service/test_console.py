@@ -273,7 +273,7 @@ def test_forms_default_to_the_safe_choice(app_client: TestClient, settings: Sett
 def test_preview_labels_the_kept_prompts_rows_as_kept() -> None:
     from PIL import Image, ImageDraw, ImageFont
 
-    from zerase.preview import AFTER_INK, HEADER_H, LABEL_W, PAPER, labelled_grid
+    from zerase.evaluate.preview import AFTER_INK, HEADER_H, LABEL_W, PAPER, labelled_grid
 
     tiles = np.zeros((2, 32, 32, 3), np.uint8)
     grid = labelled_grid(tiles, tiles, ["red", "a blue circle"], [0])

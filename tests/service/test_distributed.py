@@ -29,7 +29,7 @@ def client(distributed_settings: Settings, celery_worker: subprocess.Popen[bytes
 
 def test_submit_to_succeeded_with_the_artifact_in_s3(client: httpx.Client, distributed_settings: Settings,
                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
-    from zerase.artifact import load_artifact
+    from zerase.patch.artifact import load_artifact
 
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text

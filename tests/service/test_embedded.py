@@ -39,7 +39,7 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def test_submit_to_succeeded_with_a_loadable_artifact(client: httpx.Client, settings: Settings) -> None:
-    from zerase.artifact import load_artifact
+    from zerase.patch.artifact import load_artifact
 
     started = time.monotonic()
     job = submit(client, concept="Mira", category="celebrity", steps=6, reason="TICKET-42")

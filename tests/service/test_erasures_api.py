@@ -93,7 +93,7 @@ def test_category_sets_epsilon_unless_given(client: TestClient, category: str, e
 
 
 def test_api_categories_are_the_cores(client: TestClient) -> None:
-    from zerase.presets import CATEGORIES
+    from zerase.train.presets import CATEGORIES
 
     # What the API document offers is what the core has presets for.
     offered = client.get("/openapi.json").json()["components"]["schemas"]["Category"]["enum"]

@@ -23,8 +23,8 @@ from service.core.settings import Settings
 from service.core.store import file_url_path
 from service.erasures import service as jobs
 from service.erasures.runner import base_pipeline
-from zerase.evaluation import PREVIEW_SEEDS
-from zerase.preview import HEADER_H, LABEL_W, READING_H, TILE
+from zerase.evaluate.evaluation import PREVIEW_SEEDS
+from zerase.evaluate.preview import HEADER_H, LABEL_W, READING_H, TILE
 
 PROBLEM = "application/problem+json"
 # Enough for the probe to stop seeing red on most seeds, in seconds of training (the API takes only
@@ -103,8 +103,8 @@ def test_a_succeeded_job_has_the_probes_evaluation(client: httpx.Client, red_job
 
 def test_the_preview_shows_base_and_erased_model_side_by_side(client: httpx.Client, red_job: dict[str, Any],
                                                              settings: Settings) -> None:
-    from zerase.generate import generate
-    from zerase.profiles import profile_for
+    from zerase.model.generate import generate
+    from zerase.model.profiles import profile_for
 
     assert red_job["preview_url"] == f"{red_job['url']}/preview.png"
     grid = png(client.get(red_job["preview_url"]))
@@ -144,7 +144,7 @@ def test_a_tampered_preview_is_never_served(client: httpx.Client, red_job: dict,
 
 def test_without_a_probe_the_job_gets_its_preview_and_a_failing_evaluation_never_fails_it(
         tmp_path: Path, model_dir: Path | None) -> None:
-    from zerase.profiles import BUNDLED_MODEL_DIR
+    from zerase.model.profiles import BUNDLED_MODEL_DIR
 
     # The bundled model without its probe, as Z-Image Turbo comes: the same weights, so the same fast jobs.
     source = model_dir or BUNDLED_MODEL_DIR

@@ -52,9 +52,9 @@ def red_artifact(settings: Settings, pytestconfig: pytest.Config) -> Path:
 
     Training takes minutes on a shared CPU, so the artifact is kept in pytest's cache and reused
     while the loader accepts it for this base model (a rebuilt model means training again)."""
-    from zerase.artifact import ArtifactError, load_artifact
-    from zerase.erasure import erase
-    from zerase.presets import resolve
+    from zerase.patch.artifact import ArtifactError, load_artifact
+    from zerase.train.erasure import erase
+    from zerase.train.presets import resolve
 
     pipe = base_pipeline(settings)
     key = "-".join(f"{k}{v}" for k, v in ERASE.items())
@@ -95,7 +95,7 @@ def gen(client: httpx.Client, prompt: str, seed: int = 0, **extra: Any) -> tuple
 
 
 def colours(images: list[np.ndarray]) -> list[str]:
-    from zerase.profiles import BUNDLED_MODEL_DIR
+    from zerase.model.profiles import BUNDLED_MODEL_DIR
     from zerase.world.probe import ConceptProbe
 
     return [c["colour"] for c in ConceptProbe.load(BUNDLED_MODEL_DIR / "probe").classify(np.stack(images))]

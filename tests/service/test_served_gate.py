@@ -49,9 +49,9 @@ def erasures(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> li
     """The three erasures trained with the service's defaults, stored, as succeeded jobs."""
     import torch
 
-    from zerase.erasure import erase
-    from zerase.pipeline import load_pipeline
-    from zerase.presets import resolve
+    from zerase.model.pipeline import load_pipeline
+    from zerase.train.erasure import erase
+    from zerase.train.presets import resolve
 
     pipe = load_pipeline(settings.model_dir, "cpu", torch.float32)
     out, store, ids = tmp_path_factory.mktemp("served-artifacts"), store_for(settings), []
@@ -181,11 +181,11 @@ def _generated(prompt: str, patches: list[dict[str, Any]], settings: Settings) -
     """The image of `prompt` at seed 0 made here, in process, with these stored patches at weight 1."""
     import torch
 
-    from zerase.artifact import load_artifact
-    from zerase.generate import generate
-    from zerase.patching import PatchedPipeline
-    from zerase.pipeline import load_pipeline
-    from zerase.profiles import profile_for
+    from zerase.model.generate import generate
+    from zerase.model.pipeline import load_pipeline
+    from zerase.model.profiles import profile_for
+    from zerase.patch.apply import PatchedPipeline
+    from zerase.patch.artifact import load_artifact
 
     pipe = load_pipeline(settings.model_dir, "cpu", torch.float32)
     store, out = store_for(settings), settings.var_dir / "check"

@@ -47,7 +47,7 @@ def test_serve_refuses_a_device_torch_cannot_use(tmp_path: Path) -> None:
 
 
 def test_readyz_is_unready_when_the_model_dir_goes_missing(tmp_path: Path) -> None:
-    from zerase.profiles import BUNDLED_MODEL_DIR
+    from zerase.model.profiles import BUNDLED_MODEL_DIR
 
     model = tmp_path / "model"
     shutil.copytree(BUNDLED_MODEL_DIR, model)

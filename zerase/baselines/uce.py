@@ -39,12 +39,12 @@ import time
 import torch
 from diffusers import ZImagePipeline, ZImageTransformer2DModel
 
-from zerase.artifact import base_fingerprint
-from zerase.config import EraseConfig
-from zerase.erasure import ErasureResult
-from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.training_prompts import TrainingPrompts, prepare_prompts
-from zerase.trajectories import TrajectoryBank, build_bank
+from zerase.patch.artifact import base_fingerprint
+from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.train.config import EraseConfig
+from zerase.train.erasure import ErasureResult
+from zerase.train.training_prompts import TrainingPrompts, prepare_prompts
+from zerase.train.trajectories import TrajectoryBank, build_bank
 
 BATCH = 32  # states per forward
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.gating import TextSpanTracker
-from zerase.pipeline import encode_prompts
-from zerase.prompts import concept_token_positions
+from zerase.model.pipeline import encode_prompts
+from zerase.patch.gating import TextSpanTracker
+from zerase.train.prompts import concept_token_positions
 
 
 class TokenZeroing:

@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 from diffusers import ZImagePipeline
 
-from zerase.artifact import LoraArtifact
-from zerase.config import EraseConfig
-from zerase.evaluation import BASE_IMAGES, ERASED, KEPT, Evaluator, Shot, hit_rate, kept_shots, pixel_drift, worst_kept
-from zerase.generate import generate
-from zerase.patching import PatchedPipeline
-from zerase.sampling import SamplingSettings
+from zerase.evaluate.evaluation import BASE_IMAGES
+from zerase.evaluate.metrics import hit_rate, pixel_drift, worst_kept
+from zerase.evaluate.plan import ERASED, KEPT, Evaluator, Shot, kept_shots
+from zerase.model.generate import generate
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import LoraArtifact
+from zerase.train.config import EraseConfig
 
 ATTACK_PROMPTS_PER_KIND = 2  # each string attack kind's first prompts, at seed 0
 
@@ -76,7 +78,7 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
                     *, n_seeds: int = 4, kept_images: int = 8, attack: Attack | None = None,
                     patch: Sequence[LoraArtifact] | None = None) -> dict[str, Any]:
     """The set's metrics under the combined patch (`PatchedPipeline.apply` with the weights /generate uses), or
-    under `patch` served instead at weight 1 each (a fused patch, zerase.fusion), judged on the set's concepts.
+    under `patch` served instead at weight 1 each (a fused patch, zerase.serve.fusion), judged on the set's concepts.
     `attack` may add red-team results per erased concept. `pipe` must be unpatched; it is so again on return."""
     started = time.monotonic()
     plan = served_plan(evaluator, served, n_seeds, kept_images)

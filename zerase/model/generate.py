@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.pipeline import encode_prompts_compact
-from zerase.sampling import SamplingSettings
+from zerase.model.pipeline import encode_prompts_compact
+from zerase.model.sampling import SamplingSettings
 
 
 def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],

@@ -16,8 +16,8 @@ from diffusers.utils import deprecation_utils
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from zerase.captions import MAX_CAPTION_TOKENS
-from zerase.profiles import BUNDLED_MODEL_DIR
+from zerase.model.captions import MAX_CAPTION_TOKENS
+from zerase.model.profiles import BUNDLED_MODEL_DIR
 
 # from_pretrained is not thread-safe: its empty-weights initialisation patches torch.nn for the whole
 # process while it runs, so a second load on another thread (a worker thread and a generation request in

@@ -19,13 +19,13 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zerase.captions import CaptionTokens
-from zerase.sampling import SamplingSettings, TrainingDefaults
+from zerase.model.captions import CaptionTokens
+from zerase.model.sampling import SamplingSettings, TrainingDefaults
 
 if TYPE_CHECKING:
-    from zerase.evaluation import Evaluator
+    from zerase.evaluate.plan import Evaluator
 
-BUNDLED_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-world"
+BUNDLED_MODEL_DIR = Path(__file__).parent.parent / "assets" / "tiny-world"
 PROFILE_FILE = "zerase-profile.json"  # {"plugin": "package.module:Class"}
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.artifact import ArtifactError, LoraArtifact, check_base_model
-from zerase.lora import GatedLoraModel, LoraSpec
+from zerase.patch.artifact import ArtifactError, LoraArtifact, check_base_model
+from zerase.patch.lora import GatedLoraModel, LoraSpec
 
 
 def stack_factors(artifacts: Sequence[LoraArtifact], weights: Sequence[float] | None = None

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 if TYPE_CHECKING:
-    from zerase.erasure import ErasureResult
+    from zerase.train.erasure import ErasureResult
 
 FORMAT = "zerase-lora"
 FORMAT_VERSION = 1

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ZImageTransformer2DModel
 
-from zerase.gating import TextSpanTracker
+from zerase.patch.gating import TextSpanTracker
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v")
 

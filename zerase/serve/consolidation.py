@@ -1,6 +1,6 @@
 """Consolidation: a set of erasures distilled into one text-gated LoRA of fixed rank, trained jointly.
 
-The closed form (zerase.fusion) fits one linear map per projection to caption-row inputs collected once; but a
+The closed form (zerase.serve.fusion) fits one linear map per projection to caption-row inputs collected once; but a
 change in one layer moves the inputs of every layer after it, and the fit never sees that. Consolidation
 trains the served patch end to end instead, on the model's own outputs, with Z-Erase's losses:
 
@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import ZImagePipeline
 
-from zerase.artifact import LoraArtifact
-from zerase.fusion import FUSED_RANK, fused_metadata, prompt_groups
-from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.patching import stack_factors
-from zerase.pipeline import encode_prompts
-from zerase.sampling import SamplingSettings
-from zerase.trajectories import TrajectoryBank, build_bank, raw_outputs
+from zerase.model.pipeline import encode_prompts
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import stack_factors
+from zerase.patch.artifact import LoraArtifact
+from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.serve.fusion import FUSED_RANK, fused_metadata, prompt_groups
+from zerase.train.trajectories import TrajectoryBank, build_bank, raw_outputs
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,15 @@ import torch
 from diffusers import ZImagePipeline
 from safetensors.torch import save_file
 
-from zerase.artifact import FORMAT, FORMAT_VERSION, LoraArtifact
-from zerase.config import EraseConfig
-from zerase.generate import generate
-from zerase.lora import GatedLoraModel, LoraSpec, TextGatedLinear
-from zerase.patching import stack_factors
-from zerase.profiles import ModelProfile
-from zerase.prompt_pool import prompt_pool
-from zerase.prompts import concept_spans
-from zerase.sampling import SamplingSettings
+from zerase.model.generate import generate
+from zerase.model.profiles import ModelProfile
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import stack_factors
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact
+from zerase.patch.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.train.config import EraseConfig
+from zerase.train.prompt_pool import prompt_pool
+from zerase.train.prompts import concept_spans
 
 FUSED_RANK = 32  # the served rank of a fused patch, whatever N
 
@@ -74,7 +74,7 @@ class _Grams:
 def fusion_prompts(profile: ModelProfile, artifacts: Sequence[LoraArtifact], *, variants: int = 12,
                    seed: int = 0) -> tuple[list[list[str]], list[str]]:
     """(per artifact, the prompts its output is reproduced on; the prompts kept frozen). An erasure's: the model's
-    prompts of its concept and `variants` rewordings and respellings of them (zerase.prompt_pool: never the
+    prompts of its concept and `variants` rewordings and respellings of them (zerase.train.prompt_pool: never the
     evaluation's attack spellings), so the fused patch acts where the erasure acts, not on a few strings alone.
     Kept: the empty prompt and every preservation prompt of the set that names none of its concepts."""
     configs = [EraseConfig.from_dict(a.metadata["config"]) for a in artifacts]
@@ -174,7 +174,7 @@ def fuse_closed_form(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], er
 
 
 def save_fused(artifact: LoraArtifact, path: Path) -> Path:
-    """Write a fused patch in the artifact format (`zerase.artifact.load_artifact` reads it back)."""
+    """Write a fused patch in the artifact format (`zerase.patch.artifact.load_artifact` reads it back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
               "zerase": json.dumps(artifact.metadata, sort_keys=True)}

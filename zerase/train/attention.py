@@ -14,7 +14,7 @@ import torch
 from diffusers import ZImageTransformer2DModel
 from torch.utils.checkpoint import checkpoint
 
-from zerase.gating import TextSpanTracker
+from zerase.patch.gating import TextSpanTracker
 
 QUERY_CHUNK = 512
 

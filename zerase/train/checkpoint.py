@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from zerase.config import EraseConfig
-from zerase.lagrangian import LambdaController, LevelController
+from zerase.train.config import EraseConfig
+from zerase.train.lagrangian import LambdaController, LevelController
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

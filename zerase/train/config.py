@@ -2,7 +2,7 @@
 
 How training samples (schedule, guidance, resolution, batch sizes) has no default here: it belongs to
 the loaded model, and a tiny model's 32 px would silently become a real model's training size.
-`zerase.presets.resolve(..., model=...)` fills it from the model's profile.
+`zerase.train.presets.resolve(..., model=...)` fills it from the model's profile.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from zerase.sampling import SamplingSettings
+from zerase.model.sampling import SamplingSettings
 
 Target = Literal["esd", "anchor", "strip", "replace"]
 Modulation = Literal["lagrangian", "level", "fixed", "none"]
@@ -51,7 +51,7 @@ class EraseConfig:
     layers: list[int] | None = None  # None = every main layer
     attn_weight: float = 1.0  # weight of Eq. 6 inside L_er (Eq. 7 uses 1)
     # "lagrangian": Eq. 13-15 (a constraint on the rate of L_pr's rise); "level": a constraint on its level,
-    # L_pr <= tau * E||v_θ||² on the preservation states (zerase.lagrangian.LevelController); "fixed": λ constant.
+    # L_pr <= tau * E||v_θ||² on the preservation states (zerase.train.lagrangian.LevelController); "fixed": λ constant.
     modulation: Modulation = "lagrangian"
     fixed_lambda: float = 1.0  # λ when modulation == "fixed"
     tau: float = 0.01  # "level": tolerated L_pr as a share of the frozen preservation outputs' energy
@@ -59,7 +59,7 @@ class EraseConfig:
     shuffle_variants: int = 2  # word-order shuffles per erase prompt
     erase_prompts: list[str] = field(default_factory=list)  # extra prompts showing the concept
     # Training data beyond the paper's fixed prompts and frozen bank; all off by default (today's behaviour).
-    prompt_pool: int = 0  # > 0: this many base erase prompts (zerase.prompt_pool), each with surface variants
+    prompt_pool: int = 0  # > 0: this many base erase prompts (zerase.train.prompt_pool), each with surface variants
     pool_variants: int = 8  # surface variants per base prompt (word order, respellings); one drawn per step
     category: str | None = None  # the pool's templates (a presets.Category value); None: generic ones
     erase_contexts: list[str] = field(default_factory=list)  # pool bases: the model's prompts showing the concept

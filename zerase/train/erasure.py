@@ -14,10 +14,10 @@ which is exactly the L_pr(θ_t) - L_pr(θ_{t+1}) of Eq. 14, at no extra cost.
 
 Opt-in training data (EraseConfig; off by default): `prompt_pool` samples the bank on a pool's base
 prompts and draws each step a fresh surface variant (word order, respelling) of every state's base
-(zerase.prompt_pool), its frozen target computed in one no-grad forward with the LoRA set aside;
-`refresh_every` re-samples the erase bank with the current LoRA every K steps (zerase.trajectories,
+(zerase.train.prompt_pool), its frozen target computed in one no-grad forward with the LoRA set aside;
+`refresh_every` re-samples the erase bank with the current LoRA every K steps (zerase.train.trajectories,
 on-policy states, frozen targets), kept beside the frozen bank. `modulation="level"` constrains the
-level of L_pr instead of its rate (zerase.lagrangian).
+level of L_pr instead of its rate (zerase.train.lagrangian).
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import ZImagePipeline, ZImageTransformer2DModel
 
-from zerase.artifact import artifact_metadata, base_fingerprint, save_artifact
-from zerase.attention import AttentionMassRecorder
-from zerase.checkpoint import load_checkpoint, save_checkpoint
-from zerase.config import EraseConfig
-from zerase.lagrangian import LambdaController, LevelController
-from zerase.lora import GatedLoraModel, LoraSpec
-from zerase.training_prompts import TrainingPrompts, prepare_prompts
-from zerase.trajectories import TrajectoryBank, build_bank, raw_outputs
+from zerase.patch.artifact import artifact_metadata, base_fingerprint, save_artifact
+from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.train.attention import AttentionMassRecorder
+from zerase.train.checkpoint import load_checkpoint, save_checkpoint
+from zerase.train.config import EraseConfig
+from zerase.train.lagrangian import LambdaController, LevelController
+from zerase.train.training_prompts import TrainingPrompts, prepare_prompts
+from zerase.train.trajectories import TrajectoryBank, build_bank, raw_outputs
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from zerase.config import EraseConfig
-from zerase.corpora import COCO, rows
-from zerase.profiles import ModelProfile, profile_for
-from zerase.prompts import concept_spans, strip_concept
+from zerase.model.corpora import COCO, rows
+from zerase.model.profiles import ModelProfile, profile_for
+from zerase.train.config import EraseConfig
+from zerase.train.prompts import concept_spans, strip_concept
 
 
 class Category(StrEnum):

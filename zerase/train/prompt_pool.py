@@ -27,7 +27,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zerase.prompts import GENERIC_TEMPLATES, attack_spellings, concept_spans, shuffle_words
+from zerase.train.prompts import GENERIC_TEMPLATES, attack_spellings, concept_spans, shuffle_words
 
 CATEGORY_TEMPLATES: dict[str, tuple[str, ...]] = {  # Table 7's templates first, then rewordings
     "entity": ("a photo of {c}", "a picture of {c}", "a close-up of {c}", "a drawing of {c}", "{c} in a scene"),

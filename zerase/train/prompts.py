@@ -21,7 +21,7 @@ def erase_prompts(concept: str, extra: list[str] | None = None) -> list[str]:
 
 def attack_spellings(concept: str) -> dict[str, list[str]]:
     """The evaluation's string attacks on `concept` by kind (synonyms aside): misspelt, affixed, upper case.
-    Training draws its respellings elsewhere (zerase.prompt_pool), so these stay unseen."""
+    Training draws its respellings elsewhere (zerase.train.prompt_pool), so these stay unseen."""
     c = concept
     return {"misspelling": [c[:-1], c + c[-1], c[0] + c[2] + c[1] + c[3:] if len(c) > 3 else c + "e"],
             "affix": [f"x{c}", f"{c}ish", f"super{c}"], "case": [c.upper()]}

@@ -3,7 +3,7 @@ the preservation prompts and the empty prompt.
 
 The erase prompts are either the paper's: a few templates plus the model's own prompts, each also in
 `shuffle_variants` word orders (§4.1), paired with the frozen bank's trajectories; or, with
-`EraseConfig.prompt_pool > 0`, a pool (zerase.prompt_pool): base prompts, on which the bank samples its
+`EraseConfig.prompt_pool > 0`, a pool (zerase.train.prompt_pool): base prompts, on which the bank samples its
 trajectories, each with surface variants of which every step draws one afresh. Either way the concept's
 token positions (Eq. 6) are found on the final prompt, respelt concept included.
 """
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.captions import MAX_CAPTION_TOKENS
-from zerase.config import EraseConfig
-from zerase.pipeline import encode_prompts
-from zerase.prompt_pool import prompt_pool
-from zerase.prompts import concept_token_positions, erase_prompts, replace_concept, shuffle_words, strip_concept
+from zerase.model.captions import MAX_CAPTION_TOKENS
+from zerase.model.pipeline import encode_prompts
+from zerase.train.config import EraseConfig
+from zerase.train.prompt_pool import prompt_pool
+from zerase.train.prompts import concept_token_positions, erase_prompts, replace_concept, shuffle_words, strip_concept
 
 
 @dataclass

@@ -24,8 +24,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 from diffusers.pipelines.z_image.pipeline_z_image import calculate_shift, get_default_z_image_sigmas
 
-from zerase.generate import latent_hw
-from zerase.sampling import SamplingSettings
+from zerase.model.generate import latent_hw
+from zerase.model.sampling import SamplingSettings
 
 
 @dataclass

@@ -20,7 +20,7 @@ from zerase.turbo.config import ADDED_TOKENS, BPE_RANKS, TOKENIZER
 # Qwen3's rendering of what the pipeline and the core use: each message as <|im_start|>role, a newline,
 # the content and <|im_end|> on its line; then the assistant's turn, where switching thinking off adds an
 # empty think block. No newline follows a tag, so trim_blocks/lstrip_blocks (transformers' and
-# zerase.captions' settings) leave the output as written.
+# zerase.model.captions' settings) leave the output as written.
 CHAT_TEMPLATE = (
     "{% for turn in messages %}<|im_start|>{{ turn.role }}\n{{ turn.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n"
@@ -62,7 +62,7 @@ def build_qwen_tokenizer() -> Qwen2Tokenizer:
     # Qwen2Tokenizer builds the backend from vocab/merges with Qwen2's split pattern, byte level and NFC,
     # as it does again when it loads a tokenizer/ (model_index.json names it): transformers 5 rebuilds from
     # tokenizer.json's vocab and merges, dropping its pre-tokenizer and normalizer. Building through it
-    # makes the saved tokenizer.json (what zerase.captions reads) and the loaded tokenizer the same one.
+    # makes the saved tokenizer.json (what zerase.model.captions reads) and the loaded tokenizer the same one.
     tokenizer = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), added_tokens_decoder=added, **TOKENIZER)
     tokenizer.chat_template = CHAT_TEMPLATE
     wrong = [(i, c) for i, c, _ in ADDED_TOKENS if tokenizer.convert_tokens_to_ids(c) != i]

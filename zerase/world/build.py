@@ -14,10 +14,10 @@ import torch
 from diffusers import ZImagePipeline
 from PIL import Image
 
-from zerase.generate import image_grid
-from zerase.pipeline import encode_prompts, load_pipeline
-from zerase.profiles import PROFILE_FILE
-from zerase.sampling import SamplingSettings
+from zerase.model.generate import image_grid
+from zerase.model.pipeline import encode_prompts, load_pipeline
+from zerase.model.profiles import PROFILE_FILE
+from zerase.model.sampling import SamplingSettings
 from zerase.world.components import (
     WorldSizes,
     build_scheduler,
@@ -134,7 +134,7 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
         "timings": {k: round(v, 1) for k, v in timings.items()},
     }
     (out_dir / "world.json").write_text(json.dumps(report, indent=2))
-    # The directory names its plug-in, so the core finds this world's presets and probe (zerase.profiles).
+    # The directory names its plug-in, so the core finds this world's presets and probe (zerase.model.profiles).
     (out_dir / PROFILE_FILE).write_text(json.dumps({"plugin": "zerase.world.profile:WorldProfile"}) + "\n")
     log(json.dumps(report, indent=2))
     return report

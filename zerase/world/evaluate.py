@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 from diffusers import ZImagePipeline
 
-from zerase.generate import generate
-from zerase.sampling import SamplingSettings
+from zerase.model.generate import generate
+from zerase.model.sampling import SamplingSettings
 from zerase.world.concepts import CHARACTERS, COLOURS, SHAPES, STYLES, object_prompt
 from zerase.world.probe import ConceptProbe
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zerase.evaluation import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
+from zerase.evaluate.plan import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
 from zerase.world.coherence import fit
 from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
 from zerase.world.probe import LABELS, NONE, ConceptProbe
@@ -97,7 +97,7 @@ class ProbeEvaluator(Evaluator):
 
     def plan(self, concept: str, n_seeds: int, full: bool, *, category: str | None = None,
              preservation: Sequence[str] = (), anchor: str | None = None) -> Plan:
-        # The job's context (zerase.evaluators) is ignored: the world's own concepts make the plan.
+        # The job's context (zerase.evaluate.evaluators) is ignored: the world's own concepts make the plan.
         axis = world_axis(concept)
         if axis is None:
             raise ValueError(f"{concept!r} is not a concept of the bundled world: no probe can read it")

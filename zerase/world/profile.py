@@ -1,6 +1,6 @@
 """The bundled tiny world as a model plug-in: its sampling, its concepts' prompts and its probe.
 
-Found by `zerase.profiles.profile_for` from the `zerase-profile.json` that `zerase world build`
+Found by `zerase.model.profiles.profile_for` from the `zerase-profile.json` that `zerase world build`
 writes; nothing outside zerase/world/ names it.
 """
 
@@ -10,8 +10,8 @@ import json
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from zerase.profiles import ModelProfile
-from zerase.sampling import SamplingSettings, TrainingDefaults
+from zerase.model.profiles import ModelProfile
+from zerase.model.sampling import SamplingSettings, TrainingDefaults
 from zerase.world.concepts import (
     AXES,
     CHARACTER_NAMES,
@@ -25,7 +25,7 @@ from zerase.world.concepts import (
 )
 
 if TYPE_CHECKING:
-    from zerase.evaluation import Evaluator
+    from zerase.evaluate.plan import Evaluator
 
 
 def world_axis(concept: str) -> str | None:

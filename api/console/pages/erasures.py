@@ -25,7 +25,7 @@ from service.erasures import service as jobs
 from service.erasures.contract import ERASURE_ID_PATTERN, FINISHED, Category
 from service.erasures.models import ErasureJob
 from service.keys.contract import Role
-from zerase.presets import DESCRIPTIONS
+from zerase.train.presets import DESCRIPTIONS
 
 router = APIRouter()
 Moderator = Annotated[User, Depends(Page(Role.MODERATOR))]

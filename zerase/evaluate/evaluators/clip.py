@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zerase.evaluation import KEPT, Evaluator, Measured, Plan
-from zerase.evaluators.protocols import (
+from zerase.evaluate.evaluators.protocols import (
     DEFAULT_PROMPTS,
     NUDITY,
     UTILITY,
@@ -33,6 +32,7 @@ from zerase.evaluators.protocols import (
     kept_labels,
     nudity_plan,
 )
+from zerase.evaluate.plan import KEPT, Evaluator, Measured, Plan
 
 NEUTRAL_LABEL = "an ordinary photo"  # the "something else" label of a job without an anchor
 ZERO_SHOT_TEMPLATES = {"artistic_style": "an art in the style of {c}"}  # the erased concept's text, by category
@@ -182,5 +182,5 @@ class ClipEvaluator(Evaluator):
     def extra_metrics(self, plan: Plan, before: Measured, after: Measured) -> dict[str, Any]:
         return self.utility_scores(plan, before, after) | {"protocol": {
             "name": f"{self.category}-zero-shot", "reader": "clip", "labels": list(self.labels),
-            "notes": ["an image shows the label whose text is CLIP's argmax (zerase.evaluators.clip)",
+            "notes": ["an image shows the label whose text is CLIP's argmax (zerase.evaluate.evaluators.clip)",
                       "FID not computed (no Inception weights mounted)"]}}

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zerase.evaluation import ERASED, Evaluator, Measured, Plan
-from zerase.evaluators.protocols import DEFAULT_PROMPTS, NUDITY, nudity_plan
+from zerase.evaluate.evaluators.protocols import DEFAULT_PROMPTS, NUDITY, nudity_plan
+from zerase.evaluate.plan import ERASED, Evaluator, Measured, Plan
 
 if TYPE_CHECKING:
-    from zerase.evaluators.clip import ClipEvaluator
+    from zerase.evaluate.evaluators.clip import ClipEvaluator
 
 EXPOSED_CLASSES = (  # the detector's *_EXPOSED labels, as it spells them
     "ANUS_EXPOSED", "ARMPITS_EXPOSED", "BELLY_EXPOSED", "BUTTOCKS_EXPOSED", "FEET_EXPOSED",
@@ -81,7 +81,7 @@ class NudeNetEvaluator(Evaluator):
         return counts
 
     def can_read(self, concept: str) -> bool:
-        # Chosen for the nudity category only (zerase.evaluators.select): whatever words the request used,
+        # Chosen for the nudity category only (zerase.evaluate.evaluators.select): whatever words the request used,
         # the concept is read as nudity.
         return True
 

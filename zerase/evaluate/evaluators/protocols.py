@@ -1,5 +1,5 @@
 """Evaluation protocols per takedown category, for models no plug-in knows: which images measure an
-erasure, as a `Plan` that `zerase.evaluation.plan_metrics` reads.
+erasure, as a `Plan` that `zerase.evaluate.evaluation.plan_metrics` reads.
 
 nudity: I2P prompts whose nudity_percentage is over 50 (95 of the 4703), `budget` of them per job, each at
     its own I2P evaluation seed (the full protocol: every one of them at n_seeds seeds from it); no attack
@@ -21,8 +21,8 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from zerase.corpora import COCO, I2P, rows
-from zerase.evaluation import ERASED, KEPT, ConceptPrompts, Plan, Shot, attack_prompts, standard_plan
+from zerase.evaluate.plan import ERASED, KEPT, ConceptPrompts, Plan, Shot, attack_prompts, standard_plan
+from zerase.model.corpora import COCO, I2P, rows
 
 NUDITY = "nudity"
 NUDITY_MIN_PERCENTAGE = 50.0  # an I2P prompt is a nudity prompt when more than this share of its images were

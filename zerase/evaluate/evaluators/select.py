@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zerase.evaluation import Evaluator
-from zerase.evaluators.protocols import DEFAULT_PROMPTS, NUDITY, infer_category
-from zerase.profiles import ModelProfile
+from zerase.evaluate.evaluators.protocols import DEFAULT_PROMPTS, NUDITY, infer_category
+from zerase.evaluate.plan import Evaluator
+from zerase.model.profiles import ModelProfile
 
 
 def evaluator_for(profile: ModelProfile, category: str | None, *, concept: str | None = None,
@@ -21,11 +21,11 @@ def evaluator_for(profile: ModelProfile, category: str | None, *, concept: str |
         return own
     clip = None
     if clip_dir is not None:
-        from zerase.evaluators.clip import ClipEvaluator
+        from zerase.evaluate.evaluators.clip import ClipEvaluator
 
         clip = ClipEvaluator.load(clip_dir, device=device, prompts=prompts)
     if infer_category(concept or "", category) == NUDITY and nudenet:
-        from zerase.evaluators.nudenet import NudeNetEvaluator, nudenet_available
+        from zerase.evaluate.evaluators.nudenet import NudeNetEvaluator, nudenet_available
 
         if nudenet_available():
             return NudeNetEvaluator(prompts=prompts, scorer=clip)
@@ -34,7 +34,7 @@ def evaluator_for(profile: ModelProfile, category: str | None, *, concept: str |
 
 def missing_reason(category: str | None, concept: str = "", *, nudenet: bool = True) -> str:
     """Why no evaluator reads this job, and what to mount (with the service's setting names)."""
-    from zerase.evaluators.nudenet import nudenet_available
+    from zerase.evaluate.evaluators.nudenet import nudenet_available
 
     clip = "mount a local CLIP model directory (transformers format) and set ZERASE_CLIP_DIR to it"
     if infer_category(concept, category) == NUDITY:

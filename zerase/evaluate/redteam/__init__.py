@@ -8,10 +8,10 @@
 `red_team` runs both against an artifact and reads the images with the model's evaluator.
 """
 
-from zerase.redteam.common import AttackResult, Install, RedTeamBudget, generate_from_features, no_intervention
-from zerase.redteam.ring_a_bell import RingABellAttack, concept_vector, ring_a_bell
-from zerase.redteam.runner import ATTACKS, red_team, red_team_intervention
-from zerase.redteam.unlearndiff import UnlearnDiffAttack, unlearndiff
+from zerase.evaluate.redteam.common import AttackResult, Install, RedTeamBudget, generate_from_features, no_intervention
+from zerase.evaluate.redteam.ring_a_bell import RingABellAttack, concept_vector, ring_a_bell
+from zerase.evaluate.redteam.runner import ATTACKS, red_team, red_team_intervention
+from zerase.evaluate.redteam.unlearndiff import UnlearnDiffAttack, unlearndiff
 
 __all__ = [
     "ATTACKS", "AttackResult", "Install", "RedTeamBudget", "RingABellAttack", "UnlearnDiffAttack", "concept_vector",

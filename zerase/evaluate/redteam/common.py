@@ -1,6 +1,6 @@
 """What every red-team attack shares: its budget, its result, and generation from caption features.
 
-An attack is judged the way the erasure is (zerase.evaluation): images generated WITH the
+An attack is judged the way the erasure is (zerase.evaluate.evaluation): images generated WITH the
 intervention installed, read by the model's `Evaluator`; the same attack inputs on the unpatched
 model are the reference (an attack that fails there says nothing about the erasure).
 """
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.generate import sample
-from zerase.sampling import SamplingSettings
+from zerase.model.generate import sample
+from zerase.model.sampling import SamplingSettings
 
 # Installs an intervention (an artifact, token zeroing...) for generating these prompts and returns its
 # remover. It is given the prompts because token zeroing must locate the concept in them first.
@@ -88,7 +88,7 @@ def installed(install: Install, prompts: Sequence[str]) -> Iterator[None]:
 @torch.no_grad()
 def generate_from_features(pipe: ZImagePipeline, features: Sequence[torch.Tensor], seeds: Sequence[int],
                            settings: SamplingSettings, negative: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """`zerase.generate.generate` with caption features in place of prompts: (N, H, W, 3) uint8, one image per
+    """`zerase.model.generate.generate` with caption features in place of prompts: (N, H, W, 3) uint8, one image per
     (features, seed) pair, each from its own seeded noise (drawn as `generate` draws it: a seed means the same
     image there and here for the same prompt's features)."""
     if len(features) != len(seeds):

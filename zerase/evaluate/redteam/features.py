@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.pipeline import templated_caption
+from zerase.model.pipeline import templated_caption
 
 
 def templated_ids(pipe: ZImagePipeline, prompt: str) -> tuple[list[int], int, int]:

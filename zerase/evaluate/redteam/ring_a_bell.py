@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 from diffusers import ZImagePipeline
 
-from zerase.pipeline import encode_prompts_compact
-from zerase.prompts import concept_spans, concept_token_positions, strip_concept
-from zerase.redteam.common import RedTeamBudget
-from zerase.redteam.features import content_start, pooled, templated_ids
+from zerase.evaluate.redteam.common import RedTeamBudget
+from zerase.evaluate.redteam.features import content_start, pooled, templated_ids
+from zerase.model.pipeline import encode_prompts_compact
+from zerase.train.prompts import concept_spans, concept_token_positions, strip_concept
 
 BLANK = -1  # a gene that spells nothing: found prompts may be shorter than the genome
 

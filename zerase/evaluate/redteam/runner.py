@@ -10,14 +10,15 @@ from functools import partial
 import numpy as np
 from diffusers import ZImagePipeline
 
-from zerase.artifact import LoraArtifact
-from zerase.evaluation import Evaluator, hit_rate
-from zerase.generate import generate
-from zerase.patching import PatchedPipeline
-from zerase.redteam.common import AttackResult, Install, RedTeamBudget, generate_from_features, installed
-from zerase.redteam.ring_a_bell import ring_a_bell
-from zerase.redteam.unlearndiff import unlearndiff
-from zerase.sampling import SamplingSettings
+from zerase.evaluate.metrics import hit_rate
+from zerase.evaluate.plan import Evaluator
+from zerase.evaluate.redteam.common import AttackResult, Install, RedTeamBudget, generate_from_features, installed
+from zerase.evaluate.redteam.ring_a_bell import ring_a_bell
+from zerase.evaluate.redteam.unlearndiff import unlearndiff
+from zerase.model.generate import generate
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import LoraArtifact
 
 ATTACKS = ("ring_a_bell", "unlearndiff")
 

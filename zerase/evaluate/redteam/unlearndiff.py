@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import ZImagePipeline
 
-from zerase.pipeline import encode_prompts_compact
-from zerase.redteam.common import Install, RedTeamBudget, installed
-from zerase.sampling import SamplingSettings
-from zerase.trajectories import TrajectoryBank, build_bank
+from zerase.evaluate.redteam.common import Install, RedTeamBudget, installed
+from zerase.model.pipeline import encode_prompts_compact
+from zerase.model.sampling import SamplingSettings
+from zerase.train.trajectories import TrajectoryBank, build_bank
 
 
 @dataclass(frozen=True)
