@@ -37,8 +37,8 @@ from zerase.train.trajectories import TrajectoryBank, build_bank, raw_outputs
 @dataclass(frozen=True)
 class ConsolidationSettings:
     rank: int = FUSED_RANK
-    steps: int = 150
-    lr: float = 5e-3
+    steps: int = 300
+    lr: float = 1e-3
     batch: int = 8  # erase samples per step, and as many kept states (each scored with its prompt and with ∅)
     trajectories: int = 2  # sampled per prompt, for the erase and the kept banks
     keep_weight: float = 1.0
