@@ -43,7 +43,10 @@ from zerase.train.presets import resolve
 from zerase.world.profile import world_axis
 
 CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
-DEFAULT_SETS = ("red", "red,circle", "red,circle,Mira", "red,circle,outlined,Mira")
+# N = 1, 2, 3 (one axis), the mixed sets of 3 and 4 (colour, shape, style, character), all five colours, and 8 of
+# the world's 14 concepts (the world has three characters: the celebrity protocol at N = 8, 12 needs more).
+DEFAULT_SETS = ("red", "red,yellow", "red,yellow,blue", "red,circle,Mira", "red,circle,outlined,Mira",
+                "red,yellow,green,blue,purple", "red,yellow,green,circle,square,outlined,Mira,Toko")
 METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated")
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
 
