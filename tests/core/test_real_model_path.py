@@ -19,6 +19,7 @@ from zerase.model.sampling import SamplingSettings
 from zerase.patch.apply import PatchedPipeline, merged_delta, stack_factors
 from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint
 from zerase.patch.lora import GatedLoraModel, LoraSpec, TextGatedLinear
+from zerase.serve.consolidation import ConsolidationSettings, consolidate
 from zerase.serve.fusion import FUSED_RANK, caption_grams, fuse_closed_form
 from zerase.train.attention import _chunk_mass
 from zerase.train.presets import resolve
@@ -229,3 +230,9 @@ def test_closed_form_fusion_on_turbo_shapes_in_bf16(bf16_pipe) -> None:  # noqa:
     finally:
         patched.clear()
     assert images.shape == (2, 32, 32, 3) and all(np.asarray(image).std() > 0 for image in images), "not blank"
+
+    # Consolidation from that patch runs on the same shapes in bf16 (its quality: tests/core/test_consolidation.py).
+    consolidated = consolidate(bf16_pipe, artifacts, list(concepts.values()), keep, sampling,
+                               ConsolidationSettings(steps=2, batch=2, trajectories=1), init=fused)
+    assert sorted(consolidated.module_paths) == paths
+    assert all(torch.isfinite(t).all() for t in consolidated.tensors.values())
