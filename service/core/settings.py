@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # outputs and the frozen model's on the kept prompts, zerase.serve.consolidation), both made by a worker before the
     # version is served; or "average" (the paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the
     # choice (RESULTS.md).
-    fusion: Literal["closed_form", "consolidated", "average"] = "closed_form"
+    fusion: Literal["closed_form", "consolidated", "average"] = "consolidated"
     # Immediate mitigation (POST /erasures "mitigate": "immediate"): a prompt guard on the text encoder's caption
     # features (zerase.serve.guard) until the trained erasure is deployed. A prompt that trips it is refused (422 naming
     # the takedown's id) or served with the concept's words replaced by its anchor; benchmarks/mitigation.py

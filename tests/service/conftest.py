@@ -31,8 +31,8 @@ from service.core.store import s3_client
 # The suite's many synthetic succeeded jobs (recorded directly, or trained in a few steps) have no evaluation
 # that passes the deploy gate; the gate's own tests (test_deploy_gate.py) turn it on.
 os.environ.setdefault("ZERASE_DEPLOY_GATE", "false")
-# Several erasures are served as their 1/N stack here, activated at once; tests of the fused patch set
-# ZERASE_FUSION=closed_form (a worker fits it before the version is served).
+# Several erasures are served as their 1/N stack here, activated at once; tests of the fused patch use the
+# service's default, ZERASE_FUSION=consolidated (a worker makes it before the version is served).
 os.environ.setdefault("ZERASE_FUSION", "average")
 # One image of each kept concept per job evaluation (the default, 8, costs ~100 more images a job): the suite's many
 # short jobs stay fast; tests of the per-concept gate ask for more.

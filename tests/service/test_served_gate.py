@@ -1,7 +1,7 @@
 """What /generate serves is what the gate judges: three real erasures (red, yellow, blue; 200 steps each on the
 bundled model) served together at the paper's 1/N average are judged as a set, under the combined patch, by a
 worker; the concept that comes back is named with its figure, and the set is never served without an admin's force.
-Served as their closed-form fused patch (the service's default, ZERASE_FUSION=closed_form), each stays erased.
+Served as their consolidated patch (the service's default, ZERASE_FUSION=consolidated), each stays erased.
 
 Each erasure's own job evaluation is set to a passing one here: what is under test is the judgement of the set."""
 
@@ -148,7 +148,7 @@ def test_a_waiting_activation_is_refused_when_the_active_set_moved(client: TestC
 
 def test_the_fused_patch_keeps_each_erased_and_is_what_generate_serves(settings: Settings,
                                                                        erasures: list[str]) -> None:
-    fused_settings = settings.model_copy(update={"fusion": "closed_form"})
+    fused_settings = settings.model_copy(update={"fusion": Settings.model_fields["fusion"].default})
     moderator = key(settings, "mod-3", "moderator")
     with session_factory(settings.database_url)() as db:
         deployments.activate(db, 0, Actor("tests"))
@@ -160,14 +160,14 @@ def test_the_fused_patch_keeps_each_erased_and_is_what_generate_serves(settings:
         assert evaluate_next(fused_settings) == made["version"]
         version = c.get(f"/deployments/{made['version']}", headers=moderator).json()
         evaluation = c.get(f"/deployments/{made['version']}/evaluation", headers=moderator).json()
-        assert evaluation["evaluation"]["fusion"] == "closed_form"
+        assert evaluation["evaluation"]["fusion"] == "consolidated"
         acc_e = {x["concept"]: x["acc_e"] for x in evaluation["evaluation"]["concepts"]}
         assert max(acc_e.values()) <= fused_settings.gate_max_acc_e, acc_e  # each holds, all three together
         assert evaluation["gate"] == [] and version["refusal"] is None, (evaluation["gate"], version["refusal"])
         assert c.get("/deployments/active", headers=moderator).json()["version"] == made["version"]
         with session_factory(settings.database_url)() as db:
             fused = deployments.get(db, made["version"]).fused
-        assert fused is not None and fused["rank"] == 32 and fused["sha256"]
+        assert fused is not None and fused["rank"] == 32 and fused["sha256"] and fused["method"] == "consolidated"
         # /generate serves that one patch (fetched from the store by its sha256), not the 1/N stack.
         r = c.post("/generate", json={"prompt": "a yellow star", "seed": 0},
                    headers=key(settings, "gen", "generator"))
