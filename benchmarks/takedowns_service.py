@@ -88,7 +88,8 @@ def served(api: Api) -> dict[str, Any]:
     """The active version's figures as served: each erased concept's Acc_e, the kept set."""
     active = api.client.get("/deployments/active").json()
     version = active["version"]
-    out: dict[str, Any] = {"version": version, "concepts": [e["concept"] for e in active.get("entries", [])]}
+    entries = (active.get("deployment") or {}).get("entries", [])
+    out: dict[str, Any] = {"version": version, "concepts": [e["concept"] for e in entries]}
     evaluation = api.client.get(f"/deployments/{version}/evaluation")
     if evaluation.status_code == 200 and (e := evaluation.json().get("evaluation")):
         out["acc_e"] = {c["concept"]: c["acc_e"] for c in e["concepts"]}
