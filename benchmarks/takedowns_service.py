@@ -5,7 +5,7 @@ activated only if the deploy gate passes it. Per takedown: whether the deploy wa
 version `/generate` then serves (each erased concept's Acc_e, the kept concepts' Acc_ir drop and the worst).
 
     OMP_NUM_THREADS=2 python benchmarks/takedowns_service.py [--concepts red circle outlined Mira]
-        [--fusion closed_form|consolidated|average] [--out benchmarks/takedowns]
+        [--fusion consolidated|closed_form|average] [--out benchmarks/takedowns]
 
 Writes service-<fusion>.json to --out.
 """
@@ -29,7 +29,8 @@ from zerase.world.profile import world_axis
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concepts", nargs="+", default=["red", "circle", "outlined", "Mira"])
-    parser.add_argument("--fusion", default="closed_form", choices=["closed_form", "consolidated", "average"])
+    parser.add_argument("--fusion", default=Settings.model_fields["fusion"].default,
+                        choices=["closed_form", "consolidated", "average"], help="default: the service's")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/takedowns"))
     return parser.parse_args()
 
