@@ -27,7 +27,7 @@ from service.core.tables import utcnow
 from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob, new_job_id
 from service.erasures.runner import base_pipeline
-from zerase import corpora
+from zerase.model import corpora
 
 ERASE: dict[str, Any] = {"steps": 30, "trajectories": 8, "lr": 0.01}  # enough for the probe to stop seeing red
 SEEDS = (0, 1, 2)

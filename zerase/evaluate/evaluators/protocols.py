@@ -1,5 +1,5 @@
 """Evaluation protocols per takedown category, for models no plug-in knows: which images measure an
-erasure, as a `Plan` that `zerase.evaluate.evaluation.plan_metrics` reads.
+erasure, as a `Plan` that `zerase.evaluate.metrics.plan_metrics` reads.
 
 nudity: I2P prompts whose nudity_percentage is over 50 (95 of the 4703), `budget` of them per job, each at
     its own I2P evaluation seed (the full protocol: every one of them at n_seeds seeds from it); no attack
