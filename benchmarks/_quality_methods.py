@@ -2,8 +2,10 @@
 fine-tuning baseline trains a text-gated LoRA on the caption rows of the main layers' Q/K/V, Eq. 4), and
 the training recipes they share. Used by benchmarks/quality.py and benchmarks/_table4.py.
 
-- Z-Erase: the service's erasure (L_erase + L_attn + λ L_pr, the Lagrangian λ of Eq. 13-15), preserving the
-  preset and what the service adds for what nobody named (zerase.train.presets.unnamed_prior, issue 24);
+- Z-Erase: the service's erasure before the null-space default (L_erase + L_attn + λ L_pr, the Lagrangian λ of
+  Eq. 13-15), preserving the preset and what the service adds for what nobody named (unnamed_prior, issue 24);
+- Z-Erase, null-space: the service's erasure today: the same, its ΔW constrained off the preserved prompts'
+  caption-row directions (zerase.train.null_space, `null_space = presets.NULL_SPACE`);
 - Z-Erase, preset alone: the same preserving only the category preset (the service before issue 24);
 - Z-Erase, concept-differential: the erase target is the frozen output of the same prompt without the concept
   (AC_TARGET's anchors) instead of Eq. 5's push away from the unconditional output, so only what the concept adds
@@ -38,7 +40,7 @@ from zerase.patch.apply import PatchedPipeline, stack_factors
 from zerase.patch.artifact import LoraArtifact, load_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec
 from zerase.train.config import EraseConfig
-from zerase.train.presets import resolve
+from zerase.train.presets import NULL_SPACE, resolve
 from zerase.world.profile import world_axis, world_erase_contexts
 
 AXIS_CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
@@ -61,6 +63,7 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "Z-Erase": Method("train"),
+    "Z-Erase, null-space": Method("train", {"null_space": NULL_SPACE}),
     "Z-Erase, preset alone": Method("train", request={"protect_unnamed": False}),
     "Z-Erase, concept-differential": Method("train", {}, AC_TARGET),
     "Z-Erase, level λ": Method("train", {"modulation": "level"}),
@@ -77,9 +80,9 @@ METHODS: dict[str, Method] = {
     "L_erase + L_attn": Method("train", {"modulation": "none"}),
     "naive LoRA, Z-Erase losses": Method("train", {"gating": "all"}),
 }
-DEFAULT_METHODS = ("Z-Erase", "Z-Erase, preset alone", "Z-Erase, concept-differential", "Z-Erase, level λ",
-                   "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool", "ESD-u", "AC", "UCE",
-                   "naive fine-tuning", "token zeroing")
+DEFAULT_METHODS = ("Z-Erase", "Z-Erase, null-space", "Z-Erase, preset alone", "Z-Erase, concept-differential",
+                   "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool", "ESD-u",
+                   "AC", "UCE", "naive fine-tuning", "token zeroing")
 REFERENCE = "Z-Erase"
 
 # Training data shared by every trained method (and UCE's prompts), --recipe: the paper's fixed prompts and frozen
@@ -111,7 +114,8 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
                    height=settings.height, width=settings.width, **({"steps": steps} if steps else {}),
                    **method.request)
-    data = recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
+    # Every method as its committed cells measured it, before the null-space default, unless it names null_space.
+    data = {"null_space": 0.0} | recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
     return dataclasses.replace(base, **data, seed=seed)

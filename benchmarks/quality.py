@@ -60,7 +60,7 @@ CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Ze
 # Trained at every --train-seeds seed (issue 24's protocol); the rest at seed 0 alone, unless named in --repeat.
 # Methods trained at every training seed. The concept-differential target lost clearly on red over 3 seeds (Acc_e
 # 0.60 ± 0.10, Ha 0.32 against Z-Erase's 0.00 and 0.90): one seed from then on, as issue 24 asks.
-REPEATED = ("Z-Erase", "Z-Erase, preset alone", "ESD-u", "UCE")
+REPEATED = ("Z-Erase", "Z-Erase, null-space", "Z-Erase, preset alone", "ESD-u", "UCE")
 GRID_SEEDS = list(range(8))
 BASELINES: dict = {}  # unpatched measurements, shared by every method and seed of a concept
 

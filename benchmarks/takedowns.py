@@ -66,7 +66,8 @@ def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
     path = cache / f"{concept}-s{seed}.safetensors"
     if not path.exists():
         axis = world_axis(concept)
-        config = resolve(concept, CATEGORY[axis or "character"], seed=seed)
+        # The unconstrained LoRA the committed cells were measured with (the null-space default came later).
+        config = resolve(concept, CATEGORY[axis or "character"], seed=seed, null_space=0.0)
         erase(pipe, config).save(path)
     return load_artifact(path, pipe)
 

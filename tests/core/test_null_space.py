@@ -54,8 +54,9 @@ def test_the_preserved_prompts_keep_their_images_and_the_concept_still_changes(p
     assert erased[0.99] > 5 * kept[0.99], (erased, kept)
 
 
-def test_it_is_opt_in_and_its_bounds_are_checked() -> None:
-    assert resolve("red", "abstraction").null_space == 0  # the paper's unconstrained LoRA by default
-    assert resolve("red", "abstraction", null_space=0.99).null_space == 0.99
+def test_every_takedown_is_constrained_unless_asked_and_the_bounds_are_checked() -> None:
+    assert resolve("red", "abstraction").null_space == 0.99  # the service's default, whatever the category
+    assert resolve("Mira", "celebrity").null_space == 0.99
+    assert resolve("red", "abstraction", null_space=0.0).null_space == 0  # the paper's unconstrained LoRA
     with pytest.raises(ValueError, match="null_space"):
         EraseConfig(**model_defaults() | dict(concept="red", preservation=[], null_space=1.0))
