@@ -184,7 +184,8 @@ def _lost(sessions: sessionmaker[Session], claim: lifecycle.Claim) -> str:
 
 CURVE_POINTS = 100
 SETUP_STAGES = {"load_model": "loading the model", "encode_captions": "encoding the captions",
-                "build_trajectories": "building the trajectory banks"}
+                "build_trajectories": "building the trajectory banks",
+                "null_space": "finding the directions the preserved prompts use"}
 
 
 class _Progress:

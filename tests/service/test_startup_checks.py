@@ -138,6 +138,7 @@ def test_a_jobs_events_show_its_set_up_stages_before_step_1(tmp_path: Path, mode
     first_step = next(i for i, e in enumerate(events) if e.kind == "metrics")
     stages = [(e.data["stage"], "seconds" in e.data) for e in events[:first_step] if (e.data or {}).get("stage")]
     assert stages == [("load_model", False), ("load_model", True), ("encode_captions", False),
-                      ("encode_captions", True), ("build_trajectories", False), ("build_trajectories", True)]
+                      ("encode_captions", True), ("build_trajectories", False), ("build_trajectories", True),
+                      ("null_space", False), ("null_space", True)]
     done = [e for e in events[:first_step] if (e.data or {}).get("seconds") is not None]
     assert all(e.data["seconds"] >= 0 and e.message.startswith("set-up: ") for e in done)

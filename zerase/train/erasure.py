@@ -76,8 +76,8 @@ class ErasureResult:
         save_artifact(self, path)
 
 
-# A set-up stage ("encode_captions", "build_trajectories") starting (seconds None) or done (its seconds): on the
-# real model these take minutes before step 1, and a caller shows them.
+# A set-up stage ("encode_captions", "build_trajectories", "null_space") starting (seconds None) or done (its
+# seconds): on the real model these take minutes before step 1, and a caller shows them.
 StageCallback = Callable[[str, float | None], None]
 
 
