@@ -92,7 +92,8 @@ def kept_concept_misses(policy: GatePolicy, per_concept: dict[str, dict[str, flo
     one image per concept is a coin flip, not a measurement)."""
     if images_each < MIN_IMAGES_EACH:
         return []
-    drops = sorted(((r["before"] - r["after"], key) for key, r in per_concept.items()), reverse=True)
+    # The largest drop first, a tie by name (zerase.evaluate.metrics.worst_kept names the same one).
+    drops = sorted(((r["before"] - r["after"], key) for key, r in per_concept.items()), key=lambda d: (-d[0], d[1]))
     return [Miss(erasure_id, "kept_concept_drop", drop, policy.max_kept_concept_drop, key, version)
             for drop, key in drops if drop > policy.max_kept_concept_drop]
 

@@ -14,6 +14,7 @@ from zerase.patch.artifact import load_artifact
 from zerase.train.config import EraseConfig
 from zerase.train.erasure import erase
 from zerase.train.presets import model_defaults
+from zerase.world.concepts import AXES
 from zerase.world.profile import WorldProfile
 
 PRESERVED = ["a blue circle", "a green square", "a yellow star", "a purple triangle", "Mira", "Toko"]
@@ -45,8 +46,9 @@ def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, profile, null_arti
     assert ev["acc_ir"] == ev["acc_ir_before"] and ev["ha"] == ev["ha_before"]
     assert ev["drift"] < 1e-6
     assert ev["attack_success_rate"]["before"] == ev["attack_success_rate"]["after"]
-    assert len(ev["per_concept"]) == 13  # every other concept of the world, once each
-    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + 2 + 13 + len(ev["attacks"]))  # preview, concept, others, attacks
+    others = sum(len(values) for values in AXES.values()) - 1
+    assert len(ev["per_concept"]) == others  # every other concept of the world, once each
+    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + 2 + others + len(ev["attacks"]))  # preview, concept, kept, attacks
 
     grid = report.preview
     assert report.preview_prompts == ["a red circle", "a blue circle", "a yellow star", "Mira"]

@@ -16,7 +16,7 @@ def worst_kept(per_concept: Mapping[str, Mapping[str, float]]) -> dict[str, Any]
     drops = {key: r["before"] - r["after"] for key, r in per_concept.items()}
     if not drops:
         return None
-    worst = max(drops, key=lambda k: drops[k])
+    worst = min(drops, key=lambda k: (-drops[k], k))  # a tie goes to the first name, as the deploy gate orders
     return {"concept": worst, **per_concept[worst], "drop": drops[worst]}
 
 

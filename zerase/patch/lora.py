@@ -59,6 +59,8 @@ class TextGatedLinear(nn.Module):
         self.lora_A: nn.Parameter | None = None  # (r, in)
         self.lora_B: nn.Parameter | None = None  # (out, r)
         self.scale = 0.0
+        # Training only (zerase.train.null_space): the trainable ΔW acts as B·A·P, P (in, in) a fixed projector.
+        self.projector: torch.Tensor | None = None
         # Served patches: A (R, in) and B (out, R) in fp32, the patches' scales and weights folded into B; or,
         # where the stacked rank makes that cheaper (R·(in + out) > in·out: many patches on a narrow model), the
         # dense fp32 ΔW = B·A (`text_delta`). Either way W itself is never touched.
@@ -76,10 +78,15 @@ class TextGatedLinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(w.shape[0], rank, device=w.device, dtype=torch.float32))
         self.scale = alpha / rank
 
+    def effective_A(self) -> torch.Tensor:
+        """The trainable A as it acts: A·P under a projector, else A."""
+        assert self.lora_A is not None
+        return self.lora_A if self.projector is None else self.lora_A @ self.projector
+
     def delta_weight(self) -> torch.Tensor:
         """ΔW = scale · B·A, shape (out, in)."""
-        assert self.lora_A is not None and self.lora_B is not None
-        return self.scale * (self.lora_B @ self.lora_A)
+        assert self.lora_B is not None
+        return self.scale * (self.lora_B @ self.effective_A())
 
     def _delta(self, h_txt: torch.Tensor) -> torch.Tensor | None:
         """ΔW·h in fp32: the served patches' stacked factors plus the trainable LoRA, if any."""
@@ -91,7 +98,7 @@ class TextGatedLinear(nn.Module):
             a, b = self.text_factors
             delta = F.linear(F.linear(h32, a), b)
         if self.lora_A is not None and self.lora_B is not None:
-            low = F.linear(h_txt.to(self.lora_A.dtype), self.lora_A)
+            low = F.linear(h_txt.to(self.lora_A.dtype), self.effective_A())
             trained = self.scale * F.linear(low, self.lora_B)
             delta = trained if delta is None else delta + trained
         return delta
@@ -197,9 +204,14 @@ class GatedLoraModel:
         state = {}
         for path, m in self.modules.items():
             assert m.lora_A is not None and m.lora_B is not None
-            state[f"{path}.lora_A.weight"] = m.lora_A.detach().cpu().contiguous()
+            state[f"{path}.lora_A.weight"] = m.effective_A().detach().cpu().contiguous()
             state[f"{path}.lora_B.weight"] = m.lora_B.detach().cpu().contiguous()
         return state
+
+    def set_projectors(self, projectors: dict[str, torch.Tensor]) -> None:
+        """Constrain each trainable A to act through its projector (training; zerase.train.null_space)."""
+        for path, m in self.modules.items():
+            m.projector = projectors[path].to(m.base.weight.device, torch.float32) if path in projectors else None
 
     def load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
         for path, m in self.modules.items():

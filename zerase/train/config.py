@@ -67,6 +67,9 @@ class EraseConfig:
     perturb: float = 0.25  # share of pool prompts with the concept respelt (never as the evaluation attacks)
     synonyms: list[str] = field(default_factory=list)  # respellings the pool may use as well
     refresh_every: int = 0  # > 0: every this many steps, the erase bank is re-sampled with the current LoRA
+    # > 0: ΔW acts only outside the directions holding this share of the preserved prompts' caption-row inputs'
+    # energy (zerase.train.null_space); 0: anywhere (the paper).
+    null_space: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.concept.strip():
@@ -83,6 +86,8 @@ class EraseConfig:
             raise ValueError("tau must be positive, perturb and pool_templates in [0, 1]")
         if self.prompt_pool < 0 or self.refresh_every < 0 or self.pool_variants < 1:
             raise ValueError("prompt_pool and refresh_every must not be negative, pool_variants positive")
+        if not 0 <= self.null_space < 1:
+            raise ValueError("null_space must be in [0, 1)")
         if any(n < 1 for n in self.trained_steps):
             raise ValueError("schedule steps must be positive")
 

@@ -40,6 +40,7 @@ from zerase.train.attention import AttentionMassRecorder
 from zerase.train.checkpoint import load_checkpoint, save_checkpoint
 from zerase.train.config import EraseConfig
 from zerase.train.lagrangian import LambdaController, LevelController
+from zerase.train.null_space import preserved_projectors
 from zerase.train.training_prompts import TrainingPrompts, prepare_prompts
 from zerase.train.trajectories import TrajectoryBank, build_bank, raw_outputs
 
@@ -181,6 +182,10 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
         transformer.enable_gradient_checkpointing()
     recorder = AttentionMassRecorder(transformer, lora.layers, lora.tracker) if config.attn_weight > 0 else None
     try:
+        if config.null_space:
+            with setup_stage(on_stage, "null_space"):
+                lora.set_projectors(preserved_projectors(transformer, lora, pres_bank, pres_embeds, prompts.empty,
+                                                         config.null_space))
         params = lora.add_trainable(config.seed)
         opt = torch.optim.AdamW(params, lr=config.lr)
         controller: LambdaController | LevelController
