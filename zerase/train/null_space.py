@@ -25,13 +25,13 @@ from zerase.train.trajectories import TrajectoryBank
 
 def _projector(gram: torch.Tensor, keep: float) -> torch.Tensor:
     """I - U·Uᵀ, U the top eigenvectors of `gram` holding at least `keep` of its trace."""
-    values, vectors = torch.linalg.eigh(gram.double())  # ascending
+    values, vectors = torch.linalg.eigh(gram.double())  # ascending; on the gram's device
     values = values.clamp(min=0).flip(0)
     vectors = vectors.flip(1)
     share = values.cumsum(0) / values.sum().clamp(min=1e-30)
-    k = int(torch.searchsorted(share, torch.tensor(keep, dtype=share.dtype)).item()) + 1
+    k = int(torch.searchsorted(share, torch.tensor(keep, dtype=share.dtype, device=share.device)).item()) + 1
     u = vectors[:, :min(k, len(values))]
-    return (torch.eye(len(values), dtype=torch.float64) - u @ u.T).float()
+    return (torch.eye(len(values), dtype=torch.float64, device=u.device) - u @ u.T).float()
 
 
 @torch.no_grad()
@@ -70,7 +70,7 @@ def caption_row_grams(transformer: ZImageTransformer2DModel, lora: GatedLoraMode
     finally:
         for handle in handles:
             handle.remove()
-    return {i: g.cpu() for i, g in grams.items()}
+    return grams
 
 
 def preserved_projectors(transformer: ZImageTransformer2DModel, lora: GatedLoraModel, bank: TrajectoryBank,
