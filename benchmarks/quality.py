@@ -8,6 +8,7 @@ as mean ± spread (sample standard deviation over training seeds), the issue's t
         [--out benchmarks/quality]
     python benchmarks/quality.py --fast --out DIR   # CI: one concept, 2 steps, one seed, the sampled evaluation
     python benchmarks/quality.py --merge DIR DIR ... --out DIR  # one table from runs split by concept
+    python benchmarks/quality.py --table --out DIR  # the table from every cell in DIR/cells, running nothing
     python benchmarks/quality.py --table4 ...       # the paper's Table 4 alone (benchmarks/_table4.py)
 
 Metrics (zerase.evaluate.evaluation, read by the world's probe): Acc_e, the share of the concept's images that still
@@ -82,6 +83,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--fast", action="store_true", help="CI: checks the harness, not the numbers")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="write one table to --out from these runs' outputs (e.g. concepts split over two cores)")
+    parser.add_argument("--table", action="store_true",
+                        help="only rebuild the table from the cells in --out/cells, naming the missing ones")
     parser.add_argument("--table4", "--attacks", action="store_true", help="only the paper's Table 4")
     parser.add_argument("--attack-prompts", type=int, default=RedTeamBudget.prompts,
                         help="Table 4: concept prompts each red-team attack optimises")
@@ -114,7 +117,6 @@ def main() -> None:
         GRID_SEEDS[2:] = []
     concepts = args.concepts or list(CONCEPTS)
     methods = list(args.methods or DEFAULT_METHODS) + [f"Z-Erase, {n} steps" for n in args.length]
-    pipe, _profile, settings, evaluator = world_stack()
     notes = [f"Recipe {args.recipe}: {recipe or 'the paper prompts, frozen bank'}{' (shrunk: --fast)' * args.fast}; "
              f"{args.steps or 'preset'} steps; {args.seeds} evaluation seeds ({'full' if full else 'sampled'} "
              f"protocol); training seeds 0..{args.train_seeds - 1} for {', '.join(args.repeat)}, seed 0 for the "
@@ -135,6 +137,12 @@ def main() -> None:
                  + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []) + (
                 [f"Cells whose coherence was read by the probe alone, left out of that column until rerun "
                  f"({len(stale)}): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in stale)] if stale else [])
+    if args.table:  # every cell there, whichever run wrote it; nothing is run
+        write_outputs(args.out, [_current(cells[w]) for w in wanted if w in cells], [], REFERENCE,
+                      _baselines(methods), [f"Built from {args.out / 'cells'} (--table): each cell at the settings "
+                                            "of the run that wrote it."] + missing_note())
+        return
+    pipe, _profile, settings, evaluator = world_stack()
     with tempfile.TemporaryDirectory() as tmp:
         # Missing cells first, then those measured before the current coherence check.
         for concept, redo in [(c, False) for c in concepts] + [(c, True) for c in concepts]:

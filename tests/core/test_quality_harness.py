@@ -48,3 +48,13 @@ def test_fast_run_writes_every_method_with_its_metrics(tmp_path: Path) -> None:
     assert [(r["method"], r["concept"]) for r in ran] == [("UCE", "red"), ("AC", "red")]
     assert "coherence_metric" in json.loads(stale.read_text())
     assert {r["method"] for r in json.loads((tmp_path / "quality.json").read_text())["rows"]} == METHODS
+
+    # --table: the table from every cell there, whichever run wrote it, running nothing; the missing ones named.
+    table = subprocess.run([sys.executable, "benchmarks/quality.py", "--table", "--concepts", "red", "purple",
+                            "--train-seeds", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert table.returncode == 0, table.stderr[-4000:]
+    assert not [line for line in table.stdout.splitlines() if line.startswith("{")]
+    data = json.loads((tmp_path / "quality.json").read_text())
+    assert {(r["concept"], r["method"]) for r in data["rows"]} == {("red", m) for m in METHODS}
+    assert any("purple/UCE/s0" in note and "red/" not in note for note in data["notes"])
