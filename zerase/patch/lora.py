@@ -209,9 +209,14 @@ class GatedLoraModel:
         return state
 
     def set_projectors(self, projectors: dict[str, torch.Tensor]) -> None:
-        """Constrain each trainable A to act through its projector (training; zerase.train.null_space)."""
+        """Constrain each trainable A to act through its projector (training; zerase.train.null_space). A projector
+        shared by several paths (a layer's q, k and v) is moved once: on a real model each is (3840, 3840)."""
+        moved: dict[int, torch.Tensor] = {}
         for path, m in self.modules.items():
-            m.projector = projectors[path].to(m.base.weight.device, torch.float32) if path in projectors else None
+            p = projectors.get(path)
+            if p is not None and id(p) not in moved:
+                moved[id(p)] = p.to(m.base.weight.device, torch.float32)
+            m.projector = moved[id(p)] if p is not None else None
 
     def load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
         for path, m in self.modules.items():

@@ -76,8 +76,8 @@ class ErasureResult:
         save_artifact(self, path)
 
 
-# A set-up stage ("encode_captions", "build_trajectories") starting (seconds None) or done (its seconds): on the
-# real model these take minutes before step 1, and a caller shows them.
+# A set-up stage ("encode_captions", "build_trajectories", "null_space") starting (seconds None) or done (its
+# seconds): on the real model these take minutes before step 1, and a caller shows them.
 StageCallback = Callable[[str, float | None], None]
 
 
@@ -184,8 +184,9 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
     try:
         if config.null_space:
             with setup_stage(on_stage, "null_space"):
-                lora.set_projectors(preserved_projectors(transformer, lora, pres_bank, pres_embeds, prompts.empty,
-                                                         config.null_space))
+                from zerase.train.ns_exp import projectors
+                lora.set_projectors(projectors(transformer, lora, pres_bank, pres_embeds, prompts.empty,
+                                               config.null_space, erase_bank, bank_embeds))
         params = lora.add_trainable(config.seed)
         opt = torch.optim.AdamW(params, lr=config.lr)
         controller: LambdaController | LevelController
@@ -207,6 +208,10 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
         refresh_s = 0.0
         # A resumed run rebuilds its on-policy bank from the restored LoRA (the bank is not checkpointed).
         refreshed_at = -1 if config.refresh_every and state["step"] >= config.refresh_every else state["step"]
+        import os
+        eta = float(os.environ.get("FOCUS", "0"))
+        gw = torch.ones(len(pres_embeds))
+        energy_pr = (pres_bank.cond.flatten(1).pow(2).mean(1) + pres_bank.uncond.flatten(1).pow(2).mean(1))
         while state["step"] < config.steps:
             if should_stop is not None and should_stop():
                 cancelled = True
@@ -248,6 +253,21 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
             loss_erase = per_item[:n_e].mean() + config.attn_weight * loss_attn  # Eq. 7
             pr_items = per_item[n_e:n_e + n_p] + per_item[n_e + n_p:]  # Eq. 8: c_pr term + ∅ term per state
             loss_pr = pr_items.mean()
+            if eta:
+                cid = pres_bank.prompt[p_idx]
+                rel = (pr_items.detach().cpu() / energy_pr[p_idx])
+                w = 1 - float(os.environ.get('MIX', '1')) + float(os.environ.get('MIX', '1')) * gw[cid]
+                with torch.no_grad():
+                    upd = torch.zeros_like(gw).index_add_(0, cid, rel)
+                    cnt = torch.zeros_like(gw).index_add_(0, cid, torch.ones_like(rel))
+                    seen = cnt > 0
+                    m = rel.mean().clamp(min=1e-12)
+                    gw[seen] *= torch.exp(eta * (upd[seen] / cnt[seen] / m - 1))
+                    gw /= gw.mean()
+                loss_pr = (w.to(pr_items.device) * pr_items).mean()
+                if state["step"] % 50 == 0:
+                    top = torch.topk(gw, 3)
+                    print("FOCUS", state["step"], [(int(i), round(float(v), 2)) for v, i in zip(top.values, top.indices)], flush=True)
 
             n_carry = len(state["carry"])
             if isinstance(controller, LevelController):

@@ -1,5 +1,5 @@
-"""Null-space constrained LoRA (opt-in, `EraseConfig.null_space`): ΔW acts only where the preserved prompts'
-caption rows hardly reach.
+"""Null-space constrained LoRA (`EraseConfig.null_space`; the service's default, zerase.train.presets.NULL_SPACE):
+ΔW acts only where the preserved prompts' caption rows hardly reach.
 
 L_pr judges the preserved prompts through the velocity they produce, one mean over every state it samples, so
 an erasure may move a neighbour a little everywhere. AlphaEdit (Fang et al., ICLR 2025) and SPEED (2025)
@@ -9,8 +9,7 @@ entering each gated layer's projections, collected by running the frozen model o
 states (in a single-stream model those rows have also seen the image); "free" is the eigen-directions outside
 the top ones holding `keep` of their energy. The LoRA trains as A·P and the artifact stores A·P, so serving is
 unchanged. What is left, 1 − keep of the energy, is √(1 − keep) of the norm: at 0.99 a preserved row can still
-move by ~10 % of its frozen projection (measured on the 24-character world: 7–10 %, against 9–15 % on the
-erase prompts).
+move by ~10 % of its frozen projection (docs/algorithm.md has what it did to the kept concepts).
 """
 
 from __future__ import annotations
@@ -26,13 +25,13 @@ from zerase.train.trajectories import TrajectoryBank
 
 def _projector(gram: torch.Tensor, keep: float) -> torch.Tensor:
     """I - U·Uᵀ, U the top eigenvectors of `gram` holding at least `keep` of its trace."""
-    values, vectors = torch.linalg.eigh(gram.double())  # ascending
+    values, vectors = torch.linalg.eigh(gram.double())  # ascending; on the gram's device
     values = values.clamp(min=0).flip(0)
     vectors = vectors.flip(1)
     share = values.cumsum(0) / values.sum().clamp(min=1e-30)
-    k = int(torch.searchsorted(share, torch.tensor(keep, dtype=share.dtype)).item()) + 1
+    k = int(torch.searchsorted(share, torch.tensor(keep, dtype=share.dtype, device=share.device)).item()) + 1
     u = vectors[:, :min(k, len(values))]
-    return (torch.eye(len(values), dtype=torch.float64) - u @ u.T).float()
+    return (torch.eye(len(values), dtype=torch.float64, device=u.device) - u @ u.T).float()
 
 
 @torch.no_grad()
@@ -71,7 +70,7 @@ def caption_row_grams(transformer: ZImageTransformer2DModel, lora: GatedLoraMode
     finally:
         for handle in handles:
             handle.remove()
-    return {i: g.cpu() for i, g in grams.items()}
+    return grams
 
 
 def preserved_projectors(transformer: ZImageTransformer2DModel, lora: GatedLoraModel, bank: TrajectoryBank,
