@@ -2,9 +2,9 @@
 fine-tuning baseline trains a text-gated LoRA on the caption rows of the main layers' Q/K/V, Eq. 4), and
 the training recipes they share. Used by benchmarks/quality.py and benchmarks/_table4.py.
 
-- Z-Erase: the service's erasure before the null-space default (L_erase + L_attn + λ L_pr, the Lagrangian λ of
+- Z-Erase: the paper's erasure as the service trains it (L_erase + L_attn + λ L_pr, the Lagrangian λ of
   Eq. 13-15), preserving the preset and what the service adds for what nobody named (unnamed_prior, issue 24);
-- Z-Erase, null-space: the service's erasure today: the same, its ΔW constrained off the preserved prompts'
+- Z-Erase, null-space: the same, its ΔW constrained off the preserved prompts'
   caption-row directions (zerase.train.null_space, `null_space = presets.NULL_SPACE`);
 - Z-Erase, preset alone: the same preserving only the category preset (the service before issue 24);
 - Z-Erase, concept-differential: the erase target is the frozen output of the same prompt without the concept
@@ -13,6 +13,7 @@ the training recipes they share. Used by benchmarks/quality.py and benchmarks/_t
 - Z-Erase, level λ: the same with λ the dual variable of a constraint on the level of L_pr (issue 15);
 - Z-Erase, fixed λ=1: no modulation (Table 5's "L_erase + L_attn + L_pr");
 - Z-Erase, on-policy: the erase bank re-sampled with the current LoRA every 50 steps (issue 15);
+- Z-Erase, null-space, on-policy: both of the above;
 - Z-Erase, prompt pool: 64 base prompts (the world's captions of the concept, a quarter category templates)
   × 8 surface variants (word order, respellings), 64 trajectories, on-policy every 50 steps;
 - ESD-u: Eq. 5's negative-guidance target alone (no attention term, no preservation) on every main layer's
@@ -69,6 +70,7 @@ METHODS: dict[str, Method] = {
     "Z-Erase, level λ": Method("train", {"modulation": "level"}),
     "Z-Erase, fixed λ=1": Method("train", {"modulation": "fixed", "fixed_lambda": 1.0}),
     "Z-Erase, on-policy": Method("train", {"refresh_every": 50}),
+    "Z-Erase, null-space, on-policy": Method("train", {"null_space": NULL_SPACE, "refresh_every": 50}),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -81,7 +83,8 @@ METHODS: dict[str, Method] = {
     "naive LoRA, Z-Erase losses": Method("train", {"gating": "all"}),
 }
 DEFAULT_METHODS = ("Z-Erase", "Z-Erase, null-space", "Z-Erase, preset alone", "Z-Erase, concept-differential",
-                   "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, prompt pool", "ESD-u",
+                   "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, null-space, on-policy",
+                   "Z-Erase, prompt pool", "ESD-u",
                    "AC", "UCE", "naive fine-tuning", "token zeroing")
 REFERENCE = "Z-Erase"
 
@@ -114,8 +117,10 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
                    height=settings.height, width=settings.width, **({"steps": steps} if steps else {}),
                    **method.request)
-    # Every method as its committed cells measured it, before the null-space default, unless it names null_space.
-    data = {"null_space": 0.0} | recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
+    # Every method as its committed cells measured it, before the category defaults (presets.CATEGORY_SETTINGS),
+    # unless it names those settings.
+    paper = {"null_space": 0.0, "refresh_every": 0}
+    data = paper | recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
     return dataclasses.replace(base, **data, seed=seed)

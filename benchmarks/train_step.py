@@ -1,7 +1,7 @@
 """Training cost: a Z-Erase step vs a naive LoRA step on the same model and batch, side by side,
 and the time and peak memory of a default erasure from start to artifact.
 
-    python benchmarks/train_step.py [--steps 30] [--model DIR]
+    python benchmarks/train_step.py [--steps 30] [--model DIR] [--defaults red:abstraction Mira:celebrity]
 
 Prints numbers; asserts nothing about time.
 """
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--model", default=None)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--defaults", nargs="*", default=["red:abstraction", "Mira:celebrity"],
+                        help="CONCEPT:CATEGORY erasures timed at their defaults, start to artifact")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     pipe = load_pipeline(args.model)
@@ -53,18 +55,21 @@ def main() -> None:
           f"(batch: {base.erase_batch} erase + {2 * base.preserve_batch}x2 preservation items, "
           f"{torch.get_num_threads()} threads)")
 
-    default = resolve("red", "abstraction", sample_steps=s.steps, guidance_scale=s.guidance_scale,
-                      height=s.height, width=s.width)
-    t0 = time.monotonic()
-    result = erase(pipe, default)
-    with tempfile.TemporaryDirectory() as tmp:
-        result.save(Path(tmp) / "red.safetensors")
-        size = (Path(tmp) / "red.safetensors").stat().st_size
-    total = time.monotonic() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"default erasure ({default.steps} steps): {total:.1f} s start to artifact "
-          f"(setup {result.timings['setup_s']:.1f} s), {total / default.steps * 1000:.0f} ms/step overall, "
-          f"peak RSS {peak_mb:.0f} MB, artifact {size} bytes, final λ {result.final_lambda:.4f}")
+    for request in args.defaults:  # each category's default settings (presets.CATEGORY_SETTINGS) differ in cost
+        concept, category = request.split(":")
+        default = resolve(concept, category, sample_steps=s.steps, guidance_scale=s.guidance_scale,
+                          height=s.height, width=s.width)
+        t0 = time.monotonic()
+        result = erase(pipe, default)
+        with tempfile.TemporaryDirectory() as tmp:
+            result.save(Path(tmp) / "erasure.safetensors")
+            size = (Path(tmp) / "erasure.safetensors").stat().st_size
+        total = time.monotonic() - t0
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"default erasure of {concept} ({category}: {default.steps} steps, null_space {default.null_space}, "
+              f"refresh_every {default.refresh_every}): {total:.1f} s start to artifact "
+              f"(setup {result.timings['setup_s']:.1f} s), {total / default.steps * 1000:.0f} ms/step overall, "
+              f"peak RSS {peak_mb:.0f} MB, artifact {size} bytes, final λ {result.final_lambda:.4f}")
 
 
 if __name__ == "__main__":

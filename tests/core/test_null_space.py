@@ -13,7 +13,7 @@ from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import load_artifact
 from zerase.train.config import EraseConfig
 from zerase.train.erasure import erase
-from zerase.train.presets import model_defaults, resolve
+from zerase.train.presets import CATEGORY_SETTINGS, model_defaults, resolve
 
 PRESERVED = ["a blue circle", "a green triangle", "Mira", "Toko", "Zed"]
 SEEDS = list(range(6))
@@ -54,9 +54,15 @@ def test_the_preserved_prompts_keep_their_images_and_the_concept_still_changes(p
     assert erased[0.99] > 5 * kept[0.99], (erased, kept)
 
 
-def test_every_takedown_is_constrained_unless_asked_and_the_bounds_are_checked() -> None:
-    assert resolve("red", "abstraction").null_space == 0.99  # the service's default, whatever the category
+def test_every_takedown_gets_its_categorys_settings_unless_asked_and_the_bounds_are_checked() -> None:
+    for category, settings in CATEGORY_SETTINGS.items():
+        config = resolve("red", category)
+        assert {key: getattr(config, key) for key in settings} == settings, category
+    assert resolve("red", "abstraction").null_space == 0.99  # constrained, whatever the category
     assert resolve("Mira", "celebrity").null_space == 0.99
+    assert resolve("Mira", "celebrity").refresh_every == 50  # characters won the quality table on-policy
+    assert resolve("red", "abstraction").refresh_every == 0
     assert resolve("red", "abstraction", null_space=0.0).null_space == 0  # the paper's unconstrained LoRA
+    assert resolve("Mira", "celebrity", refresh_every=0).refresh_every == 0  # a request's own value wins
     with pytest.raises(ValueError, match="null_space"):
         EraseConfig(**model_defaults() | dict(concept="red", preservation=[], null_space=1.0))

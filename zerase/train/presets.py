@@ -59,6 +59,15 @@ GENERAL_CAPTIONS = 4  # COCO captions every erasure keeps: what the model draws 
 # (zerase.train.null_space). On the bundled world it cut the kept concepts' mean drop 0.077 -> 0.019 (red),
 # 0.115 -> 0.067 (circle), 0.135 -> 0.038 (outlined); docs/algorithm.md has the table.
 NULL_SPACE = 0.99
+ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
+# Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
+# (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
+# shape: entity, style: artistic_style, character: celebrity): the best Ha among settings whose kept concepts'
+# mean drop is within 0.02, else the smallest drop among those that erase. The other categories take the winner
+# over all eight concepts.
+CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
+    category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
+} | {"celebrity": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY}}
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
     "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
@@ -66,7 +75,8 @@ DESCRIPTIONS = {
     "artistic_style": "An artist's style. ε 1e-3; preserves other painters' styles (Table 7).",
     "entity": "An object or place. ε 1e-2; preserves other everyday objects (Table 7).",
     "abstraction": "An idea or scene kind. ε 1e-2; preserves other abstractions (Table 7).",
-    "celebrity": "A person's likeness. ε 1e-2; turns into 'a person'; preserves other identities (Table 9).",
+    "celebrity": "A person's likeness. ε 1e-2; turns into 'a person'; preserves other identities (Table 9); "
+                 "re-samples its training states with the erasure as it learns (on-policy).",
     "custom": "Anything else. ε 5e-3; preserves only generic scenes: list what must stay intact.",
 }
 
@@ -149,9 +159,7 @@ def resolve_request(concept: str, category: str, preservation: list[str] | None 
         overrides["target"] = "anchor"
     if "erase_prompts" not in overrides and (shown := profile.erase_prompts(concept)):
         overrides["erase_prompts"] = shown
-    if overrides.get("null_space") is None:
-        overrides["null_space"] = NULL_SPACE
-    for key, value in model_defaults(profile).items():
+    for key, value in (CATEGORY_SETTINGS[category] | model_defaults(profile)).items():
         if overrides.get(key) is None:
             overrides[key] = value
     config = EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
