@@ -84,8 +84,7 @@ METHODS: dict[str, Method] = {
 }
 DEFAULT_METHODS = ("Z-Erase", "Z-Erase, null-space", "Z-Erase, preset alone", "Z-Erase, concept-differential",
                    "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy", "Z-Erase, null-space, on-policy",
-                   "Z-Erase, prompt pool", "ESD-u",
-                   "AC", "UCE", "naive fine-tuning", "token zeroing")
+                   "Z-Erase, prompt pool", "ESD-u", "AC", "UCE", "naive fine-tuning", "token zeroing")
 REFERENCE = "Z-Erase"
 
 # Training data shared by every trained method (and UCE's prompts), --recipe: the paper's fixed prompts and frozen
