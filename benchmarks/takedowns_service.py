@@ -100,6 +100,16 @@ def served(api: Api) -> dict[str, Any]:
     return out
 
 
+def look(api: Api, prompts: list[str], folder: Path) -> None:
+    """What /generate serves at the end, to look at: one PNG per prompt and seed, named by the version."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prompt in prompts:
+        for seed in range(2):
+            response = api.client.post("/generate", json={"prompt": prompt, "seed": seed})
+            version = response.headers.get("X-Safety-Patch-Version", "none")
+            (folder / f"v{version}-{prompt.replace(' ', '_')}-s{seed}.png").write_bytes(response.content)
+
+
 def main() -> None:
     args = parse()
     var = Path(tempfile.mkdtemp(prefix="zerase-takedowns-"))
@@ -111,6 +121,7 @@ def main() -> None:
         for concept in args.concepts:
             rows.append(takedown(api, concept))
             print(json.dumps(rows[-1]), flush=True)
+        look(api, [*args.concepts, "Toko", "a green triangle", "a blue star"], args.out / f"images-{args.fusion}")
     finally:
         api.close()
     out = {"fusion": args.fusion, "deploy_gate": settings.deploy_gate, "takedowns": rows}
