@@ -7,7 +7,7 @@ version `/generate` then serves (each erased concept's Acc_e, the kept concepts'
     OMP_NUM_THREADS=2 python benchmarks/takedowns_service.py [--concepts red circle outlined Mira]
         [--fusion consolidated|closed_form|average] [--out benchmarks/takedowns]
 
-Writes service-<fusion>.json to --out.
+Writes service-<fusion>.json to --out, and images-<fusion>/: PNGs of what /generate serves at the end.
 """
 
 from __future__ import annotations
