@@ -52,6 +52,8 @@ def test_what_nobody_named_is_kept_whatever_the_list() -> None:
     # The world: its other concepts, and the concept's own prompts with it taken out.
     style = resolve_request("outlined", "artistic_style", preservation=[])
     assert {"a red circle", "a filled red circle", "a blue star"} <= set(style.config.preservation)
+    # The characters are drawn in a style too: a style's erasure keeps them (outlined had taken Zed with it).
+    assert {"Mira", "Toko", "Zed"} <= set(style.config.preservation)
     assert "a red circle" in style.added["without_concept"]
     assert not [p for p in style.config.preservation if "outlined" in p]
 

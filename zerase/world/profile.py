@@ -43,7 +43,8 @@ def world_value(concept: str) -> str:
 
 def world_preservation(concept: str) -> list[str]:
     """Siblings on the concept's axis, in context, plus prompts from the other axes: a sibling left out
-    of the set is erased along with the concept (a trial erased "yellow" together with "red")."""
+    of the set is erased along with the concept (a trial erased "yellow" together with "red"), and the
+    characters, drawn with a colour, a shape and a style each (an "outlined" erasure that left them out took Zed)."""
     axis = world_axis(concept)
     c = concept.lower()
     if axis == "colour":
@@ -52,7 +53,8 @@ def world_preservation(concept: str) -> list[str]:
         return [object_prompt(col, o) for o in SHAPES if o != c for col in list(COLOURS)[:3]] + list(CHARACTER_NAMES)
     if axis == "style":
         return [object_prompt(col, s, st) for st in STYLES if st != c for col in list(COLOURS)[:2]
-                for s in SHAPES[:2]] + [object_prompt(col, s) for col in list(COLOURS)[2:] for s in SHAPES[2:]]
+                for s in SHAPES[:2]] + [object_prompt(col, s) for col in list(COLOURS)[2:] for s in SHAPES[2:]] \
+            + list(CHARACTER_NAMES)
     if axis == "character":
         return [n for n in CHARACTER_NAMES if n.lower() != c] + [object_prompt(col, s) for col, s in
                                                                   zip(COLOURS, SHAPES)] + ["a character"]
