@@ -6,8 +6,11 @@ version `/generate` then serves (each erased concept's Acc_e, the kept concepts'
 
     OMP_NUM_THREADS=2 python benchmarks/takedowns_service.py [--concepts red circle outlined Mira]
         [--fusion consolidated|closed_form|average] [--out benchmarks/takedowns]
+    OMP_NUM_THREADS=2 python benchmarks/takedowns_service.py --alone --concepts square circle triangle star
 
-Writes service-<fusion>.json to --out, and images-<fusion>/: PNGs of what /generate serves at the end.
+Writes service-<fusion>.json to --out, and images-<fusion>/: PNGs of what /generate serves at the end. With
+--alone each takedown is trained and judged by its own job's evaluation and deploy gate, and nothing is deployed
+(whether each concept's default erasure passes the gate alone): service-alone.json.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--fusion", default=Settings.model_fields["fusion"].default,
                         choices=["closed_form", "consolidated", "average"], help="default: the service's")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/takedowns"))
+    parser.add_argument("--alone", action="store_true", help="judge each erasure alone; deploy nothing")
     return parser.parse_args()
 
 
@@ -44,8 +48,8 @@ def wait(check: Any, what: str, limit_s: float = 1800) -> Any:
     return value
 
 
-def takedown(api: Api, concept: str) -> dict[str, Any]:
-    """Request, train, deploy one concept; the outcome and what is served afterwards."""
+def takedown(api: Api, concept: str, deploy: bool = True) -> dict[str, Any]:
+    """Request, train, deploy (if `deploy`) one concept; the outcome and what is served afterwards."""
     started = time.monotonic()
     category = CATEGORY.get(world_axis(concept) or "", "entity")
     job = api.client.post("/erasures", json={"concept": concept, "category": category, "mitigate": "none"}).json()
@@ -63,6 +67,9 @@ def takedown(api: Api, concept: str) -> dict[str, Any]:
         e = alone.json().get("evaluation") or alone.json()
         row["alone"] = {k: e.get(k) for k in ("acc_e", "acc_ir_before", "acc_ir")} | {
             "gate_passed": (alone.json().get("gate") or {}).get("passed")}
+        if not deploy:
+            return row | {"gate": alone.json().get("gate"), "worst_kept": e.get("worst_kept"),
+                          "attack_success": e.get("attack_success_rate")}
     response = api.client.post(f"/erasures/{job['id']}/deploy")
     row["deploy_status"] = response.status_code
     body = response.json()
@@ -119,14 +126,15 @@ def main() -> None:
     rows = []
     try:
         for concept in args.concepts:
-            rows.append(takedown(api, concept))
+            rows.append(takedown(api, concept, deploy=not args.alone))
             print(json.dumps(rows[-1]), flush=True)
-        look(api, [*args.concepts, "Toko", "a green triangle", "a blue star"], args.out / f"images-{args.fusion}")
+        if not args.alone:
+            look(api, [*args.concepts, "Toko", "a green triangle", "a blue star"], args.out / f"images-{args.fusion}")
     finally:
         api.close()
-    out = {"fusion": args.fusion, "deploy_gate": settings.deploy_gate, "takedowns": rows}
+    out = {"fusion": None if args.alone else args.fusion, "deploy_gate": settings.deploy_gate, "takedowns": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"service-{args.fusion}.json").write_text(json.dumps(out, indent=1))
+    (args.out / f"service-{'alone' if args.alone else args.fusion}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
