@@ -59,6 +59,10 @@ GENERAL_CAPTIONS = 4  # COCO captions every erasure keeps: what the model draws 
 # (zerase.train.null_space). On the bundled world it cut the kept concepts' mean drop 0.077 -> 0.019 (red),
 # 0.115 -> 0.067 (circle), 0.135 -> 0.038 (outlined); docs/algorithm.md has the table.
 NULL_SPACE = 0.99
+# An object's erasure leaves only 0.1 % of that energy free: at 0.99 a shape's LoRA still reached the character drawn
+# with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56), at 0.999 the shapes kept the same Acc_e with a
+# third of the drop. A style or colour at 0.999 stopped erasing (filled: Acc_e 0.31 -> 0.88).
+NULL_SPACE_TIGHT = 0.999
 ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
@@ -67,7 +71,8 @@ ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many
 # over all eight concepts.
 CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
     category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
-} | {"celebrity": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY}}
+} | {"celebrity": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
+     "entity": {"null_space": NULL_SPACE_TIGHT, "refresh_every": 0}}
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
     "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
