@@ -66,9 +66,9 @@ NULL_SPACE_TIGHT = 0.999
 ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
-# shape: entity, style: artistic_style, character: celebrity): the best Ha among settings whose kept concepts'
-# mean drop is within 0.02, else the smallest drop among those that erase. The other categories take the winner
-# over all eight concepts.
+# shape: entity, style: artistic_style, character: celebrity): among the settings that erase (Acc_e <= 0.5), the
+# best Ha of those whose kept concepts' mean drop is within 0.02, else the smallest drop. The other categories take
+# the winner over all eight concepts.
 CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
     category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
 } | {"celebrity": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
