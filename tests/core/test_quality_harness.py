@@ -15,7 +15,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = {"Z-Erase", "Z-Erase, null-space", "Z-Erase, null-space, on-policy", "Z-Erase, preset alone",
            "Z-Erase, concept-differential", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy",
-           "Z-Erase, prompt pool", "ESD-u", "AC", "UCE", "naive fine-tuning", "token zeroing"}
+           "Z-Erase, null-space 0.999", "Z-Erase, prompt pool", "ESD-u", "AC", "UCE", "naive fine-tuning",
+           "token zeroing"}
 
 
 @pytest.mark.slow
