@@ -60,8 +60,8 @@ GENERAL_CAPTIONS = 4  # COCO captions every erasure keeps: what the model draws 
 # 0.115 -> 0.067 (circle), 0.135 -> 0.038 (outlined); docs/algorithm.md has the table.
 NULL_SPACE = 0.99
 # An object's erasure leaves only 0.1 % of that energy free: at 0.99 a shape's LoRA still reached the character drawn
-# with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56), at 0.999 the shapes kept the same Acc_e with a
-# third of the drop. A style or colour at 0.999 stopped erasing (filled: Acc_e 0.31 -> 0.88).
+# with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56); at 0.999 the shapes kept the same Acc_e at two
+# thirds of the drop. A style at 0.999 stopped erasing (filled: Acc_e 0.31 -> 0.88), a colour lost Ha (0.92 -> 0.81).
 NULL_SPACE_TIGHT = 0.999
 ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
