@@ -44,7 +44,7 @@ from zerase.patch.apply import PatchedPipeline, stack_factors
 from zerase.patch.artifact import LoraArtifact, load_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec
 from zerase.train.config import EraseConfig
-from zerase.train.presets import NULL_SPACE, resolve
+from zerase.train.presets import NULL_SPACE, NULL_SPACE_TIGHT, resolve
 from zerase.world.profile import world_axis, world_erase_contexts
 
 AXIS_CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
@@ -74,8 +74,8 @@ METHODS: dict[str, Method] = {
     "Z-Erase, fixed λ=1": Method("train", {"modulation": "fixed", "fixed_lambda": 1.0}),
     "Z-Erase, on-policy": Method("train", {"refresh_every": 50}),
     "Z-Erase, null-space, on-policy": Method("train", {"null_space": NULL_SPACE, "refresh_every": 50}),
-    "Z-Erase, null-space 0.999": Method("train", {"null_space": 0.999}),
-    "Z-Erase, null-space 0.999, on-policy": Method("train", {"null_space": 0.999, "refresh_every": 50}),
+    "Z-Erase, null-space 0.999": Method("train", {"null_space": NULL_SPACE_TIGHT}),
+    "Z-Erase, null-space 0.999, on-policy": Method("train", {"null_space": NULL_SPACE_TIGHT, "refresh_every": 50}),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),

@@ -64,11 +64,12 @@ def takedown(api: Api, concept: str, deploy: bool = True) -> dict[str, Any]:
         return row | {"accepted": False, "why": done.get("error")}
     alone = api.client.get(f"/erasures/{job['id']}/evaluation")
     if alone.status_code == 200:  # the job's own evaluation: the erasure judged alone
-        e = alone.json().get("evaluation") or alone.json()
+        view = alone.json()
+        e, gate = view.get("evaluation") or view, view.get("gate")
         row["alone"] = {k: e.get(k) for k in ("acc_e", "acc_ir_before", "acc_ir")} | {
-            "gate_passed": (alone.json().get("gate") or {}).get("passed")}
+            "gate_passed": (gate or {}).get("passed")}
         if not deploy:
-            return row | {"gate": alone.json().get("gate"), "worst_kept": e.get("worst_kept"),
+            return row | {"gate": gate, "worst_kept": e.get("worst_kept"),
                           "attack_success": e.get("attack_success_rate")}
     response = api.client.post(f"/erasures/{job['id']}/deploy")
     row["deploy_status"] = response.status_code
