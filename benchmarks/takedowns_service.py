@@ -67,7 +67,8 @@ def takedown(api: Api, concept: str, deploy: bool = True) -> dict[str, Any]:
         view = alone.json()
         e, gate = view.get("evaluation") or view, view.get("gate")
         row["alone"] = {k: e.get(k) for k in ("acc_e", "acc_ir_before", "acc_ir")} | {
-            "gate_passed": (gate or {}).get("passed")}
+            "gate_passed": (gate or {}).get("passed"), "null_space": done["hyperparameters"].get("null_space"),
+            "rounds": (e.get("retune") or {}).get("rounds")}  # where the first round missed and it trained again
         if not deploy:
             return row | {"gate": gate, "worst_kept": e.get("worst_kept"),
                           "attack_success": e.get("attack_success_rate")}
@@ -133,7 +134,8 @@ def main() -> None:
             look(api, [*args.concepts, "Toko", "a green triangle", "a blue star"], args.out / f"images-{args.fusion}")
     finally:
         api.close()
-    out = {"fusion": None if args.alone else args.fusion, "deploy_gate": settings.deploy_gate, "takedowns": rows}
+    out = {"fusion": None if args.alone else args.fusion, "deploy_gate": settings.deploy_gate,
+           "retune_rounds": settings.retune_rounds, "takedowns": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"service-{'alone' if args.alone else args.fusion}.json").write_text(json.dumps(out, indent=1))
 

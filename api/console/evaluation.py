@@ -89,6 +89,14 @@ def miss_text(miss: dict[str, Any]) -> str:
     return f"{label} {float(miss['value']):.3f} > {float(miss['limit']):g} allowed"
 
 
+def round_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rounds a job trained when its first missed the gate (service.erasures.retune); [] when it trained once."""
+    retune = evaluation.get("retune") or {}
+    return [{"round": r["round"], "null_space": f"{r['null_space']:g}", "steps": r.get("steps"),
+             "misses": [miss_text(m) for m in r["misses"]], "published": r["round"] == retune.get("published")}
+            for r in retune.get("rounds", [])]
+
+
 def policy_text(policy: GatePolicy) -> str:
     """The gate's limits in one sentence."""
     feature = ", ".join(FEATURE_ATTACKS)

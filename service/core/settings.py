@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
     # Images of each kept concept (their base images are cached): enough to judge each one, not only the mean.
     evaluation_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
+    # A job whose evaluation misses the deploy gate trains again with one setting changed (zerase.train.retune: the
+    # null-space share a rung looser or tighter, or longer), at most this many more times; 0: train once. Off with
+    # the gate.
+    retune_rounds: Annotated[int, Field(ge=0, le=3)] = 2
     # A deployment judged as served (service/deployments/evaluation.py): images of each kept concept.
     deployment_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
     # How a version of several erasures is served: "closed_form" (one caption-row patch fitted to each erasure's

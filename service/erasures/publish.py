@@ -58,12 +58,10 @@ def upload(store: ArtifactStore, path: Path, what: str, sessions: sessionmaker[S
     raise AssertionError("unreachable")
 
 
-def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
-           settings: Settings) -> tuple[dict[str, Any], StoredArtifact | None]:
-    """(evaluation, stored preview). A failure is an error event and `{"error": ...}`, never an exception:
-    the artifact is stored and verified by now, and the job succeeds without its report."""
-    from PIL import Image
-
+def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], job_id: str,
+           settings: Settings) -> tuple[dict[str, Any], Any]:
+    """(evaluation, preview image or None). A failure is an error event and `{"error": ...}`, never an exception:
+    the artifact is verified by now, and the job succeeds without its report."""
     from zerase.evaluate.evaluation import erasure_report
     from zerase.evaluate.evaluators.select import evaluator_for, missing_reason
     from zerase.model.profiles import profile_for
@@ -90,17 +88,26 @@ def report(pipe: Any, artifact: LoraArtifact, store: ArtifactStore, sessions: se
     if evaluator is not None and result.plan is not None and "acc_e" in evaluation and settings.redteam:
         evaluation["redteam"] = _red_team(pipe, artifact, evaluator, result.plan, sessions, job_id, settings,
                                           time.monotonic() - started)
+    return evaluation, result.preview
+
+
+def store_preview(preview: Any, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
+                  settings: Settings) -> StoredArtifact | None:
+    """The published round's before/after PNG in the store; None (and an error event) if it could not be stored."""
+    from PIL import Image
+
+    if preview is None:
+        return None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preview.png"
-            Image.fromarray(result.preview).save(path)
-            preview = upload(store, path, "preview", sessions, job_id, settings)
+            Image.fromarray(preview).save(path)
+            return upload(store, path, "preview", sessions, job_id, settings)
     except Exception as exc:
         log.exception("preview not stored")
         _event(sessions, job_id, EventKind.ERROR, f"preview not stored: {type(exc).__name__}: {exc}",
                {"preview": "failed"})
-        return evaluation, None
-    return evaluation, preview
+        return None
 
 
 def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, plan: Any, sessions: sessionmaker[Session],

@@ -1,8 +1,9 @@
 """`run_job(job_id)`: what a worker does with "look at job N", Celery task and embedded thread alike.
 
 It re-reads the row, claims the job, trains through the core with throttled progress writes, a
-heartbeat and checkpoints, publishes the artifact to the store, and records how it ended (what
-follows a success, such as auto-deploy, subscribes to the job-finished event).
+heartbeat and checkpoints, evaluates the result, trains again with one setting changed while the deploy
+gate's judge refuses the round (service.erasures.retune), publishes the artifact to the store, and records how it
+ended (what follows a success, such as auto-deploy, subscribes to the job-finished event).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from service.core.metrics import TRAINING_STEPS
 from service.core.settings import Settings
 from service.core.store import store_for
 from service.core.tables import utcnow
-from service.erasures import lifecycle, publish
+from service.erasures import lifecycle, publish, retune
 from service.erasures.contract import EventKind, JobStatus
 from service.erasures.models import ErasureJob
 
@@ -121,41 +122,48 @@ def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions
         standing = progress.standing()
         return standing.cancel_requested or not standing.owner or stop() or time.monotonic() > deadline
 
-    with model_in_use:
-        result = erase(pipe, EraseConfig.from_dict(job.config), on_step=progress.on_step,
-                       should_stop=should_stop, checkpoint_dir=checkpoint_dir,
-                       checkpoint_every=settings.checkpoint_every, on_stage=progress.on_stage)
-    progress.flush()
-    summary = {"steps_done": result.steps_done, "final_lambda": result.final_lambda}
-    if result.cancelled:
-        standing = progress.standing()
-        if not standing.owner:
-            return _lost(sessions, claim)
-        if standing.cancel_requested:
-            return _cancelled(sessions, claim, f"cancelled after {result.steps_done} steps", summary, checkpoint_dir)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S, counted "
-                               "across attempts)")
-        with sessions() as db:  # the worker is stopping: the checkpoint stays for the next attempt
-            lifecycle.requeue(db, job.id, "worker shutting down; queued again, resumes from its checkpoint",
-                              data=summary, claim=claim)
-        return JobStatus.QUEUED
-
     store = store_for(settings)
-    evaluation, preview = None, None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{job.id}.safetensors"
-        result.save(path)
-        artifact = load_artifact(path, pipe)  # never publish a file the loader would refuse
-        # Raises StoreUnavailable after its retries: the job fails, the checkpoint stays, a retry only publishes.
-        stored = publish.upload(store, path, "artifact", sessions, job.id, settings)
-    if settings.evaluate_jobs and not progress.standing().cancel_requested:
-        with model_in_use:  # the report patches the shared pipeline too
-            evaluation, preview = publish.report(pipe, artifact, store, sessions, job.id, settings)
+    with sessions() as db:
+        done = retune.rounds_done(db, job.id)
+    config = dict(job.config)
+    while True:  # a round: train, evaluate; again with one change while the judge refuses it
+        with model_in_use:
+            result = erase(pipe, EraseConfig.from_dict(config), on_step=progress.on_step, should_stop=should_stop,
+                           checkpoint_dir=checkpoint_dir, checkpoint_every=settings.checkpoint_every,
+                           on_stage=progress.on_stage)
+        progress.flush()
+        summary = {"steps_done": result.steps_done, "final_lambda": result.final_lambda}
+        if result.cancelled:
+            return _interrupted(job, claim, settings, sessions, progress, summary, checkpoint_dir, deadline)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{job.id}.safetensors"
+            result.save(path)
+            artifact = load_artifact(path, pipe)  # never publish a file the loader would refuse
+            evaluation, preview = None, None
+            if settings.evaluate_jobs and not progress.standing().cancel_requested:
+                with model_in_use:  # the report patches the shared pipeline too
+                    evaluation, preview = publish.report(pipe, artifact, sessions, job.id, settings)
+            missed = retune.judge(settings, job.id, evaluation)
+            record = retune.next_round(settings, config, missed, done)
+            if record is None:
+                if done and evaluation is not None:
+                    evaluation["retune"] = retune.summary(done, config, missed)
+                # Raises StoreUnavailable after its retries: the job fails, the checkpoint stays, a retry only
+                # publishes (and evaluates again).
+                stored = publish.upload(store, path, "artifact", sessions, job.id, settings)
+                stored_preview = publish.store_preview(preview, store, sessions, job.id, settings)
+                break
+        with sessions() as db:
+            if not retune.start_next(db, claim, config, record):
+                return _lost(sessions, claim)
+        done.append(record)
+        config |= record["change"]
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the next round starts from the base model
+        progress.restart()
     with sessions() as db:
         succeeded = lifecycle.finish(db, job.id, JobStatus.SUCCEEDED, f"succeeded: {stored.uri}", artifact=stored,
                                      data={**summary, "sha256": stored.sha256, "bytes": stored.bytes},
-                                     evaluation=evaluation, preview=preview, claim=claim)
+                                     evaluation=evaluation, preview=stored_preview, claim=claim)
     if succeeded:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         return JobStatus.SUCCEEDED
@@ -164,6 +172,23 @@ def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions
         return _cancelled(sessions, claim, "cancelled before it was published; nothing was deployed", summary,
                           checkpoint_dir)
     return _lost(sessions, claim)
+
+
+def _interrupted(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions: sessionmaker[Session],
+                 progress: _Progress, summary: dict[str, Any], checkpoint_dir: Path, deadline: float) -> str:
+    """Training stopped early: the sweeper took the job, a cancel, the deadline, or the worker shutting down."""
+    standing = progress.standing()
+    if not standing.owner:
+        return _lost(sessions, claim)
+    if standing.cancel_requested:
+        return _cancelled(sessions, claim, f"cancelled after {summary['steps_done']} steps", summary, checkpoint_dir)
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"still training after {settings.job_timeout_s}s (ZERASE_JOB_TIMEOUT_S, counted "
+                           "across attempts)")
+    with sessions() as db:  # the worker is stopping: the checkpoint stays for the next attempt
+        lifecycle.requeue(db, job.id, "worker shutting down; queued again, resumes from its checkpoint",
+                          data=summary, claim=claim)
+    return JobStatus.QUEUED
 
 
 def _cancelled(sessions: sessionmaker[Session], claim: lifecycle.Claim, message: str, summary: dict[str, Any],
@@ -221,6 +246,11 @@ class _Progress:
         edge = self.last_row < 0 or m["step"] >= m["total"]
         if edge or now - self.last_row >= self.settings.progress_interval_s:
             self.flush(event=edge or now - self.last_event >= self.settings.metrics_event_interval_s)
+
+    def restart(self) -> None:
+        """Another round trains from step 1: its pace and curve are its own."""
+        self.start, self.curve = None, []
+        self.last_row = self.last_event = -float("inf")
 
     def on_stage(self, stage: str, seconds: float | None) -> None:
         """A set-up stage's start and end as job events: on the real model minutes pass before step 1."""

@@ -31,6 +31,9 @@ from service.core.store import s3_client
 # The suite's many synthetic succeeded jobs (recorded directly, or trained in a few steps) have no evaluation
 # that passes the deploy gate; the gate's own tests (test_deploy_gate.py) turn it on.
 os.environ.setdefault("ZERASE_DEPLOY_GATE", "false")
+# A job that misses the gate trains once here (a test's verdict is about the round it asked for); test_retune.py
+# tests the service's default, training again along the null-space ladder.
+os.environ.setdefault("ZERASE_RETUNE_ROUNDS", "0")
 # Several erasures are served as their 1/N stack here, activated at once; tests of the fused patch use the
 # service's default, ZERASE_FUSION=consolidated (a worker makes it before the version is served).
 os.environ.setdefault("ZERASE_FUSION", "average")

@@ -251,6 +251,27 @@ def test_form_errors_name_the_field(service: Service, browser: Any) -> None:
     moderator.close()
 
 
+def test_a_job_that_trained_again_shows_its_rounds(service: Service, browser: Any) -> None:
+    # As the worker leaves a job whose first round erased too little (service.erasures.retune).
+    miss = {"metric": "acc_e", "value": 0.75, "limit": 0.25, "concept": None}
+    evaluation = {"status": "evaluated", "acc_e": 0.0, "acc_ir_before": 0.9, "acc_ir": 0.88,
+                  "retune": {"rounds": [{"round": 1, "null_space": 0.999, "steps": 200, "misses": [miss],
+                                         "change": {"null_space": 0.995}},
+                                        {"round": 2, "null_space": 0.995, "steps": 200, "misses": []}],
+                             "published": 2}}
+    job_id = make_job(service.settings, concept="triangle", evaluation=evaluation)
+    moderator = Visitor(browser, service.url)
+    page = moderator.sign_in(api_key(service.settings, "moderator", "rounds-mo"))
+    page.goto(f"/console/erasures/{job_id}")
+    rows = page.locator("#rounds tbody tr")
+    playwright_api.expect(rows).to_have_count(2)
+    playwright_api.expect(rows.nth(0)).to_contain_text("0.999")
+    playwright_api.expect(rows.nth(0)).to_contain_text("Acc_e 0.750 > 0.25 allowed")
+    playwright_api.expect(rows.nth(1)).to_contain_text("nothing")
+    playwright_api.expect(rows.nth(1)).to_contain_text("published")
+    moderator.close()
+
+
 def test_generator_key_sees_only_the_playground(service: Service, browser: Any) -> None:
     visitor = Visitor(browser, service.url)
     page = visitor.sign_in(api_key(service.settings, "generator", "gen"))
