@@ -137,7 +137,8 @@ class Job(BaseModel):
     concept: str
     category: Category
     hyperparameters: dict[str, Any] = Field(description=(
-        "The resolved EraseConfig the job trains with (its null_space is the current round's: see evaluation.retune)"))
+        "The resolved EraseConfig the job trains with (null_space and steps are the current round's: see "
+        "evaluation.retune)"))
     requested_by: str
     reason: str | None
     attempts: int
@@ -148,8 +149,9 @@ class Job(BaseModel):
         "After success: the evaluator's before/after metrics (acc_e, acc_ir, ha, drift, attack_success_rate) "
         "and `attacks` [{name, success_rate, success_rate_before, prompts}], with `status` evaluated; or "
         "{status: skipped, skipped: why} / {status: failed, error: ...}; null until then. Where the first round "
-        "missed the deploy gate and the job trained again: `retune` {rounds: [{round, null_space, misses}], "
-        "published} (the figures are the published round's). GET …/evaluation adds the deploy gate's verdict"))
+        "missed the deploy gate and the job trained again: `retune` {rounds: [{round, null_space, steps, misses, "
+        "change}], published} (the figures are the published round's). GET …/evaluation adds the deploy gate's "
+        "verdict"))
     preview_url: str | None = Field(description="A before/after PNG grid of the concept and preserved prompts")
     auto_deploy: bool
     priority: int
