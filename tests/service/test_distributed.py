@@ -1,6 +1,6 @@
 """Production-shaped end to end over HTTP: Postgres, Redis, real `zerase worker` (Celery)
 processes and an S3 API server (moto). Submit -> succeeded with the artifact in S3; cancel queued
-and running; a worker killed mid-job is replaced and the job resumes from its checkpoint."""
+and running; a worker killed mid-job is replaced and the job resumes from its checkpoint, in a later round too."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -112,4 +113,40 @@ def test_killed_worker_is_noticed_and_the_job_resumes_from_its_checkpoint(
         states = [e["data"]["status"] for e in events if e["kind"] == "state"]
         assert states == ["queued", "running", "queued", "running", "succeeded"], states
         assert [e["data"]["attempt"] for e in events if e["data"] and "attempt" in e["data"]] == [1, 2]
+        assert client.get(done["artifact"]["url"]).status_code == 200
+
+
+def test_a_worker_killed_in_a_later_round_resumes_that_round(
+        distributed_settings: Settings, start_worker: WorkerFactory) -> None:
+    # The gate on, one more round allowed: triangle at 40 steps and its category's 0.999 is still drawn, so the job
+    # trains a second round at 0.995, and the worker dies in it.
+    settings = distributed_settings.model_copy(update={
+        "queue_name": distributed_settings.queue_name + "-retune", "evaluate_jobs": True, "deploy_gate": True,
+        "retune_rounds": 1, "redteam": False})
+    first = start_worker(settings, "retune-1")
+    with live_api(settings) as client:
+        job = submit(client, concept="triangle", category="entity", steps=40)
+        deadline = time.monotonic() + 300
+        while True:  # round 2 running, past its first checkpoint (every 2 steps)
+            now = client.get(f"/erasures/{job['id']}").json()
+            assert now["status"] not in ("succeeded", "failed", "cancelled"), now
+            assert time.monotonic() < deadline, now
+            step = (now["progress"] or {}).get("step", 0)
+            if now["hyperparameters"]["null_space"] == 0.995 and 4 <= step < 40:
+                break
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        start_worker(settings, "retune-2")
+        done = wait_for(client, job["id"])
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 2
+        # Round 1 is not trained again: the second attempt resumes round 2 from its checkpoint and publishes it.
+        retune = done["evaluation"]["retune"]
+        assert [r["null_space"] for r in retune["rounds"]] == [0.999, 0.995] and retune["published"] == 2
+        events = all_events(client, job["id"])
+        assert len([e for e in events if "retune" in (e["data"] or {})]) == 1
+        second = next(i for i, e in enumerate(events) if e["message"].startswith("running (attempt 2)"))
+        resumed = [e["data"]["step"] for e in events[second:] if e["kind"] == "metrics"]
+        assert resumed[0] > 2 and resumed[-1] == 40, resumed
         assert client.get(done["artifact"]["url"]).status_code == 200
