@@ -15,8 +15,10 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from conftest import empty_postgres_database
 from jobclient import WorkerFactory, all_events, live_api, submit, wait_for
 
+from service.core.db import migrate
 from service.core.settings import Settings
 from service.core.store import s3_client
 from service.erasures.runner import base_pipeline
@@ -119,34 +121,41 @@ def test_killed_worker_is_noticed_and_the_job_resumes_from_its_checkpoint(
 def test_a_worker_killed_in_a_later_round_resumes_that_round(
         distributed_settings: Settings, start_worker: WorkerFactory) -> None:
     # The gate on, one more round allowed: triangle at 40 steps and its category's 0.999 is still drawn, so the job
-    # trains a second round at 0.995, and the worker dies in it.
-    settings = distributed_settings.model_copy(update={
-        "queue_name": distributed_settings.queue_name + "-retune", "evaluate_jobs": True, "deploy_gate": True,
-        "retune_rounds": 1, "redteam": False})
-    first = start_worker(settings, "retune-1")
-    with live_api(settings) as client:
-        job = submit(client, concept="triangle", category="entity", steps=40)
-        deadline = time.monotonic() + 300
-        while True:  # round 2 running, past its first checkpoint (every 2 steps)
-            now = client.get(f"/erasures/{job['id']}").json()
-            assert now["status"] not in ("succeeded", "failed", "cancelled"), now
-            assert time.monotonic() < deadline, now
-            step = (now["progress"] or {}).get("step", 0)
-            if now["hyperparameters"]["null_space"] == 0.995 and 4 <= step < 40:
-                break
-            time.sleep(0.1)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        start_worker(settings, "retune-2")
-        done = wait_for(client, job["id"])
-        assert done["status"] == "succeeded", done["error"]
-        assert done["attempts"] == 2
-        # Round 1 is not trained again: the second attempt resumes round 2 from its checkpoint and publishes it.
-        retune = done["evaluation"]["retune"]
-        assert [r["null_space"] for r in retune["rounds"]] == [0.999, 0.995] and retune["published"] == 2
-        events = all_events(client, job["id"])
-        assert len([e for e in events if "retune" in (e["data"] or {})]) == 1
-        second = next(i for i, e in enumerate(events) if e["message"].startswith("running (attempt 2)"))
-        resumed = [e["data"]["step"] for e in events[second:] if e["kind"] == "metrics"]
-        assert resumed[0] > 2 and resumed[-1] == 40, resumed
-        assert client.get(done["artifact"]["url"]).status_code == 200
+    # trains a second round at 0.995, and the worker dies in it. A database of its own: the session's worker (which
+    # does not evaluate) must not be the one that picks the job up again.
+    with empty_postgres_database() as url:
+        migrate(url)
+        settings = distributed_settings.model_copy(update={
+            "database_url": url, "queue_name": distributed_settings.queue_name + "-retune", "evaluate_jobs": True,
+            "deploy_gate": True, "retune_rounds": 1, "redteam": False})
+        first = start_worker(settings, "retune-1")
+        with live_api(settings) as client:
+            job = submit(client, concept="triangle", category="entity", steps=40)
+            deadline = time.monotonic() + 300
+            while True:  # round 2 running, past its first checkpoint (every 2 steps)
+                now = client.get(f"/erasures/{job['id']}").json()
+                assert now["status"] not in ("succeeded", "failed", "cancelled"), now
+                assert time.monotonic() < deadline, now
+                step = (now["progress"] or {}).get("step", 0)
+                if now["hyperparameters"]["null_space"] == 0.995 and 4 <= step < 40:
+                    break
+                time.sleep(0.1)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            second = start_worker(settings, "retune-2")
+            try:
+                done = wait_for(client, job["id"])
+            finally:
+                second.terminate()
+                second.wait(timeout=60)
+            assert done["status"] == "succeeded", done["error"]
+            assert done["attempts"] == 2
+            # Round 1 is not trained again: the second attempt resumes round 2 from its checkpoint and publishes it.
+            retune = done["evaluation"]["retune"]
+            assert [r["null_space"] for r in retune["rounds"]] == [0.999, 0.995] and retune["published"] == 2
+            events = all_events(client, job["id"])
+            assert len([e for e in events if "retune" in (e["data"] or {})]) == 1
+            begun = next(i for i, e in enumerate(events) if e["message"].startswith("running (attempt 2)"))
+            resumed = [e["data"]["step"] for e in events[begun:] if e["kind"] == "metrics"]
+            assert resumed[0] > 2 and resumed[-1] == 40, resumed
+            assert client.get(done["artifact"]["url"]).status_code == 200
