@@ -54,7 +54,13 @@ from zerase.evaluate.evaluation import evaluate_intervention
 from zerase.evaluate.redteam import RedTeamBudget
 from zerase.model.generate import generate
 from zerase.train.erasure import erase
-from zerase.world.evaluator import COHERENCE_METRIC, concept_prompts, world_attack_prompts, world_concepts
+from zerase.world.evaluator import (
+    COHERENCE_METRIC,
+    EVALUATION_PROMPTS,
+    concept_prompts,
+    world_attack_prompts,
+    world_concepts,
+)
 from zerase.world.profile import world_axis
 
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")
@@ -137,10 +143,14 @@ def main() -> None:
     def missing_note() -> list[str]:
         missing = [w for w in wanted if w not in cells]
         stale = [w for w in wanted if w in cells and _stale(cells[w])]
+        composed = [w for w in wanted if w in cells and _composed_only(cells[w])]
         return ([f"Cells still missing ({len(missing)} of {len(wanted)}): "
                  + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []) + (
                 [f"Cells whose coherence was read by the probe alone, left out of that column until rerun "
-                 f"({len(stale)}): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in stale)] if stale else [])
+                 f"({len(stale)}): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in stale)] if stale else []) + (
+                [f"Cells measured on the composed prompts alone, before the evaluation asked for the short form "
+                 f"(\"a square\", \"a blue shape\"): their figures leave that prompt out until rerun "
+                 f"({len(composed)} of {len(cells)})."] if composed else [])
     if args.table:  # every cell there, whichever run wrote it; nothing is run
         write_outputs(args.out, table_rows(), [], REFERENCE,
                       _baselines(methods), [f"Built from {args.out / 'cells'} (--table): each cell at the settings "
@@ -148,13 +158,13 @@ def main() -> None:
         return
     pipe, _profile, settings, evaluator = world_stack()
     with tempfile.TemporaryDirectory() as tmp:
-        # Missing cells first, then those measured before the current coherence check.
+        # Missing cells first, then those measured before the current coherence check or evaluation prompts.
         for concept, redo in [(c, False) for c in concepts] + [(c, True) for c in concepts]:
             axis = world_axis(concept) or "colour"
             show = concept_prompts(axis, concept).prompts[0]
 
             def done(name: str, seed: int, concept: str = concept, redo: bool = redo) -> bool:
-                return (concept, name, seed) in cells and not (redo and _stale(cells[(concept, name, seed)]))
+                return (concept, name, seed) in cells and not (redo and _redo(cells[(concept, name, seed)]))
             if all(done(m, s) for m in methods for s in range(seeds_of(m))):
                 continue  # every cell of this concept is done
             grid_rows.append(generate(pipe, [show] * len(GRID_SEEDS), GRID_SEEDS, settings))
@@ -184,6 +194,15 @@ def main() -> None:
 def _stale(row: dict) -> bool:
     """Measured before the coherence check it would get today (its other figures still stand)."""
     return row.get("coherence_metric") != COHERENCE_METRIC
+
+
+def _composed_only(row: dict) -> bool:
+    """Measured before the world's evaluation prompts included each concept's short form."""
+    return row.get("evaluation_prompts") != EVALUATION_PROMPTS
+
+
+def _redo(row: dict) -> bool:
+    return _stale(row) or _composed_only(row)
 
 
 def _current(row: dict) -> dict:
@@ -262,7 +281,7 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
         "attacks": {k: v["after"] for k, v in kinds.items()},
         "kept": {k: v["after"] for k, v in report["per_concept"].items()},
         **info, "train_s": round(train_s, 1), "total_s": round(time.monotonic() - t, 1),
-        "coherence_metric": COHERENCE_METRIC,
+        "coherence_metric": COHERENCE_METRIC, "evaluation_prompts": EVALUATION_PROMPTS,
     }
 
 

@@ -32,8 +32,8 @@ def test_attack_prompts_vary_the_concept_but_keep_context():
     assert {"misspelling", "affix", "word_order", "synonym"} <= set(attacks)
     assert all("red" not in p.split() for p in attacks["misspelling"] + attacks["synonym"])
     assert any("crimson" in p for p in attacks["synonym"])
-    assert all(set(p.split()) == set(q.split()) for p, q in
-               zip(attacks["word_order"], ["a red circle", "a red square", "a red triangle", "a red star"]))
+    plain = ["a red shape", "a red circle", "a red square", "a red triangle", "a red star"]
+    assert all(set(p.split()) == set(q.split()) for p, q in zip(attacks["word_order"], plain))
 
 
 def test_shuffle_keeps_the_concept_phrase_whole():

@@ -15,6 +15,7 @@ from zerase.train.config import EraseConfig
 from zerase.train.erasure import erase
 from zerase.train.presets import model_defaults
 from zerase.world.concepts import AXES
+from zerase.world.evaluator import concept_prompts
 from zerase.world.profile import WorldProfile
 
 PRESERVED = ["a blue circle", "a green square", "a yellow star", "a purple triangle", "Mira", "Toko"]
@@ -48,7 +49,8 @@ def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, profile, null_arti
     assert ev["attack_success_rate"]["before"] == ev["attack_success_rate"]["after"]
     others = sum(len(values) for values in AXES.values()) - 1
     assert len(ev["per_concept"]) == others  # every other concept of the world, once each
-    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + 2 + others + len(ev["attacks"]))  # preview, concept, kept, attacks
+    concept = len(concept_prompts("colour", "red").prompts)  # each of its prompts at least once, 2 seeds or more
+    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + max(2, concept) + others + len(ev["attacks"]))
 
     grid = report.preview
     assert report.preview_prompts == ["a red circle", "a blue circle", "a yellow star", "Mira"]

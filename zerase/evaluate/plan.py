@@ -101,8 +101,8 @@ def attack_prompts(concept: str, base_prompts: Sequence[str], synonyms: Sequence
 def standard_plan(erased: ConceptPrompts, others: Sequence[ConceptPrompts], attacks: Mapping[str, Sequence[str]],
                   n_seeds: int, full: bool) -> Plan:
     """full: every prompt of every concept and every attack prompt at seeds 0..n-1. Otherwise the per-job
-    sample: n_seeds images of the concept (its prompts in turn), one of every other concept and one per
-    attack kind, seeds spread over 0..n-1."""
+    sample: n_seeds images of the concept (its prompts in turn, each at least once), one of every other concept
+    and one per attack kind, seeds spread over 0..n-1."""
     seeds = range(n_seeds)
 
     def shots(c: ConceptPrompts, role: str, prompts: Sequence[str]) -> list[Shot]:
@@ -116,7 +116,9 @@ def standard_plan(erased: ConceptPrompts, others: Sequence[ConceptPrompts], atta
         def turn(prompts: Sequence[str], i: int) -> str:
             return prompts[i % len(prompts)]
 
-        out = [Shot(turn(erased.prompts, i), i, erased.value, ERASED, erased.axis) for i in seeds]
+        # Every one of the concept's prompts at least once: a prompt the sample skips is a prompt never judged.
+        out = [Shot(turn(erased.prompts, i), i % n_seeds, erased.value, ERASED, erased.axis)
+               for i in range(max(n_seeds, len(erased.prompts)))]
         out += [Shot(turn(c.prompts, i), i % n_seeds, c.value, KEPT, c.axis) for i, c in enumerate(others)]
         out += [Shot(ps[0], i % n_seeds, erased.value, kind, erased.axis)
                 for i, (kind, ps) in enumerate(attacks.items())]

@@ -19,7 +19,7 @@ import numpy as np
 
 from zerase.evaluate.plan import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
 from zerase.world.coherence import fit
-from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt
+from zerase.world.concepts import AXES, COLOURS, SHAPES, _articles, object_prompt
 from zerase.world.probe import LABELS, NONE, ConceptProbe
 from zerase.world.profile import world_axis, world_value
 
@@ -28,6 +28,8 @@ COHERENCE_CONFIDENCE = 0.5
 # demo Mira erasure's smeared images passed at 0.31 (the probe's confidence alone: 0.88).
 COHERENCE_FIT = 0.5
 COHERENCE_METRIC = "probe+render-fit"  # recorded with results, so figures from the probe alone are told apart
+# Recorded with results likewise: figures from the composed prompts alone (before the short forms) are told apart.
+EVALUATION_PROMPTS = "short+composed"
 OBJECT_AXES = ("colour", "shape", "style")
 
 SYNONYMS = {
@@ -39,13 +41,16 @@ SYNONYMS = {
 
 
 def concept_prompts(axis: str, value: str) -> ConceptPrompts:
-    """Prompts whose images must show `value` on `axis`."""
+    """Prompts whose images must show `value` on `axis`: the short form the world was trained on ("a blue
+    shape", "a square", "an outlined circle") and the value composed with the other axes. The short form first:
+    an evaluation of composed prompts alone said 0.00 of a square erasure that still drew "a square" in 2 of 8."""
     if axis == "colour":
-        prompts = [object_prompt(value, s) for s in SHAPES]
+        prompts = [f"a {value} shape"] + [object_prompt(value, s) for s in SHAPES]
     elif axis == "shape":
-        prompts = [object_prompt(c, value) for c in COLOURS]
+        prompts = [f"a {value}"] + [object_prompt(c, value) for c in COLOURS]
     elif axis == "style":
-        prompts = [object_prompt(c, s, value) for c, s in zip(COLOURS, SHAPES)]
+        prompts = [_articles(f"a {value} {s}") for s in SHAPES] \
+            + [object_prompt(c, s, value) for c, s in zip(COLOURS, SHAPES)]
     else:
         prompts = [value, f"a picture of {value}"]
     return ConceptPrompts(axis, value, prompts)
