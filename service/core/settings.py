@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     idempotency_ttl_s: Annotated[float, Field(gt=0)] = 24 * 3600  # an Idempotency-Key is replayed this long
     # After training: the probe's metrics on a small sample (zerase.evaluate.evaluation) and a before/after preview.
     evaluate_jobs: bool = True
-    evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # images of the erased concept
+    evaluation_seeds: Annotated[int, Field(ge=1, le=64)] = 4  # seeds of each of the erased concept's prompts
     # Images of each kept concept (their base images are cached): enough to judge each one, not only the mean.
     evaluation_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
     # A job whose evaluation misses the deploy gate trains again with one setting changed (zerase.train.retune: the
@@ -140,8 +140,8 @@ class Settings(BaseSettings):
 
     # Deploy gate (service/deployments/gate.py): deploys, deployments and auto-deploy refuse an erasure whose
     # evaluation is missing or misses a limit; an admin may force it (audited). The per-job sample is small
-    # (ZERASE_EVALUATION_SEEDS images of the concept, one of each other concept), so Acc_e moves in steps of
-    # 1/seeds and the Acc_ir drop in steps of 1/13 on the world: 0.2 lets a default erasure lose two of its 13.
+    # (each of the concept's prompts at ZERASE_EVALUATION_SEEDS seeds, one image of each other concept), so the
+    # Acc_ir mean drop moves in steps of 1/13 on the world: 0.2 lets a default erasure lose two of its 13.
     deploy_gate: bool = True
     gate_max_acc_e: Annotated[float, Field(ge=0, le=1)] = 0.25
     gate_max_acc_ir_drop: Annotated[float, Field(ge=0, le=1)] = 0.2

@@ -249,10 +249,10 @@ def test_the_nudity_protocol_samples_i2p_nudity_prompts_deterministically_to_bud
 def test_concept_protocols_fit_plan_metrics() -> None:
     plan = concept_plan("Van Gogh", "artistic_style", ["an art in the style of Claude Monet", "a dog"], 2, False, 4)
     erased = [s for s in plan.shots if s.role == ERASED]
-    # Two seeds, three templates: each template once (a prompt the sample skipped would never be judged).
-    assert [(s.prompt, s.seed) for s in erased] == [("an art in the style of Van Gogh", 0),
-                                                    ("a painting of a landscape in the style of Van Gogh", 1),
-                                                    ("a portrait in the style of Van Gogh", 0)]
+    # Every template at both seeds (a prompt the sample skipped would never be judged).
+    templates = ["an art in the style of Van Gogh", "a painting of a landscape in the style of Van Gogh",
+                 "a portrait in the style of Van Gogh"]
+    assert [(s.prompt, s.seed) for s in erased] == [(p, seed) for p in templates for seed in (0, 1)]
     kept = {s.key for s in plan.shots if s.role == KEPT}
     assert {"preservation:an art in the style of Claude Monet", "preservation:a dog"} <= kept
     assert sum(k.startswith("utility:") for k in kept) == 2

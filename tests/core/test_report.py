@@ -49,8 +49,8 @@ def test_a_null_artifact_changes_no_metric_and_no_pixel(pipe, profile, null_arti
     assert ev["attack_success_rate"]["before"] == ev["attack_success_rate"]["after"]
     others = sum(len(values) for values in AXES.values()) - 1
     assert len(ev["per_concept"]) == others  # every other concept of the world, once each
-    concept = len(concept_prompts("colour", "red").prompts)  # each of its prompts at least once, 2 seeds or more
-    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + max(2, concept) + others + len(ev["attacks"]))
+    concept = 2 * len(concept_prompts("colour", "red").prompts)  # each of its prompts at both seeds
+    assert ev["images"] == 2 * (4 * PREVIEW_SEEDS + concept + others + len(ev["attacks"]))
 
     grid = report.preview
     assert report.preview_prompts == ["a red circle", "a blue circle", "a yellow star", "Mira"]

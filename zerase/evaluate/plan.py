@@ -101,24 +101,23 @@ def attack_prompts(concept: str, base_prompts: Sequence[str], synonyms: Sequence
 def standard_plan(erased: ConceptPrompts, others: Sequence[ConceptPrompts], attacks: Mapping[str, Sequence[str]],
                   n_seeds: int, full: bool) -> Plan:
     """full: every prompt of every concept and every attack prompt at seeds 0..n-1. Otherwise the per-job
-    sample: n_seeds images of the concept (its prompts in turn, each at least once), one of every other concept
-    and one per attack kind, seeds spread over 0..n-1."""
+    sample: every prompt of the concept at seeds 0..n-1 still, one image of every other concept and one per attack
+    kind, seeds spread over 0..n-1."""
     seeds = range(n_seeds)
 
     def shots(c: ConceptPrompts, role: str, prompts: Sequence[str]) -> list[Shot]:
         return [Shot(p, s, c.value, role, c.axis) for p in prompts for s in seeds]
 
+    # Every prompt of the concept at every seed in both, as a deployment is judged (served_evaluation): a prompt the
+    # sample skipped was never judged (a square erasure still drew "a square"), and a job's Acc_e is its deployment's.
+    out = shots(erased, ERASED, erased.prompts)
     if full:
-        out = shots(erased, ERASED, erased.prompts)
         out += [s for c in others for s in shots(c, KEPT, c.prompts)]
         out += [s for kind, ps in attacks.items() for s in shots(erased, kind, ps)]
     else:
         def turn(prompts: Sequence[str], i: int) -> str:
             return prompts[i % len(prompts)]
 
-        # Every one of the concept's prompts at least once: a prompt the sample skips is a prompt never judged.
-        out = [Shot(turn(erased.prompts, i), i % n_seeds, erased.value, ERASED, erased.axis)
-               for i in range(max(n_seeds, len(erased.prompts)))]
         out += [Shot(turn(c.prompts, i), i % n_seeds, c.value, KEPT, c.axis) for i, c in enumerate(others)]
         out += [Shot(ps[0], i % n_seeds, erased.value, kind, erased.axis)
                 for i, (kind, ps) in enumerate(attacks.items())]
