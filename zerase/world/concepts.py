@@ -93,6 +93,17 @@ def object_prompt(colour: str, shape: str, style: str | None = None) -> str:
     return _articles(f"a {style} {colour} {shape}" if style else f"a {colour} {shape}")
 
 
+def short_prompts(axis: str, value: str) -> list[str]:
+    """The short forms of the templates that name only `value` ("a blue shape", "a square", "an outlined circle")."""
+    if axis == "colour":
+        return [f"a {value} shape"]
+    if axis == "shape":
+        return [f"a {value}"]
+    if axis == "style":
+        return [_articles(f"a {value} {s}") for s in SHAPES]
+    return []
+
+
 def random_scene(rng: random.Random) -> Scene:
     """Draw one scene: mostly plain objects, some named and some generic characters."""
     u = rng.random()

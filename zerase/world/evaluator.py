@@ -19,7 +19,7 @@ import numpy as np
 
 from zerase.evaluate.plan import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
 from zerase.world.coherence import fit
-from zerase.world.concepts import AXES, COLOURS, SHAPES, _articles, object_prompt
+from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt, short_prompts
 from zerase.world.probe import LABELS, NONE, ConceptProbe
 from zerase.world.profile import world_axis, world_value
 
@@ -45,12 +45,11 @@ def concept_prompts(axis: str, value: str) -> ConceptPrompts:
     shape", "a square", "an outlined circle") and the value composed with the other axes. The short form first:
     an evaluation of composed prompts alone said 0.00 of a square erasure that still drew "a square" in 2 of 8."""
     if axis == "colour":
-        prompts = [f"a {value} shape"] + [object_prompt(value, s) for s in SHAPES]
+        prompts = short_prompts(axis, value) + [object_prompt(value, s) for s in SHAPES]
     elif axis == "shape":
-        prompts = [f"a {value}"] + [object_prompt(c, value) for c in COLOURS]
+        prompts = short_prompts(axis, value) + [object_prompt(c, value) for c in COLOURS]
     elif axis == "style":
-        prompts = [_articles(f"a {value} {s}") for s in SHAPES] \
-            + [object_prompt(c, s, value) for c, s in zip(COLOURS, SHAPES)]
+        prompts = short_prompts(axis, value) + [object_prompt(c, s, value) for c, s in zip(COLOURS, SHAPES)]
     else:
         prompts = [value, f"a picture of {value}"]
     return ConceptPrompts(axis, value, prompts)

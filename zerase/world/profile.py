@@ -22,6 +22,7 @@ from zerase.world.concepts import (
     STYLES,
     _articles,
     object_prompt,
+    short_prompts,
 )
 
 if TYPE_CHECKING:
@@ -66,9 +67,9 @@ def world_erase_prompts(concept: str) -> list[str]:
     axis = world_axis(concept)
     c = concept.lower()
     if axis == "colour":
-        return [object_prompt(c, s) for s in SHAPES] + [f"a {c} shape"]
+        return [object_prompt(c, s) for s in SHAPES] + short_prompts(axis, c)
     if axis == "shape":
-        return [object_prompt(col, c) for col in COLOURS] + [f"a {c}"]
+        return [object_prompt(col, c) for col in COLOURS] + short_prompts(axis, c)
     if axis == "style":
         return [object_prompt(col, s, c) for col in COLOURS for s in SHAPES[:2]]
     if axis == "character":
