@@ -49,7 +49,8 @@ def next_round(settings: Settings, config: dict[str, Any], missed: list[dict[str
     would help, or the job has had its `retune_rounds`)."""
     if not missed or len(done) >= settings.retune_rounds:
         return None
-    change = next_change(config, [m["metric"] for m in missed], [_trained(r) for r in done])
+    change = next_change(config, [m["metric"] for m in missed], [_trained(r) | {"acc_e": _acc_e(r["misses"])}
+                                                                  for r in done], acc_e=_acc_e(missed))
     if change is None:
         return None
     return {"round": len(done) + 1, **_trained(config), "misses": missed, "change": change}
@@ -60,7 +61,9 @@ def start_next(db: Session, claim: Claim, config: dict[str, Any], record: dict[s
     why = "; ".join(_text(m) for m in record["misses"])
     change = record["change"]
     if "steps" in change:
-        how = f"{change['steps']} steps (attacks alone beat it: longer, at the same constraint)"
+        why_longer = ("a looser constraint did not lower Acc_e" if _acc_e(record["misses"]) is not None
+                      else "attacks alone beat it")
+        how = f"{change['steps']} steps ({why_longer}: longer, at the same constraint)"
     else:
         looser = change["null_space"] < record["null_space"]
         how = f"null_space {change['null_space']:g}, " + (
@@ -83,6 +86,11 @@ def summary(done: list[dict[str, Any]], config: dict[str, Any], missed: list[dic
 def _trained(config: dict[str, Any]) -> dict[str, Any]:
     """What a round changes, as it trained."""
     return {"null_space": float(config.get("null_space") or 0.0), "steps": int(config["steps"])}
+
+
+def _acc_e(misses: list[dict[str, Any]]) -> float | None:
+    """The Acc_e a round missed with; None when Acc_e was within the gate."""
+    return next((float(m["value"]) for m in misses if m["metric"] == "acc_e" and m.get("value") is not None), None)
 
 
 def _text(miss: dict[str, Any]) -> str:

@@ -37,3 +37,16 @@ def test_harm_tightens_and_never_goes_back() -> None:
     assert next_change(AT_0999, ["acc_ir_drop"]) is None  # the ladder's end
     # 0.999 erased too little, 0.995 harmed a kept concept: 0.999 again would only repeat the first round.
     assert next_change({"null_space": 0.995, "steps": 200}, ["kept_concept_drop"], tried=[AT_0999]) is None
+
+
+def test_erasing_longer_once_when_loosening_did_not_help() -> None:
+    at_0995 = {"null_space": 0.995, "steps": 200}
+    # circle: 0.29 at 0.999, 0.33 at 0.995: the constraint was not what held it.
+    assert next_change(at_0995, ["acc_e"], tried=[AT_0999 | {"acc_e": 0.29}], acc_e=0.33) == {"steps": 400}
+    # Loosening lowered Acc_e, or nothing says what the round before drew: one rung looser again.
+    assert next_change(at_0995, ["acc_e"], tried=[AT_0999 | {"acc_e": 0.46}], acc_e=0.33) == {"null_space": 0.99}
+    assert next_change(at_0995, ["acc_e"], tried=[AT_0999], acc_e=0.33) == {"null_space": 0.99}
+    # The steps grow once; after that only the ladder is left.
+    longer = {"null_space": 0.995, "steps": 400}
+    tried = [AT_0999 | {"acc_e": 0.29}, at_0995 | {"acc_e": 0.33}]
+    assert next_change(longer, ["acc_e"], tried=tried, acc_e=0.3) == {"null_space": 0.99}
