@@ -1,0 +1,82 @@
+"""A second reading of shapes, to check the probe's: fit the world's renderer to each image as each of its four shapes
+(zerase.world.coherence.fit, at the probe's colour and style, every position and size) and take the best fit, or
+none when it explains under half the object. The probe reads the base model's blobby stars as circles and squares;
+the fit is too slow for the evaluation (about 40 ms per shape and image on 2 cores), not for a check.
+
+    OMP_NUM_THREADS=2 python benchmarks/shape_reading.py [--lora ART.safetensors] [--seeds 8] \\
+        [--prompts "a star" "a red star" ...] [--out benchmarks/shape-reading.json]
+
+Prints, per prompt, the share of images each reader sees as the prompt's shape, on the base model and (with --lora)
+patched by the artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zerase.model.generate import generate
+from zerase.model.pipeline import load_pipeline
+from zerase.model.profiles import profile_for
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import load_artifact
+from zerase.world.coherence import fit
+from zerase.world.concepts import SHAPES
+from zerase.world.probe import NONE
+
+FIT = 0.5  # the coherence check's bar (zerase.world.evaluator.COHERENCE_FIT)
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lora", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--prompts", nargs="+", default=["a star", "a red star", "a green star", "a blue star",
+                                                          "a red circle", "a red square", "a red triangle"])
+    parser.add_argument("--out", type=Path, default=None)
+    return parser.parse_args()
+
+
+def shape_of(prompt: str) -> str:
+    return next((s for s in SHAPES if s in prompt.split()), NONE)
+
+
+def readings(probe: Any, images: np.ndarray) -> tuple[list[str], list[str]]:
+    """Per image: the probe's shape, and the best-fitting rendered shape (or none)."""
+    labels = probe.classify(images)
+    fits = np.stack([fit(images, [dict(lab, shape=s, character=NONE) for lab in labels]) for s in SHAPES], 1)
+    fitted = [SHAPES[int(f.argmax())] if f.max() >= FIT else NONE for f in fits]
+    return [lab["shape"] for lab in labels], fitted
+
+
+def main() -> None:
+    args = parse()
+    profile = profile_for(None)
+    evaluator = profile.evaluator()
+    pipe = load_pipeline(None)
+    seeds = list(range(args.seeds))
+    prompts = [p for p in args.prompts for _ in seeds]
+    runs: dict[str, dict[str, Any]] = {}
+    for model in ["base"] + (["patched"] if args.lora else []):
+        if model == "patched":
+            PatchedPipeline(pipe).apply([load_artifact(args.lora, pipe)])
+        probe, fitted = readings(evaluator.probe, generate(pipe, prompts, seeds * len(args.prompts), profile.sampling))
+        rows = {}
+        for i, p in enumerate(args.prompts):
+            want, part = shape_of(p), slice(i * len(seeds), (i + 1) * len(seeds))
+            rows[p] = {"probe": float(np.mean([r == want for r in probe[part]])),
+                       "fit": float(np.mean([r == want for r in fitted[part]])),
+                       "probe_reads": probe[part], "fit_reads": fitted[part]}
+            print(f"{model:8} {p!r:22} probe {rows[p]['probe']:.3f}  fit {rows[p]['fit']:.3f}", flush=True)
+        runs[model] = rows
+    if args.out:
+        args.out.write_text(json.dumps({"lora": str(args.lora) if args.lora else None, "seeds": args.seeds,
+                                        "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
