@@ -13,6 +13,7 @@ from jobclient import all_events, live_api, submit, wait_for
 
 from service.core.db import migrate
 from service.core.settings import Settings
+from service.erasures.retune import next_round
 from zerase.train.presets import CATEGORY_SETTINGS
 
 
@@ -44,3 +45,20 @@ def test_a_job_that_erases_too_little_trains_again_looser(admin: httpx.Client) -
     assert not verdict["gate"]["passed"] and verdict["retune"]["published"] == 2
     r = admin.post(f"/erasures/{job['id']}/deploy")
     assert r.status_code == 409 and r.json()["code"] == "deploy_gate", r.text
+
+
+def test_the_rounds_acc_e_decides_between_looser_and_longer(tmp_path: Path) -> None:
+    # As the job's events record its rounds: circle drew 0.29 at 0.999 and 0.33 at 0.995, both at 200 steps.
+    settings = Settings(var_dir=tmp_path, retune_rounds=2)
+    first = {"round": 1, "null_space": 0.999, "steps": 200, "change": {"null_space": 0.995},
+             "misses": [{"metric": "acc_e", "value": 0.29, "limit": 0.25, "concept": None}]}
+    missed = [{"metric": "acc_e", "value": 0.33, "limit": 0.25, "concept": None}]
+    record = next_round(settings, {"null_space": 0.995, "steps": 200}, missed, [first])
+    assert record is not None and record["round"] == 2 and record["change"] == {"steps": 400}
+    # Had the looser rung lowered Acc_e, the next round would loosen again.
+    lower = [{**missed[0], "value": 0.27}]
+    record = next_round(settings, {"null_space": 0.995, "steps": 200}, lower, [first])
+    assert record is not None and record["change"] == {"null_space": 0.99}
+    # The job's rounds are spent: this one is published as it is.
+    assert next_round(Settings(var_dir=tmp_path, retune_rounds=1), {"null_space": 0.995, "steps": 200}, missed,
+                      [first]) is None
