@@ -1,7 +1,8 @@
 """A second reading of shapes, to check the probe's: fit the world's renderer to each image as each of its four shapes
 (zerase.world.coherence.fit, at the probe's colour and style, every position and size) and take the best fit, or
-none when it explains under half the object. The probe reads the base model's blobby stars as circles and squares;
-the fit is too slow for the evaluation (about 40 ms per shape and image on 2 cores), not for a check.
+none when it explains under half the object (the coherence check's bar). The probe reads the base model's blobby
+stars as circles and squares; the fit is too slow for the evaluation (about 40 ms per shape and image on 2 cores),
+not for a check.
 
     OMP_NUM_THREADS=2 python benchmarks/shape_reading.py [--lora ART.safetensors] [--seeds 8] \\
         [--prompts "a star" "a red star" ...] [--out benchmarks/shape-reading.json]
@@ -26,9 +27,8 @@ from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import load_artifact
 from zerase.world.coherence import fit
 from zerase.world.concepts import SHAPES
-from zerase.world.probe import NONE
-
-FIT = 0.5  # the coherence check's bar (zerase.world.evaluator.COHERENCE_FIT)
+from zerase.world.evaluator import COHERENCE_FIT, ProbeEvaluator
+from zerase.world.probe import NONE, ConceptProbe
 
 
 def parse() -> argparse.Namespace:
@@ -45,11 +45,11 @@ def shape_of(prompt: str) -> str:
     return next((s for s in SHAPES if s in prompt.split()), NONE)
 
 
-def readings(probe: Any, images: np.ndarray) -> tuple[list[str], list[str]]:
+def readings(probe: ConceptProbe, images: np.ndarray) -> tuple[list[str], list[str]]:
     """Per image: the probe's shape, and the best-fitting rendered shape (or none)."""
     labels = probe.classify(images)
     fits = np.stack([fit(images, [dict(lab, shape=s, character=NONE) for lab in labels]) for s in SHAPES], 1)
-    fitted = [SHAPES[int(f.argmax())] if f.max() >= FIT else NONE for f in fits]
+    fitted = [SHAPES[int(f.argmax())] if f.max() >= COHERENCE_FIT else NONE for f in fits]
     return [lab["shape"] for lab in labels], fitted
 
 
@@ -57,6 +57,7 @@ def main() -> None:
     args = parse()
     profile = profile_for(None)
     evaluator = profile.evaluator()
+    assert isinstance(evaluator, ProbeEvaluator), "the bundled world's probe reads the images"
     pipe = load_pipeline(None)
     seeds = list(range(args.seeds))
     prompts = [p for p in args.prompts for _ in seeds]
