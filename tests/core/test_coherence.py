@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zerase.world.coherence import fit
-from zerase.world.concepts import Scene
+from zerase.world.coherence import CENTRES, RADII, _look, _template, background, fit, shape_fits
+from zerase.world.concepts import SHAPES, Scene
 from zerase.world.evaluator import COHERENCE_CONFIDENCE, OBJECT_AXES, ProbeEvaluator
 from zerase.world.probe import LABELS, NONE, ConceptProbe, scene_labels
 from zerase.world.render import render
@@ -50,8 +50,30 @@ def test_a_rendered_object_is_explained_by_drawing_its_labels() -> None:
     # The wrong reading explains much less of the same image.
     wrong = [lab | {"shape": "star" if lab["shape"] != "star" else "circle", "character": NONE} for lab in labels]
     assert (fit(images, wrong) < fit(images, labels)).all()
+    # Drawn as each of the four shapes, the true one explains the most.
+    assert [SHAPES[i] for i in shape_fits(images, labels).argmax(1)] == [s.shape for s in SCENES]
     # Nothing read, nothing explained.
     assert fit(images[:1], [dict.fromkeys(LABELS, NONE)]).tolist() == [0.0]
+
+
+def test_the_fit_is_the_least_squares_over_every_position_and_size() -> None:
+    """The batched fit (one conv2d per term) against its definition, computed candidate by candidate."""
+    images, labels = _rendered()
+    images, labels = images[:3], [lab | {"shape": "triangle"} for lab in labels[:3]]  # one right, two wrong
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).double() / 255
+    bg, size = background(x), x.shape[-1]
+    lo, hi = (round(share * size) for share in CENTRES)
+    for i, lab in enumerate(labels):
+        best = float("inf")
+        for r in RADII:
+            colour, coverage = (t.double() for t in _template(*_look(lab), r, size))  # type: ignore[misc]
+            for top in range(size - hi, size - lo + 1):
+                for left in range(size - hi, size - lo + 1):
+                    window = (slice(top, top + size), slice(left, left + size))
+                    candidate = bg[i] * (1 - coverage[:, window[0], window[1]]) + colour[:, window[0], window[1]]
+                    best = min(best, float(((candidate - x[i]) ** 2).sum()))
+        energy = float(((x[i] - bg[i]) ** 2).sum())
+        assert abs(fit(images[i:i + 1], [lab])[0] - max(0.0, 1 - best / energy)) < 1e-6
 
 
 def test_clean_objects_are_coherent_and_smeared_ones_are_not(probe: ConceptProbe) -> None:
