@@ -79,7 +79,8 @@ def fit(images: np.ndarray, readings: Sequence[Mapping[str, str]]) -> np.ndarray
             groups.setdefault(look, []).append(i)
     for look, idx in groups.items():
         energy = ((x[idx] - bg[idx]) ** 2).sum((1, 2, 3))
-        best = torch.stack([_best_residuals(x[idx], bg[idx], look, r) for r in RADII]).min(0).values
+        # The best candidate's squared error: the least of its look-dependent terms, plus the object's energy.
+        best = torch.stack([_least_error_terms(x[idx], bg[idx], look, r) for r in RADII]).min(0).values + energy
         out[idx] = (1 - best / energy.clamp_min(1e-6)).clamp_min(0).numpy()
     return out
 
@@ -94,9 +95,10 @@ def _look(reading: Mapping[str, str]) -> tuple[str, str, str, str | None] | None
     return reading["shape"], reading["style"], reading["colour"], None
 
 
-def _best_residuals(images: torch.Tensor, bg: torch.Tensor, look: tuple[str, str, str, str | None],
-                    r_share: float) -> torch.Tensor:
-    """Per image, the least squared error of the look drawn at radius `r_share`, over every integer position.
+def _least_error_terms(images: torch.Tensor, bg: torch.Tensor, look: tuple[str, str, str, str | None],
+                       r_share: float) -> torch.Tensor:
+    """Per image, the least squared error of the look drawn at radius `r_share` over every integer position, less
+    the image's own energy Σ (bg − image)² (the same at every position and size: the caller adds it once).
 
     A candidate at one position is bg·(1 − coverage) + colour; its squared error against the image expands into
     sums over the window that are cross-correlations of the template with the image, its background (a ramp, the
@@ -116,7 +118,7 @@ def _best_residuals(images: torch.Tensor, bg: torch.Tensor, look: tuple[str, str
            + 3 * F.conv2d(cov ** 2, ramp ** 2)  # + Σ (coverage·bg)² over 3 channels
            + 2 * F.conv2d(col, diff)  # + 2 Σ colour·(bg − image)
            - 2 * F.conv2d(cov, ramp * diff.sum(1, keepdim=True)))  # − 2 Σ coverage·bg·(bg − image)
-    return err[0].flatten(1).min(1).values + (diff ** 2).sum((1, 2, 3))
+    return err[0].flatten(1).min(1).values
 
 
 def shape_fits(images: np.ndarray, readings: Sequence[Mapping[str, str]]) -> np.ndarray:
