@@ -17,6 +17,10 @@ TARGETS = {"acc_e": (0.05, "max"), "acc_ir_drop": (0.02, "max"), "coherence": (0
 COLUMNS = {"acc_e": "Acc_e", "acc_ir_drop": "Acc_ir drop", "coherence": "coherence", "attack_success": "attack",
            "ha": "Ha", "train_s": "train s"}
 MISSED = "✗"
+# The rule the service's per-category defaults come from (zerase.train.presets.CATEGORY_SETTINGS): among the Z-Erase
+# settings trained at several seeds that erase (Acc_e <= ERASES), the best Ha of those whose kept concepts' mean drop
+# is within its target; where none is, the smallest drop (keeping the rest comes first; the gate refuses the rest).
+ERASES = 0.5
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -61,6 +65,24 @@ def ahead(summary: list[dict], method: str, baselines: list[str]) -> dict[str, l
     return out
 
 
+def defaults(summary: list[dict], family: str = "Z-Erase") -> dict[str, dict]:
+    """Per axis, the setting the rule above picks (its summary entry), with why: "Ha" or "drop"."""
+    bound = TARGETS["acc_ir_drop"][0]
+    out: dict[str, dict] = {}
+    for axis in dict.fromkeys(s["axis"] for s in summary):
+        # A setting measured on some of the axis' concepts only is not compared with those measured on all.
+        every = max((s["concepts"] for s in summary if s["axis"] == axis), key=len)
+        pool = [s for s in summary if s["axis"] == axis and s["method"].startswith(family) and s["seeds"] > 1
+                and s["concepts"] == every and s["acc_e"] is not None and s["acc_e"][0] <= ERASES
+                and s["acc_ir_drop"] is not None]
+        within = [s for s in pool if round(s["acc_ir_drop"][0], 4) <= bound]
+        if within:
+            out[axis] = {**max(within, key=lambda s: s["ha"][0]), "why": "Ha"}
+        elif pool:
+            out[axis] = {**min(pool, key=lambda s: s["acc_ir_drop"][0]), "why": "drop"}
+    return out
+
+
 def _cell(value: tuple[float, float] | None, key: str) -> str:
     if value is None:
         return "–"
@@ -84,6 +106,15 @@ def markdown(rows: list[dict], reference: str, baselines: list[str], notes: list
             ha = list(COLUMNS).index("ha")
             cells[ha] += f" {MISSED} (not ahead of {', '.join(behind[s['axis']])})" if behind[s["axis"]] else " (ahead)"
         lines.append(f"| {s['axis']} | {s['method']} | " + " | ".join(cells) + " |")
+    chosen = defaults(summary)
+    if chosen:
+        bound = TARGETS["acc_ir_drop"][0]
+        lines += ["", f"Defaults by the rule (Acc_e ≤ {ERASES}; best Ha with Acc_ir drop ≤ {bound}, else the smallest "
+                  "drop; settings trained at several seeds on every concept of the axis):", ""]
+        lines += [f"- {axis}: {s['method']} (" + ("best Ha within the drop target" if s["why"] == "Ha"
+                                                   else "none within the drop target: the smallest drop")
+                  + f"; Acc_e {s['acc_e'][0]:.2f}, drop {s['acc_ir_drop'][0]:.3f}, Ha {s['ha'][0]:.2f})"
+                  for axis, s in chosen.items()]
     lines += ["", "Per concept (mean over training seeds):", "",
               "| concept | method | Acc_e before→after | Acc_ir before→after | coherence before→after | attack | "
               "Ha | λ_final | train s |", "|" + "---|" * 9]

@@ -59,3 +59,37 @@ def test_fast_run_writes_every_method_with_its_metrics(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "quality.json").read_text())
     assert {(r["concept"], r["method"]) for r in data["rows"]} == {("red", m) for m in METHODS}
     assert any("purple/UCE/s0" in note and "red/" not in note for note in data["notes"])
+
+
+def _cell(concept: str, axis: str, method: str, seed: int, acc_e: float, drop: float) -> dict:
+    return {"concept": concept, "axis": axis, "method": method, "train_seed": seed, "acc_e_before": 1.0,
+            "acc_e": acc_e, "acc_ir_before": 0.95, "acc_ir": 0.95 - drop, "acc_ir_drop": drop,
+            "ha": 0.95 - drop - acc_e, "coherence_before": 1.0, "coherence": 0.5, "attack_success": 0.1,
+            "final_lambda": 1.0, "train_s": 60.0, "coherence_metric": "probe+render-fit",
+            "evaluation_prompts": "short+composed"}
+
+
+def test_the_table_names_each_axis_default_by_the_rule(tmp_path: Path) -> None:
+    """--table says which setting the per-category defaults come from: the best Ha among the settings that erase
+    within the drop target; where none is within it, the smallest drop. One-seed settings and settings that do not
+    erase are not candidates."""
+    settings = {  # (concept, axis): {method: (seeds, Acc_e, Acc_ir drop)}
+        ("red", "colour"): {"Z-Erase": (3, 0.0, 0.05), "Z-Erase, null-space": (3, 0.01, 0.01),
+                            "Z-Erase, null-space, on-policy": (3, 0.0, 0.015),
+                            "Z-Erase, null-space 0.999": (3, 0.6, 0.0), "Z-Erase, level λ": (1, 0.0, 0.0)},
+        ("circle", "shape"): {"Z-Erase": (3, 0.1, 0.08), "Z-Erase, null-space": (3, 0.3, 0.04),
+                              "Z-Erase, null-space 0.999": (3, 0.7, 0.01)},
+    }
+    (tmp_path / "cells").mkdir()
+    for (concept, axis), methods in settings.items():
+        for method, (seeds, acc_e, drop) in methods.items():
+            for seed in range(seeds):
+                safe = method.replace(" ", "_").replace(",", "")
+                (tmp_path / "cells" / f"{concept}__{safe}__s{seed}.json").write_text(
+                    json.dumps(_cell(concept, axis, method, seed, acc_e, drop)))
+    proc = subprocess.run([sys.executable, "benchmarks/quality.py", "--table", "--concepts", "red", "circle",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = (tmp_path / "quality.md").read_text().splitlines()
+    assert "- colour: Z-Erase, null-space, on-policy (best Ha within the drop target" in "\n".join(lines)
+    assert "- shape: Z-Erase, null-space (none within the drop target: the smallest drop" in "\n".join(lines)
