@@ -60,15 +60,15 @@ GENERAL_CAPTIONS = 4  # COCO captions every erasure keeps: what the model draws 
 # 0.115 -> 0.067 (circle), 0.135 -> 0.038 (outlined); docs/algorithm.md has the table.
 NULL_SPACE = 0.99
 # An object's erasure leaves only 0.1 % of that energy free: at 0.99 a shape's LoRA still reached the character drawn
-# with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56); at 0.999 the shapes kept the same Acc_e at two
-# thirds of the drop. A style at 0.999 stopped erasing (filled: Acc_e 0.31 -> 0.88), a colour lost Ha (0.92 -> 0.81).
+# with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56); at 0.999 the shapes kept the same Acc_e at half
+# the drop (0.032 -> 0.015). A style at 0.999 stopped erasing (Acc_e 0.32 -> 0.61), a colour lost Ha (0.91 -> 0.80).
 NULL_SPACE_TIGHT = 0.999
 ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
 # shape: entity, style: artistic_style, character: celebrity): among the settings that erase (Acc_e <= 0.5), the
-# best Ha of those whose kept concepts' mean drop is within 0.02, else the smallest drop. The other categories take
-# the winner over all eight concepts.
+# best Ha of those whose kept concepts' mean drop is within 0.02, else the smallest drop (`quality.py --table` prints
+# the pick). The other categories take the winner over all eight concepts.
 CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
     category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
 } | {"celebrity": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
