@@ -59,9 +59,10 @@ def upload(store: ArtifactStore, path: Path, what: str, sessions: sessionmaker[S
 
 
 def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], job_id: str,
-           settings: Settings) -> tuple[dict[str, Any], Any]:
-    """(evaluation, preview image or None). A failure is an error event and `{"error": ...}`, never an exception:
-    the artifact is verified by now, and the job succeeds without its report."""
+           settings: Settings) -> tuple[dict[str, Any], Any, LoraArtifact | None]:
+    """(evaluation, preview image or None, the patch it was judged as served as or None). A failure is an error
+    event and `{"error": ...}`, never an exception: the artifact is verified by now, and the job succeeds without
+    its report."""
     from zerase.evaluate.evaluation import erasure_report
     from zerase.evaluate.evaluators.select import evaluator_for, missing_reason
     from zerase.model.profiles import profile_for
@@ -84,13 +85,28 @@ def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], j
         log.exception("evaluation failed")
         error = f"{type(exc).__name__}: {exc}"
         _event(sessions, job_id, EventKind.ERROR, f"evaluation failed: {error}", {"evaluation": "failed"})
-        return {"error": error}, None
+        return {"error": error}, None, None
     evaluation = result.evaluation
     _event(sessions, job_id, EventKind.INFO, _summary(evaluation), {"evaluation": evaluation})
     if evaluator is not None and result.plan is not None and "acc_e" in evaluation and settings.redteam:
         evaluation["redteam"] = _red_team(pipe, artifact, served or artifact, evaluator, result.plan, sessions,
                                           job_id, settings, time.monotonic() - started)
-    return evaluation, result.preview
+    return evaluation, result.preview, served
+
+
+def store_served(served: LoraArtifact | None, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
+                 settings: Settings) -> dict[str, Any] | None:
+    """The patch the job was judged as served as, stored like the artifact: a deployment of this erasure alone
+    serves exactly it (service.deployments). None when there is none (ZERASE_FUSION=average)."""
+    from zerase.serve.fusion import save_fused
+
+    if served is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = upload(store, save_fused(served, Path(tmp) / "served.safetensors"), "served patch", sessions, job_id,
+                        settings)
+    return {"uri": stored.uri, "sha256": stored.sha256, "bytes": stored.bytes, "rank": served.metadata["rank"],
+            "method": settings.fusion}
 
 
 def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, sessions: sessionmaker[Session], job_id: str,
