@@ -115,15 +115,11 @@ def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, 
     import tempfile
     from pathlib import Path
 
-    from zerase.serve.consolidation import consolidate
-    from zerase.serve.fusion import fuse_closed_form, fusion_prompts, save_fused
+    from zerase.serve.fusion import save_fused
+    from zerase.serve.served_patch import served_patch
 
     started = time.monotonic()
-    artifacts = [e.artifact for e in served]
-    erase, keep = fusion_prompts(profile, artifacts)
-    fused = fuse_closed_form(pipe, artifacts, erase, keep, profile.sampling)
-    if method == "consolidated":
-        fused = consolidate(pipe, artifacts, erase, keep, profile.sampling, init=fused)
+    fused = served_patch(pipe, [e.artifact for e in served], profile, method)
     with tempfile.TemporaryDirectory() as tmp:
         stored = store.put(save_fused(fused, Path(tmp) / "fused.safetensors"))
     record_ = {"uri": stored.uri, "sha256": stored.sha256, "bytes": stored.bytes, "rank": fused.metadata["rank"],

@@ -76,8 +76,10 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
     guard, retired = carried_guard(db, [e["erasure_id"] for e in entries])
     if retired:  # the trained patch takes the guard entry's place (the version's reason says so)
         reason = f"{reason or ''}; guard retired for {', '.join(retired)}".lstrip("; ")
-    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason,
-                            fusion=fusion if len(entries) > 1 else None, guard=guard or None)
+    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason, fusion=fusion,
+                            fused=_served_alone(db, entries, fusion), guard=guard or None)
+    if len(entries) == 1 and deployment.fused is None:
+        deployment.fusion = None  # its job judged the raw LoRA (no patch as served): it is served so
     db.add(deployment)
     db.flush()
     if retired:
@@ -244,6 +246,16 @@ def _active_ids(db: Session) -> tuple[int, list[str]]:
     if version is None:
         return BASE_VERSION, []
     return version, [e["erasure_id"] for e in get(db, version).entries]
+
+
+def _served_alone(db: Session, entries: list[dict[str, Any]], fusion: str | None) -> dict[str, Any] | None:
+    """For one erasure at weight 1, the patch its job was judged on when it is this fusion's: the version serves
+    exactly what the job's evaluation (and so the gate) judged, with nothing to make."""
+    if fusion not in FUSED or len(entries) != 1 or abs(float(entries[0]["weight"]) - 1.0) > 1e-9:
+        return None
+    job = db.get(ErasureJob, entries[0]["erasure_id"])
+    served = (job.evaluation or {}).get("served_patch") if job is not None else None
+    return dict(served) if served and served.get("method") == fusion else None
 
 
 def _unfused(deployment: Deployment) -> bool:

@@ -59,9 +59,10 @@ def upload(store: ArtifactStore, path: Path, what: str, sessions: sessionmaker[S
 
 
 def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], job_id: str,
-           settings: Settings) -> tuple[dict[str, Any], Any]:
-    """(evaluation, preview image or None). A failure is an error event and `{"error": ...}`, never an exception:
-    the artifact is verified by now, and the job succeeds without its report."""
+           settings: Settings) -> tuple[dict[str, Any], Any, LoraArtifact | None]:
+    """(evaluation, preview image or None, the patch it was judged as served as or None). A failure is an error
+    event and `{"error": ...}`, never an exception: the artifact is verified by now, and the job succeeds without
+    its report."""
     from zerase.evaluate.evaluation import erasure_report
     from zerase.evaluate.evaluators.select import evaluator_for, missing_reason
     from zerase.model.profiles import profile_for
@@ -74,21 +75,55 @@ def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], j
         concept = str(artifact.metadata["config"]["concept"])
         evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
                                   nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
+        served = _served_alone(pipe, artifact, profile, sessions, job_id, settings)
         result = erasure_report(pipe, artifact, profile, settings.evaluation_seeds, category=category,
-                                evaluator=evaluator, kept_images=settings.evaluation_kept_images)
+                                evaluator=evaluator, kept_images=settings.evaluation_kept_images, served=served)
+        result.evaluation["judged_as"] = settings.fusion if served is not None else "raw"
         if evaluator is None and "skipped" in result.evaluation:
             result.evaluation["skipped"] = missing_reason(category, concept, nudenet=settings.nudenet)
     except Exception as exc:
         log.exception("evaluation failed")
         error = f"{type(exc).__name__}: {exc}"
         _event(sessions, job_id, EventKind.ERROR, f"evaluation failed: {error}", {"evaluation": "failed"})
-        return {"error": error}, None
+        return {"error": error}, None, None
     evaluation = result.evaluation
     _event(sessions, job_id, EventKind.INFO, _summary(evaluation), {"evaluation": evaluation})
     if evaluator is not None and result.plan is not None and "acc_e" in evaluation and settings.redteam:
-        evaluation["redteam"] = _red_team(pipe, artifact, evaluator, result.plan, sessions, job_id, settings,
-                                          time.monotonic() - started)
-    return evaluation, result.preview
+        evaluation["redteam"] = _red_team(pipe, artifact, served or artifact, evaluator, result.plan, sessions,
+                                          job_id, settings, time.monotonic() - started)
+    return evaluation, result.preview, served
+
+
+def store_served(served: LoraArtifact | None, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
+                 settings: Settings) -> dict[str, Any] | None:
+    """The patch the job was judged as served as, stored like the artifact: a deployment of this erasure alone
+    serves exactly it (service.deployments). None when there is none (ZERASE_FUSION=average)."""
+    from zerase.serve.fusion import save_fused
+
+    if served is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = upload(store, save_fused(served, Path(tmp) / "served.safetensors"), "served patch", sessions, job_id,
+                        settings)
+    return {"uri": stored.uri, "sha256": stored.sha256, "bytes": stored.bytes, "rank": served.metadata["rank"],
+            "method": settings.fusion}
+
+
+def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, sessions: sessionmaker[Session], job_id: str,
+                  settings: Settings) -> LoraArtifact | None:
+    """The patch `/generate` would serve for this erasure alone (ZERASE_FUSION; None for "average", where that is
+    the LoRA itself): the job is judged, and retuned, on it. Measured on the world, the consolidated patch keeps
+    far more than the raw LoRA at the same Acc_e (benchmarks/RESULTS.md, "One erasure, raw or as served")."""
+    from zerase.serve.served_patch import served_patch
+
+    if settings.fusion == "average":
+        return None
+    started = time.monotonic()
+    served = served_patch(pipe, [artifact], profile, settings.fusion)
+    seconds = round(time.monotonic() - started, 2)
+    _event(sessions, job_id, EventKind.INFO, f"judged as served: the {settings.fusion} patch of this erasure alone, "
+           f"made in {seconds:g}s", {"judged_as": settings.fusion, "seconds": seconds})
+    return served
 
 
 def store_preview(preview: Any, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
@@ -110,11 +145,11 @@ def store_preview(preview: Any, store: ArtifactStore, sessions: sessionmaker[Ses
         return None
 
 
-def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, plan: Any, sessions: sessionmaker[Session],
-              job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
-    """Ring-A-Bell and UnlearnDiffAtk against the artifact (zerase.evaluate.redteam), within what is left of the
-    evaluation's time budget; each attack's result is an event. A failing attack is an error event and
-    is left out, never a failed job: the deploy gate then judges the attacks that ran."""
+def _red_team(pipe: Any, artifact: LoraArtifact, served: LoraArtifact, evaluator: Any, plan: Any,
+              sessions: sessionmaker[Session], job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
+    """Ring-A-Bell and UnlearnDiffAtk against `served` (the artifact as it would be served) (zerase.evaluate.redteam),
+    within what is left of the evaluation's time budget; each attack's result is an event. A failing attack is an error
+    event and is left out, never a failed job: the deploy gate then judges the attacks that ran."""
     from zerase.evaluate.plan import ERASED
     from zerase.evaluate.redteam.common import RedTeamBudget
     from zerase.evaluate.redteam.runner import ATTACKS, red_team
@@ -132,7 +167,7 @@ def _red_team(pipe: Any, artifact: LoraArtifact, evaluator: Any, plan: Any, sess
             continue
         started = time.monotonic()
         try:
-            result = red_team(pipe, artifact, evaluator, concept, prompts=prompts, budget=budget,
+            result = red_team(pipe, served, evaluator, concept, prompts=prompts, budget=budget,
                               settings=config.sampling, attacks=(name,))[0]
         except Exception as exc:
             log.exception("red team attack %s failed", name)

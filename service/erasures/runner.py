@@ -139,10 +139,10 @@ def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions
             path = Path(tmp) / f"{job.id}.safetensors"
             result.save(path)
             artifact = load_artifact(path, pipe)  # never publish a file the loader would refuse
-            evaluation, preview = None, None
+            evaluation, preview, served = None, None, None
             if settings.evaluate_jobs and not progress.standing().cancel_requested:
                 with model_in_use:  # the report patches the shared pipeline too
-                    evaluation, preview = publish.report(pipe, artifact, sessions, job.id, settings)
+                    evaluation, preview, served = publish.report(pipe, artifact, sessions, job.id, settings)
             missed = retune.judge(settings, job.id, evaluation)
             record = retune.next_round(settings, config, missed, done)
             if record is None:
@@ -152,6 +152,9 @@ def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions
                 # publishes (and evaluates again).
                 stored = publish.upload(store, path, "artifact", sessions, job.id, settings)
                 stored_preview = publish.store_preview(preview, store, sessions, job.id, settings)
+                served_patch = publish.store_served(served, store, sessions, job.id, settings)
+                if served_patch is not None and evaluation is not None:
+                    evaluation["served_patch"] = served_patch
                 break
         with sessions() as db:
             if not retune.start_next(db, claim, config, record):

@@ -99,11 +99,12 @@ class Report:
 
 def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
                    n_seeds: int = 4, seed: int = 0, *, category: str | None = None,
-                   evaluator: Evaluator | None = None, kept_images: int = 1) -> Report:
+                   evaluator: Evaluator | None = None, kept_images: int = 1,
+                   served: LoraArtifact | None = None) -> Report:
     """A finished job's report: every image generated once without (BASE_IMAGES: once per model) and once
-    with the artifact, then read: the per-job sample's metrics when the evaluator (`evaluator`, else the
-    profile's) can read the concept, and the labelled preview (the profile's preview prompts at PREVIEW_SEEDS
-    seeds from `seed`)."""
+    with the artifact (or `served`, the patch it would be served as: zerase.serve.served_patch), then read: the
+    per-job sample's metrics when the evaluator (`evaluator`, else the profile's) can read the concept, and the
+    labelled preview (the profile's preview prompts at PREVIEW_SEEDS seeds from `seed`)."""
     started = time.monotonic()
     config = EraseConfig.from_dict(artifact.metadata["config"])
     shown = profile.preview_prompts(config.concept, config.preservation)
@@ -121,7 +122,7 @@ def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelP
                        + tuple(kept_shots(full.shots, kept_images, {plan.concept})))
     preview_seeds = [seed + j for j in range(PREVIEW_SEEDS)]
     pairs = [(p, s) for p in shown for s in preview_seeds] + [(s.prompt, s.seed) for s in (plan.shots if plan else ())]
-    before, after, generated = _before_after(pipe, artifact, pairs, config.sampling)
+    before, after, generated = _before_after(pipe, served or artifact, pairs, config.sampling)
     k = len(shown) * len(preview_seeds)
     shown_prompts = [p for p, _ in pairs[:k]]
     read = (lambda images: evaluator.read(images, shown_prompts)) if evaluator is not None else None

@@ -1,0 +1,28 @@
+"""The one patch `/generate` serves for a set of erasures, by fusion method: shared by the deployment's evaluation
+(the whole set) and a job's (its erasure alone, so a job is judged on the patch it would be served as)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from diffusers import ZImagePipeline
+
+from zerase.model.profiles import ModelProfile
+from zerase.patch.artifact import LoraArtifact
+from zerase.serve.consolidation import consolidate
+from zerase.serve.fusion import fuse_closed_form, fusion_prompts
+
+METHODS = ("closed_form", "consolidated")
+
+
+def served_patch(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], profile: ModelProfile,
+                 method: str) -> LoraArtifact:
+    """The closed-form fused patch of `artifacts` on `fusion_prompts`; "consolidated": then trained further toward
+    each erasure's own outputs and the frozen model's on the kept prompts (zerase.serve.consolidation)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown fusion {method!r}; one of {', '.join(METHODS)}")
+    erase, keep = fusion_prompts(profile, artifacts)
+    fused = fuse_closed_form(pipe, artifacts, erase, keep, profile.sampling)
+    if method == "consolidated":
+        fused = consolidate(pipe, artifacts, erase, keep, profile.sampling, init=fused)
+    return fused
