@@ -77,7 +77,7 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
     if retired:  # the trained patch takes the guard entry's place (the version's reason says so)
         reason = f"{reason or ''}; guard retired for {', '.join(retired)}".lstrip("; ")
     deployment = Deployment(entries=entries, created_by=actor.name, reason=reason, fusion=fusion,
-                            fused=_served_alone(db, entries, fusion), guard=guard or None)
+                            fused=_job_served_patch(db, entries, fusion), guard=guard or None)
     if len(entries) == 1 and deployment.fused is None:
         deployment.fusion = None  # its job judged the raw LoRA (no patch as served): it is served so
     db.add(deployment)
@@ -248,7 +248,7 @@ def _active_ids(db: Session) -> tuple[int, list[str]]:
     return version, [e["erasure_id"] for e in get(db, version).entries]
 
 
-def _served_alone(db: Session, entries: list[dict[str, Any]], fusion: str | None) -> dict[str, Any] | None:
+def _job_served_patch(db: Session, entries: list[dict[str, Any]], fusion: str | None) -> dict[str, Any] | None:
     """For one erasure at weight 1, the patch its job was judged on when it is this fusion's: the version serves
     exactly what the job's evaluation (and so the gate) judged, with nothing to make."""
     if fusion not in FUSED or len(entries) != 1 or abs(float(entries[0]["weight"]) - 1.0) > 1e-9:
