@@ -19,6 +19,11 @@ FORM_MEDIA = b"application/x-www-form-urlencoded"
 # connection itself.
 MAX_HEADER_BYTES = 32 * 1024
 SERVER_HEADER_BYTES = 4 * MAX_HEADER_BYTES
+# How long `zerase serve` keeps an idle connection open. uvicorn's default, 5 s, races clients that reuse a
+# pooled connection after a pause: the server closes it as the next request goes out, and that request
+# (a POST is not retried) fails with "server disconnected". Longer than a load balancer's usual 60 s idle
+# timeout, so the client side is the one to close first.
+SERVER_KEEP_ALIVE_S = 75
 
 
 class RequestLimits:

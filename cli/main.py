@@ -44,7 +44,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.limits import SERVER_HEADER_BYTES
+    from api.limits import SERVER_HEADER_BYTES, SERVER_KEEP_ALIVE_S
     from cli.startup import check_model, evaluator_warning, unknown_variables
     from service.core.db import migrate
     from service.core.logs import configure_logging
@@ -68,7 +68,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     # log_config=None: uvicorn's loggers propagate to the root handler configured above (text or JSON).
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
                 log_config=None, log_level=settings.log_level.lower(),
-                h11_max_incomplete_event_size=SERVER_HEADER_BYTES)
+                h11_max_incomplete_event_size=SERVER_HEADER_BYTES, timeout_keep_alive=SERVER_KEEP_ALIVE_S)
 
 
 @app.command()

@@ -16,7 +16,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.limits import SERVER_HEADER_BYTES
+from api.limits import SERVER_HEADER_BYTES, SERVER_KEEP_ALIVE_S
 from cli.demo import free_port
 from service.core.db import session_factory
 from service.core.settings import Settings
@@ -68,7 +68,8 @@ def live_api(settings: Settings, role: str = "admin") -> Iterator[httpx.Client]:
     authenticates with a new key of `role`."""
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                            h11_max_incomplete_event_size=SERVER_HEADER_BYTES)  # as `zerase serve` does
+                            h11_max_incomplete_event_size=SERVER_HEADER_BYTES,  # as `zerase serve` does
+                            timeout_keep_alive=SERVER_KEEP_ALIVE_S)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

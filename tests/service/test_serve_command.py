@@ -3,6 +3,7 @@ runs jobs in-process, and on Ctrl-C puts a running job back in the queue; the ne
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -58,6 +59,24 @@ def test_serve_runs_jobs_and_a_restart_resumes_the_interrupted_one(tmp_path: Pat
         assert client.post(f"/erasures/{long['id']}/cancel").status_code == 202
         assert wait_for(client, long["id"], timeout_s=60)["status"] == "cancelled"
         assert client.get(f"/erasures/{quick['id']}").json()["status"] == "succeeded"  # state survived
+        assert idle_connection_still_answers(str(client.base_url))
+
+
+def idle_connection_still_answers(base_url: str, idle_s: float = 6.0) -> bool:
+    """A client that pauses between requests reuses its pooled connection: the server must not have closed
+    it under the client after uvicorn's 5 s default (the next POST would fail with "server disconnected")."""
+    url = httpx.URL(base_url)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=10)
+    try:
+        connection.request("GET", "/readyz")
+        connection.getresponse().read()
+        time.sleep(idle_s)
+        connection.request("GET", "/readyz")  # on the same socket: http.client reopens only a closed one it knows of
+        return connection.getresponse().status == 200
+    except (http.client.RemoteDisconnected, ConnectionError):
+        return False
+    finally:
+        connection.close()
 
 
 def resumed_steps(client: httpx.Client, job_id: str) -> list[int]:
