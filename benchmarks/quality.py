@@ -12,7 +12,7 @@ as mean ± spread (sample standard deviation over training seeds), the issue's t
     python benchmarks/quality.py --table4 ...       # the paper's Table 4 alone (benchmarks/_table4.py)
 
 Metrics (zerase.evaluate.evaluation, read by the world's probe): Acc_e, the share of the concept's images that still
-show it; Acc_ir drop, the fall of the other 13 concepts' hit rate; coherence, the share of the concept's
+show it; Acc_ir drop, the fall of the other concepts' hit rate; coherence, the share of the concept's
 images that still show a clean world object (a colour, shape and style each read with probability >= 0.5, and
 the renderer's drawing of that reading explaining >= half the image's object: "erased into another object" vs
 "into mush"; cells measured before that check are rerun after the missing ones, their coherence left out of
@@ -22,7 +22,8 @@ steps (the training-length study: quality and wall time). Writes quality.md, qua
 concept: the unpatched model, then each method at training seed 0, same 8 seeds) to --out, after every run.
 
 The full protocol is longer than a session, so each cell (concept × method × training seed) is written to
---out/cells/ as soon as it is done and skipped when it is there: run the same command again to continue. The
+--out/cells/ as soon as it is done and skipped when it is there (if measured on this build of the world: each
+cell records the model's weights hash): run the same command again to continue. The
 table is built from every cell there, the cells still missing named in its notes (the grid shows this run's).
 """
 
@@ -53,6 +54,7 @@ from zerase.baselines.zeroing import TokenZeroing
 from zerase.evaluate.evaluation import evaluate_intervention
 from zerase.evaluate.redteam import RedTeamBudget
 from zerase.model.generate import generate
+from zerase.patch.artifact import base_fingerprint
 from zerase.train.erasure import erase
 from zerase.world.evaluator import (
     COHERENCE_METRIC,
@@ -137,7 +139,10 @@ def main() -> None:
         return args.train_seeds if method in args.repeat or method not in METHODS else 1
 
     wanted = [(c, m, s) for c in concepts for m in methods for s in range(seeds_of(m))]
-    cells = {w: json.loads(cell_path(args.out, *w).read_text()) for w in wanted if cell_path(args.out, *w).exists()}
+    # A cell measured on another build of the world is not this model's: it is run again (and replaced).
+    model = base_fingerprint(pipe.transformer)["weights_sha256"][:12]
+    cells = {w: cell for w in wanted if cell_path(args.out, *w).exists()
+             and (cell := json.loads(cell_path(args.out, *w).read_text())).get("model") == model}
 
     def table_rows() -> list[dict]:
         return [_current(cells[w]) for w in wanted if w in cells]
@@ -178,7 +183,8 @@ def main() -> None:
                     if done(name, seed):
                         continue
                     row = run(pipe, evaluator, settings, name, concept, seed, steps, recipe, extra, Path(tmp),
-                              args.seeds, full, grid_rows if seed == 0 else None, show, args.fast) | {"axis": axis}
+                              args.seeds, full, grid_rows if seed == 0 else None, show, args.fast) | {
+                        "axis": axis, "model": model}
                     cells[(concept, name, seed)] = row
                     cell_path(args.out, concept, name, seed).parent.mkdir(parents=True, exist_ok=True)
                     cell_path(args.out, concept, name, seed).write_text(json.dumps(row, indent=1))

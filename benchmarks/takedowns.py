@@ -14,8 +14,9 @@ its own concept's inputs and to the frozen output on the kept concepts', rank 32
 zerase.serve.consolidation (that patch trained further, end to end, toward each erasure's own outputs on its
 prompts and the frozen model's on the kept ones). Each erasure is trained
 once per training seed with the service's defaults and cached under var/takedowns/. Each cell (set × method ×
-training seed) is written to --out/cells/ as soon as it is done and skipped when it exists, so a long run
-resumes; the table (takedowns.md) is rebuilt from whatever cells exist, missing ones named.
+training seed) is written to --out/cells/ as soon as it is done and skipped when it exists (measured on this build
+of the world: cells record the model's weights hash), so a long run resumes; the table (takedowns.md) is rebuilt
+from whatever cells exist, missing ones named.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from zerase.model.generate import generate
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline
-from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, load_artifact
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint, load_artifact
 from zerase.serve.consolidation import consolidate
 from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
 from zerase.train.erasure import erase
@@ -43,10 +44,12 @@ from zerase.train.presets import resolve
 from zerase.world.profile import world_axis
 
 CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
-# N = 1, 2, 3 (one axis), the mixed sets of 3 and 4 (colour, shape, style, character), all five colours, and 8 of
-# the world's 14 concepts (the world has three characters: the celebrity protocol at N = 8, 12 needs more).
-DEFAULT_SETS = ("red", "red,yellow", "red,yellow,blue", "red,circle,Mira", "red,circle,outlined,Mira",
-                "red,yellow,green,blue,purple", "red,yellow,green,circle,square,outlined,Mira,Toko")
+# The celebrity protocol (the paper's Table 2): half of the world's 24 characters erased together, the other half
+# kept. Two of each (shape, style) group are erased; the sets of N = 1, 2, 4, 8, 12 are this list's prefixes.
+ERASED_CHARACTERS = ("Mira", "Toko", "Zed", "Dala", "Aro", "Hana", "Pim", "Kai", "Eno", "Lumo", "Sela", "Tavi")
+CHARACTER_SETS = tuple(",".join(ERASED_CHARACTERS[:n]) for n in (1, 2, 4, 8, 12))
+# Then the mixed set of four (a colour, a shape, a style, a character) and all five colours.
+DEFAULT_SETS = (*CHARACTER_SETS, "red,circle,outlined,Mira", "red,yellow,green,blue,purple")
 METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated")
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
 
@@ -62,8 +65,14 @@ def parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def model_id(pipe: Any) -> str:
+    """The served model's weights, short: cells and cached erasures of another build of the world are not mixed in."""
+    return base_fingerprint(pipe.transformer)["weights_sha256"][:12]
+
+
 def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
-    path = cache / f"{concept}-s{seed}.safetensors"
+    path = cache / model_id(pipe) / f"{concept}-s{seed}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         axis = world_axis(concept)
         # The unconstrained LoRA the committed cells were measured with (the null-space default came later).
@@ -153,7 +162,8 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     started = time.monotonic()
     result = evaluate_served(pipe, served, evaluator, sampling, patch=None if stacked else patch)
     p50_base, p50 = serving_p50(pipe, [], [], sampling), serving_p50(pipe, patch, weights, sampling)
-    return {"set": concepts, "method": method, "train_seed": seed, "build_s": round(build_s, 2),
+    return {"set": concepts, "method": method, "train_seed": seed, "model": model_id(pipe),
+            "build_s": round(build_s, 2),
             "evaluate_s": round(time.monotonic() - started, 2), "served_rank": sum(
                 int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result}
 
@@ -185,15 +195,21 @@ def _row(concepts: list[str], method: str, cells: list[dict[str, Any]]) -> str:
             f"{mean([c['p50_ratio'] for c in cells]):.2f}× | {cells[0]['served_rank']} |")
 
 
-def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int) -> str:
+def load_cell(out: Path, concepts: list[str], method: str, seed: int, model: str) -> dict[str, Any] | None:
+    """The cell, if it was measured on this build of the world."""
+    path = cell_path(out, concepts, method, seed)
+    cell = json.loads(path.read_text()) if path.exists() else None
+    return cell if cell is not None and cell.get("model") == model else None
+
+
+def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int, model: str) -> str:
     lines = ["| set (N) | method | Acc_e per concept (before → after) | max Acc_e | worst attack | kept Acc_ir "
              "(before → after) | drop | worst kept (before → after) | H | p50 vs unpatched | served rank |",
              "|---" * 11 + "|"]
     missing = []
     for concepts in sets:
         for method in methods:
-            cells = [json.loads(p.read_text()) for s in range(seeds)
-                     if (p := cell_path(out, concepts, method, s)).exists()]
+            cells = [c for s in range(seeds) if (c := load_cell(out, concepts, method, s, model)) is not None]
             if cells:
                 lines.append(_row(concepts, method, cells))
             else:
@@ -206,14 +222,15 @@ def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int) -> s
 def main() -> None:
     args = parse()
     sets = [s.split(",") for s in args.sets]
+    pipe = load_pipeline(None, "cpu", torch.float32)
+    model = model_id(pipe)
     if not args.table:
         args.cache.mkdir(parents=True, exist_ok=True)
-        pipe = load_pipeline(None, "cpu", torch.float32)
         for seed in range(args.train_seeds):
             for concepts in sets:
                 for method in args.methods:
                     path = cell_path(args.out, concepts, method, seed)
-                    if path.exists():
+                    if load_cell(args.out, concepts, method, seed, model) is not None:
                         continue
                     cell = run_cell(pipe, concepts, method, seed, args.cache)
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +238,7 @@ def main() -> None:
                     print(f"{'+'.join(concepts)} {method} s{seed}: max Acc_e "
                           f"{max(c['acc_e'] for c in cell['concepts']):.2f}, Acc_ir {cell['kept']['acc_ir_before']:.2f}"
                           f" → {cell['kept']['acc_ir']:.2f}", flush=True)
-    text = table(args.out, sets, args.methods, args.train_seeds)
+    text = table(args.out, sets, args.methods, args.train_seeds, model)
     (args.out / "takedowns.md").parent.mkdir(parents=True, exist_ok=True)
     (args.out / "takedowns.md").write_text(text)
     print(text)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import ZImagePipeline
+from diffusers import AutoencoderKL, ZImagePipeline
 from PIL import Image
 
 from zerase.model.generate import image_grid
@@ -28,7 +28,7 @@ from zerase.world.components import (
 )
 from zerase.world.concepts import describe, random_scene
 from zerase.world.evaluate import world_accuracy
-from zerase.world.probe import probe_accuracy, train_probe
+from zerase.world.probe import ConceptProbe, probe_accuracy, train_probe
 from zerase.world.render import render
 from zerase.world.training import encode_latents, train_transformer, train_vae
 
@@ -48,7 +48,7 @@ class BuildPlan:
     @classmethod
     def full(cls) -> BuildPlan:
         return cls(n_images=40_000, vae_steps=1000, probe_steps=800, transformer_steps=4000,
-                   transformer_budget_s=1560, eval_seeds=64)
+                   transformer_budget_s=1800, eval_seeds=64)
 
     @classmethod
     def quick(cls) -> BuildPlan:
@@ -56,8 +56,19 @@ class BuildPlan:
                    transformer_budget_s=60, eval_seeds=2)
 
 
-def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print) -> dict:
-    """Build the tiny pipeline into `out_dir` and return its report (also written to world.json)."""
+CONTINUE_LR = 3e-4  # a second cosine cycle from a trained model: a third of the first's peak
+
+
+def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print,
+                vae_from: Path | None = None, continue_from: Path | None = None) -> dict:
+    """Build the tiny pipeline into `out_dir` and return its report (also written to world.json).
+
+    vae_from: a world directory whose VAE is taken as it is (the VAE only encodes shapes and colours, so
+    a world that adds concepts of the same parts may keep it); its latents' statistics are measured anew.
+    continue_from: a world built from the same concepts and seed: its tokenizer, text encoder, VAE and probe are
+    kept and its transformer is trained for the plan's steps more, at CONTINUE_LR (a longer schedule in parts)."""
+    if continue_from is not None:
+        vae_from = continue_from
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     sizes = WorldSizes()
@@ -73,17 +84,24 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
 
     tokenizer = build_tokenizer([c for c in captions if c], sizes.vocab_size)
     text_encoder = build_text_encoder(sizes, len(tokenizer))
+    if continue_from is not None:
+        earlier = load_pipeline(continue_from)
+        tokenizer, text_encoder = earlier.tokenizer, earlier.text_encoder
 
     t = time.monotonic()
-    vae = build_vae(sizes)
-    train_vae(vae, images, plan.vae_steps, seed, batch=32, log=log)
+    if vae_from is None:
+        vae = build_vae(sizes)
+        train_vae(vae, images, plan.vae_steps, seed, batch=32, log=log)
+    else:
+        vae = AutoencoderKL.from_pretrained(str(vae_from / "vae")).eval().requires_grad_(False)
+        log(f"vae taken from {vae_from}")
     latents = encode_latents(vae, images)
     shift_factor = float(latents.mean())
     scaling_factor = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling_factor, shift_factor=shift_factor)
     timings["vae_s"] = time.monotonic() - t
 
-    transformer = build_transformer(sizes)
+    transformer = build_transformer(sizes) if continue_from is None else earlier.transformer.requires_grad_(True)
     pipe = ZImagePipeline(scheduler=build_scheduler(), vae=vae, text_encoder=text_encoder,
                           tokenizer=tokenizer, transformer=transformer)
     unique = sorted(set(captions))
@@ -93,9 +111,10 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
 
     t = time.monotonic()
     x0 = (latents - shift_factor) * scaling_factor
-    ema = train_transformer(transformer, x0, caption_ids, embeds, plan.transformer_steps, seed,
-                            shift=build_scheduler().config.shift, time_budget_s=plan.transformer_budget_s,
-                            log=log)
+    ema = train_transformer(transformer, x0, caption_ids, embeds, plan.transformer_steps,
+                            seed if continue_from is None else seed + 1, shift=build_scheduler().config.shift,
+                            lr=1e-3 if continue_from is None else CONTINUE_LR,
+                            time_budget_s=plan.transformer_budget_s, log=log)
     timings["transformer_s"] = time.monotonic() - t
     pipe.register_modules(transformer=ema)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +125,10 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
     def vae_round_trip(x: torch.Tensor) -> torch.Tensor:
         return (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample + 1) / 2
 
-    probe = train_probe(plan.probe_steps, seed, reconstruct=vae_round_trip, log=log)
+    if continue_from is None:
+        probe = train_probe(plan.probe_steps, seed, reconstruct=vae_round_trip, log=log)
+    else:
+        probe = ConceptProbe.load(continue_from / "probe")
     probe.save(out_dir / "probe")
     timings["probe_s"] = time.monotonic() - t
 
@@ -115,7 +137,7 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
     # The world's own sampling (recorded in world.json, read back by its profile).
     settings = SamplingSettings(steps=8, guidance_scale=1.0, height=sizes.image_size, width=sizes.image_size)
     loaded = load_pipeline(out_dir)
-    accuracy, grid = world_accuracy(loaded, probe, settings, plan.eval_seeds)
+    accuracy, per_character, grid = world_accuracy(loaded, probe, settings, plan.eval_seeds)
     timings["eval_s"] = time.monotonic() - t
     timings["total_s"] = time.monotonic() - t0
     Image.fromarray(image_grid(grid, rows=grid.shape[0] // 8, scale=3)).save(out_dir / "samples.png")
@@ -131,6 +153,10 @@ def build_world(out_dir: Path, plan: BuildPlan, seed: int = 0, log: Log = print)
             "vae_reconstructions": probe_accuracy(probe, 2000, seed + 2, transform=vae_round_trip),
         },
         "generation_accuracy": accuracy,
+        "character_accuracy": per_character,
+        "vae_from": None if vae_from is None else vae_from.name,
+        # What a continued build continued: the earlier report (its plan, timings and accuracy).
+        "continued": None if continue_from is None else json.loads((continue_from / "world.json").read_text()),
         "timings": {k: round(v, 1) for k, v in timings.items()},
     }
     (out_dir / "world.json").write_text(json.dumps(report, indent=2))

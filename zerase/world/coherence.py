@@ -67,8 +67,8 @@ def fit(images: np.ndarray, readings: Sequence[Mapping[str, str]]) -> np.ndarray
     """For each image, the share of its object's energy (distance from background) that the best-placed
     rendering of its reading explains: 1 is a perfect match, 0 no better than the background alone.
 
-    readings: per image, {"colour", "shape", "style", "character"} as the probe labels them ("none" where
-    it saw nothing; an image whose reading has no object gets 0)."""
+    readings: per image, the probe's heads ({"colour", "shape", "style", "badge"}) or its report ({...,
+    "character"}), "none" where it saw nothing; an image whose reading has no object gets 0."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double() / 255
     bg = background(x)
     out = np.zeros(len(x))
@@ -86,13 +86,15 @@ def fit(images: np.ndarray, readings: Sequence[Mapping[str, str]]) -> np.ndarray
 
 
 def _look(reading: Mapping[str, str]) -> tuple[str, str, str, str | None] | None:
-    """(shape, style, colour, badge colour) to draw for a reading; a named character is drawn as itself."""
+    """(shape, style, colour, badge colour) to draw for a reading: the probe's heads (with "badge") or its
+    report, where a named character is drawn as itself."""
     named = next((c for c in CHARACTERS if c.name == reading.get("character")), None)
     if named is not None:
-        return named.shape, "filled", named.colour, named.inner
+        return named.shape, named.style, named.colour, named.inner
     if "none" in (reading.get("colour"), reading.get("shape"), reading.get("style")):
         return None
-    return reading["shape"], reading["style"], reading["colour"], None
+    badge = reading.get("badge", "none")
+    return reading["shape"], reading["style"], reading["colour"], None if badge == "none" else badge
 
 
 def _least_error_terms(images: torch.Tensor, bg: torch.Tensor, look: tuple[str, str, str, str | None],

@@ -38,7 +38,7 @@ class WorldSizes:
     n_refiner_layers: int = 1
     n_heads: int = 4
     axes_dims: tuple[int, int, int] = (8, 12, 12)  # sums to dim / n_heads
-    vocab_size: int = 420
+    vocab_size: int = 480
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

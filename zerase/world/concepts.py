@@ -23,18 +23,44 @@ STYLES: tuple[str, ...] = ("filled", "outlined")
 
 @dataclass(frozen=True)
 class Character:
-    """A named character: one fixed look (outer shape and colour, inner badge colour)."""
+    """A named character: one fixed look (outer shape, colour and style, inner badge colour)."""
 
     name: str
     shape: str
     colour: str
     inner: str
+    style: str = "filled"
 
 
+# 24 characters, four for each (shape, style): within a group each has its own colour, and its badge
+# completes the look, so a same-coloured unnamed character with another badge is not it. Mira, Toko and
+# Zed were the world's first three and keep their looks; the others came with the 12-erased/12-kept
+# celebrity protocol (the paper's Table 2), so that half the cast can be erased while half is kept.
 CHARACTERS: tuple[Character, ...] = (
     Character("Mira", "circle", "purple", "yellow"),
     Character("Toko", "triangle", "green", "red"),
     Character("Zed", "square", "blue", "yellow"),
+    Character("Aro", "circle", "red", "blue"),
+    Character("Bex", "circle", "green", "yellow"),
+    Character("Cato", "circle", "yellow", "red"),
+    Character("Hana", "triangle", "blue", "yellow"),
+    Character("Ivo", "triangle", "yellow", "purple"),
+    Character("Juno", "triangle", "red", "green"),
+    Character("Pim", "square", "red", "yellow"),
+    Character("Quin", "square", "purple", "green"),
+    Character("Rho", "square", "yellow", "blue"),
+    Character("Dala", "circle", "blue", "red", "outlined"),
+    Character("Eno", "circle", "red", "yellow", "outlined"),
+    Character("Fia", "circle", "green", "purple", "outlined"),
+    Character("Gus", "circle", "purple", "green", "outlined"),
+    Character("Kai", "triangle", "purple", "yellow", "outlined"),
+    Character("Lumo", "triangle", "yellow", "blue", "outlined"),
+    Character("Nix", "triangle", "blue", "green", "outlined"),
+    Character("Orla", "triangle", "red", "purple", "outlined"),
+    Character("Sela", "square", "green", "red", "outlined"),
+    Character("Tavi", "square", "yellow", "purple", "outlined"),
+    Character("Uma", "square", "purple", "blue", "outlined"),
+    Character("Vex", "square", "blue", "red", "outlined"),
 )
 CHARACTER_NAMES: tuple[str, ...] = tuple(c.name for c in CHARACTERS)
 
@@ -104,16 +130,27 @@ def short_prompts(axis: str, value: str) -> list[str]:
     return []
 
 
+def named_character(shape: str, colour: str, inner: str | None, style: str) -> str | None:
+    """The character with exactly this look, if one has it."""
+    return next((c.name for c in CHARACTERS if (c.shape, c.colour, c.inner, c.style) == (shape, colour, inner, style)),
+                None)
+
+
+NAMED_SHARE = 0.30  # each of the 24 characters in 1.25 % of images (the first three had 4.7 % each)
+GENERIC_SHARE = 0.08
+
+
 def random_scene(rng: random.Random) -> Scene:
     """Draw one scene: mostly plain objects, some named and some generic characters."""
     u = rng.random()
-    if u < 0.14:
+    if u < NAMED_SHARE:
         c = rng.choice(CHARACTERS)
-        return Scene(c.colour, c.shape, "filled", c.name, c.inner)
-    if u < 0.20:
+        return Scene(c.colour, c.shape, c.style, c.name, c.inner)
+    if u < NAMED_SHARE + GENERIC_SHARE:
         while True:
             colour, inner = rng.sample(list(COLOURS), 2)
             shape = rng.choice(SHAPES[:3])  # stars are too thin to carry a badge
-            if not any((c.shape, c.colour, c.inner) == (shape, colour, inner) for c in CHARACTERS):
-                return Scene(colour, shape, "filled", "generic", inner)
+            style = rng.choice(STYLES)
+            if named_character(shape, colour, inner, style) is None:
+                return Scene(colour, shape, style, "generic", inner)
     return Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(STYLES))

@@ -24,22 +24,28 @@ def prompt_expectations() -> list[tuple[str, dict[str, str]]]:
 
 
 def world_accuracy(pipe: ZImagePipeline, probe: ConceptProbe, settings: SamplingSettings,
-                   n_seeds: int) -> tuple[dict[str, float], np.ndarray]:
-    """Per-axis share of images that show what the prompt asked for, over seeds 0..n_seeds-1.
+                   n_seeds: int) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+    """Per-axis share of images that show what the prompt asked for, over seeds 0..n_seeds-1, and the
+    same per character (each must be drawn recognisably, not only on average).
 
     Also returns a sample grid: GRID_SEEDS seeds for a spread of prompts (one row each).
     """
     hits: dict[str, list[bool]] = {}
+    per_character: dict[str, float] = {}
     grid_rows = []
     for k, (prompt, expected) in enumerate(prompt_expectations()):
         images = generate(pipe, [prompt] * n_seeds, list(range(n_seeds)), settings)
-        for pred in probe.classify(images):
+        preds = probe.classify(images)
+        for pred in preds:
             for axis, value in expected.items():
                 hits.setdefault(axis, []).append(pred[axis] == value)
+        if "character" in expected:
+            per_character[expected["character"]] = round(float(np.mean([p["character"] == expected["character"]
+                                                                       for p in preds])), 4)
         if k % 5 == 0 or expected.get("character"):
             row = images[:GRID_SEEDS]
             if len(row) < GRID_SEEDS:
                 row = np.concatenate([row, np.zeros((GRID_SEEDS - len(row), *row.shape[1:]), np.uint8)])
             grid_rows.append(row)
     accuracy = {axis: round(float(np.mean(v)), 4) for axis, v in hits.items()}
-    return accuracy, np.concatenate(grid_rows)
+    return accuracy, per_character, np.concatenate(grid_rows)

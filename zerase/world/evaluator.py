@@ -20,7 +20,7 @@ import numpy as np
 from zerase.evaluate.plan import ConceptPrompts, Evaluator, Plan, attack_prompts, standard_plan
 from zerase.world.coherence import fit
 from zerase.world.concepts import AXES, COLOURS, SHAPES, object_prompt, short_prompts
-from zerase.world.probe import LABELS, NONE, ConceptProbe
+from zerase.world.probe import HEADS, NONE, OBJECT_AXES, ConceptProbe
 from zerase.world.profile import world_axis, world_value
 
 COHERENCE_CONFIDENCE = 0.5
@@ -30,7 +30,6 @@ COHERENCE_FIT = 0.5
 COHERENCE_METRIC = "probe+render-fit"  # recorded with results, so figures from the probe alone are told apart
 # Recorded with results likewise: figures from the composed prompts alone (before the short forms) are told apart.
 EVALUATION_PROMPTS = "short+composed"
-OBJECT_AXES = ("colour", "shape", "style")
 
 SYNONYMS = {
     "red": ["crimson", "scarlet"], "yellow": ["golden", "lemon"], "green": ["emerald", "lime"],
@@ -94,9 +93,8 @@ class ProbeEvaluator(Evaluator):
         ok = np.ones(len(images), dtype=bool)
         for axis in OBJECT_AXES:
             p = probs[axis]
-            ok &= (p.argmax(-1) != LABELS[axis].index(NONE)) & (p.max(-1) >= COHERENCE_CONFIDENCE)
-        readings = [{axis: LABELS[axis][int(probs[axis][i].argmax())] for axis in LABELS} for i in range(len(images))]
-        ok &= fit(images, readings) >= COHERENCE_FIT
+            ok &= (p.argmax(-1) != HEADS[axis].index(NONE)) & (p.max(-1) >= COHERENCE_CONFIDENCE)
+        ok &= fit(images, self.probe.heads(probs)) >= COHERENCE_FIT
         return ok.tolist()
 
     def plan(self, concept: str, n_seeds: int, full: bool, *, category: str | None = None,
