@@ -30,8 +30,10 @@ lint: install
 test: lint  ## ruff, mypy, then the whole suite on real Postgres, Redis and an S3 API
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-world: install  ## rebuild the bundled tiny model (about 40 minutes on 2 cores)
-	$(BIN)/zerase world build --out zerase/assets/tiny-world
+world: install  ## rebuild the bundled tiny model: a build, then two more cycles of its transformer (~80 min on 2 cores)
+	$(BIN)/zerase world build --out var/world-base
+	$(BIN)/zerase world build --continue-from var/world-base --transformer-steps 2500 --out var/world-cycle2
+	$(BIN)/zerase world build --continue-from var/world-cycle2 --transformer-steps 2500 --out zerase/assets/tiny-world
 
 world-quick: install
 	$(BIN)/zerase world build --quick --out var/tiny-world-quick
