@@ -166,8 +166,10 @@ class ConceptProbe:
     @classmethod
     def load(cls, directory: Path) -> ConceptProbe:
         saved = json.loads((directory / "labels.json").read_text())
-        if {k: {a: tuple(v) for a, v in table.items()} for k, table in saved.items()} != {"labels": LABELS,
-                                                                                            "heads": HEADS}:
+        # An older probe's file is one flat table of label lists: not this world's either.
+        tables = {k: {a: tuple(v) for a, v in table.items()} if isinstance(table, dict) else table
+                  for k, table in saved.items()}
+        if tables != {"labels": LABELS, "heads": HEADS}:
             raise ValueError(f"probe at {directory} was trained for another world")
         net = ProbeNet()
         net.load_state_dict(load_file(str(directory / "probe.safetensors")))
