@@ -140,6 +140,7 @@ def main() -> None:
 
     wanted = [(c, m, s) for c in concepts for m in methods for s in range(seeds_of(m))]
     # A cell measured on another build of the world is not this model's: it is run again (and replaced).
+    pipe, _profile, settings, evaluator = world_stack()
     model = base_fingerprint(pipe.transformer)["weights_sha256"][:12]
     cells = {w: cell for w in wanted if cell_path(args.out, *w).exists()
              and (cell := json.loads(cell_path(args.out, *w).read_text())).get("model") == model}
@@ -163,7 +164,6 @@ def main() -> None:
                       _baselines(methods), [f"Built from {args.out / 'cells'} (--table): each cell at the settings "
                                             "of the run that wrote it."] + missing_note())
         return
-    pipe, _profile, settings, evaluator = world_stack()
     with tempfile.TemporaryDirectory() as tmp:
         # Missing cells first, then those measured before the current coherence check or evaluation prompts.
         for concept, redo in [(c, False) for c in concepts] + [(c, True) for c in concepts]:
