@@ -74,9 +74,9 @@ def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
     path = cache / model_id(pipe) / f"{concept}-s{seed}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        axis = world_axis(concept)
-        # The unconstrained LoRA the committed cells were measured with (the null-space default came later).
-        config = resolve(concept, CATEGORY[axis or "character"], seed=seed, null_space=0.0)
+        # What the service trains for the request: the category's defaults (null-space projection, on-policy
+        # banks for characters, the unnamed prior).
+        config = resolve(concept, CATEGORY[world_axis(concept) or "character"], seed=seed)
         erase(pipe, config).save(path)
     return load_artifact(path, pipe)
 
