@@ -101,14 +101,16 @@ def fit_prototypes(guard: PromptGuard, profile: Any, concept: str, category: str
 
 def calibrate_concept(guard: PromptGuard, profile: Any, concept: str, category: str, *,
                       coco_limit: float = 0.01, others_limit: float = 0.02, min_detection: float = 0.95,
-                      coco: int = 400) -> tuple[Calibration, torch.Tensor]:
+                      coco: int = 1000) -> tuple[Calibration, torch.Tensor]:
     """`concept`'s prototypes and threshold on a model profile, checked on prompts they were not fitted on.
 
     Positives are the profile's prompts showing the concept (half to fit, respelt as training respells; the
     other half, as written and under every attack spelling, held out). Negatives are `coco` COCO captions and
     the concept's neighbours (the prompts every erasure keeps, zerase.train.presets.unnamed_prior), each split in two
     the same way. The threshold lets half of each limit's share of the fitting negatives through, so that the
-    held-out share stays within the limit."""
+    held-out share stays within the limit. 1000 captions each: at 400 the threshold rested on the top 2 fitting
+    captions, and on the 24-character world's tokenizer "yellow" then let 1.3 % of the held ones through (0.5 % at
+    1000, a few seconds more per concept)."""
     from zerase.train.presets import unnamed_prior
 
     _, held = _shown(profile, concept, category)
