@@ -72,6 +72,11 @@ ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many
 CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
     category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
 } | {"celebrity": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
+     # On the 24-character world the constraint alone left blue in 0.25 of its images, red 0.15, and their
+     # consolidated patches 0.45 and 0.20 (41 preserved prompts where 20 were: more directions held still);
+     # re-sampled on-policy, 0.00 each alone and together, consolidated kept drop 0.043 for the three
+     # (benchmarks/takedowns/takedowns.md), at the same training time.
+     "abstraction": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
      "entity": {"null_space": NULL_SPACE_TIGHT, "refresh_every": 0}}
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
