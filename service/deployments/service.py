@@ -76,10 +76,11 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
     guard, retired = carried_guard(db, [e["erasure_id"] for e in entries])
     if retired:  # the trained patch takes the guard entry's place (the version's reason says so)
         reason = f"{reason or ''}; guard retired for {', '.join(retired)}".lstrip("; ")
-    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason, fusion=fusion,
-                            fused=_job_served_patch(db, entries, fusion), guard=guard or None)
-    if len(entries) == 1 and deployment.fused is None:
-        deployment.fusion = None  # its job judged the raw LoRA (no patch as served): it is served so
+    fused = _job_served_patch(db, entries, fusion)
+    if len(entries) == 1 and fused is None:
+        fusion = None  # its job judged the raw LoRA (no patch as served): it is served so
+    deployment = Deployment(entries=entries, created_by=actor.name, reason=reason, fusion=fusion, fused=fused,
+                            guard=guard or None)
     db.add(deployment)
     db.flush()
     if retired:
