@@ -12,16 +12,17 @@ agreeing entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/
 the average and the sum); `closed_form`, zerase.serve.fusion (one caption-row ΔW fitted to each erasure's output on
 its own concept's inputs and to the frozen output on the kept concepts', rank 32); `consolidated`,
 zerase.serve.consolidation (that patch trained further, end to end, toward each erasure's own outputs on its
-prompts and the frozen model's on the kept ones). Each erasure is trained
-once per training seed with the service's defaults and cached under var/takedowns/. Each cell (set × method ×
-training seed) is written to --out/cells/ as soon as it is done and skipped when it exists (measured on this build
-of the world: cells record the model's weights hash), so a long run resumes; the table (takedowns.md) is rebuilt
-from whatever cells exist, missing ones named.
+prompts and the frozen model's on the kept ones). Each erasure is trained once per training seed with the
+service's defaults and cached under var/takedowns/. Each cell (set × method × training seed) is written to
+--out/cells/ as soon as it is done and skipped when it exists (measured on this build of the world at today's
+category defaults: cells record the model's weights hash and the training settings), so a long run resumes; the
+table (takedowns.md) is rebuilt from whatever cells exist, missing ones named.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -40,7 +41,7 @@ from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fin
 from zerase.serve.consolidation import consolidate
 from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
 from zerase.train.erasure import erase
-from zerase.train.presets import resolve
+from zerase.train.presets import CATEGORY_SETTINGS, resolve
 from zerase.world.profile import world_axis
 
 CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
@@ -70,8 +71,18 @@ def model_id(pipe: Any) -> str:
     return base_fingerprint(pipe.transformer)["weights_sha256"][:12]
 
 
+def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
+    """The category training defaults each concept's erasure is trained with: cells and cached erasures trained at
+    other defaults (an earlier round's) are not mixed in."""
+    return {c: CATEGORY_SETTINGS[CATEGORY[world_axis(c) or "character"]] for c in concepts}
+
+
+def _defaults_id(concept: str) -> str:
+    return hashlib.sha256(json.dumps(defaults([concept]), sort_keys=True).encode()).hexdigest()[:8]
+
+
 def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
-    path = cache / model_id(pipe) / f"{concept}-s{seed}.safetensors"
+    path = cache / model_id(pipe) / f"{concept}-{_defaults_id(concept)}-s{seed}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         # What the service trains for the request: the category's defaults (null-space projection, on-policy
@@ -163,6 +174,7 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     result = evaluate_served(pipe, served, evaluator, sampling, patch=None if stacked else patch)
     p50_base, p50 = serving_p50(pipe, [], [], sampling), serving_p50(pipe, patch, weights, sampling)
     return {"set": concepts, "method": method, "train_seed": seed, "model": model_id(pipe),
+            "defaults": defaults(concepts),
             "build_s": round(build_s, 2),
             "evaluate_s": round(time.monotonic() - started, 2), "served_rank": sum(
                 int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result}
@@ -196,10 +208,11 @@ def _row(concepts: list[str], method: str, cells: list[dict[str, Any]]) -> str:
 
 
 def load_cell(out: Path, concepts: list[str], method: str, seed: int, model: str) -> dict[str, Any] | None:
-    """The cell, if it was measured on this build of the world."""
+    """The cell, if it was measured on this build of the world with today's category defaults."""
     path = cell_path(out, concepts, method, seed)
     cell = json.loads(path.read_text()) if path.exists() else None
-    return cell if cell is not None and cell.get("model") == model else None
+    return cell if cell is not None and cell.get("model") == model and cell.get("defaults") == defaults(
+        concepts) else None
 
 
 def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int, model: str) -> str:
