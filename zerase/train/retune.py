@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # The rungs a job may stand on, loosest first. At 0.98 a style's erasure still kept the world's concepts within 0.03
-# of the base on average.
-NULL_SPACE_LADDER = (0.98, 0.99, 0.995, 0.999)
+# of the base on average; 0.95 is where a character starts (zerase.train.presets.NULL_SPACE_CHARACTER), so that a
+# character that harms a kept concept has a rung to tighten to.
+NULL_SPACE_LADDER = (0.95, 0.98, 0.99, 0.995, 0.999)
 LONGER = 2  # a round that only attacks beat trains this many times the steps, once
 ERASE, ATTACK, KEPT = "acc_e", "attack_success", ("acc_ir_drop", "kept_concept_drop")
 
