@@ -66,7 +66,7 @@ NULL_SPACE_TIGHT = 0.999
 # A character's erasure frees 5 %: on the 24-character world, with 23 other names held, 0.99 left Mira in 0.31 of
 # her images (Acc_e; kept drop 0.011) and 0.98 in 0.19. At 0.95, Mira 0.00, Aro 0.00, Zed 0.06, Tavi 0.12, kept drop
 # 0.016 / 0.008 / 0.053 / 0.015; 0.97 left Tavi at 0.31; no constraint dropped the kept concepts by 0.073; 400 steps
-# at 0.99 erased Mira at a 0.032 drop and twice the time (benchmarks/RESULTS.md, "Characters on the 24-character world").
+# at 0.99 erased Mira at a 0.032 drop and twice the time (benchmarks/quality-24/sweeps/character-null-space/).
 NULL_SPACE_CHARACTER = 0.95
 ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
