@@ -59,7 +59,7 @@ def test_every_takedown_gets_its_categorys_settings_unless_asked_and_the_bounds_
         config = resolve("red", category)
         assert {key: getattr(config, key) for key in settings} == settings, category
     assert resolve("red", "abstraction").null_space == 0.99  # constrained, whatever the category
-    assert resolve("Mira", "celebrity").null_space == 0.99
+    assert resolve("Mira", "celebrity").null_space == 0.95  # 23 other names held: at 0.99 Mira stayed in 0.31
     assert resolve("Mira", "celebrity").refresh_every == 50  # characters won the quality table on-policy
     assert resolve("square", "entity").null_space == 0.999  # so that Zed, a blue square, keeps his shape
     assert resolve("red", "abstraction").refresh_every == 50  # colours too, on the 24-character world
