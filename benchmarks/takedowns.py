@@ -6,17 +6,19 @@ every other concept 8 images each against the base model) and timed through the 
         [--methods average sum ties calibrated closed_form] [--train-seeds 1] [--out benchmarks/takedowns]
     python benchmarks/takedowns.py --table --out benchmarks/takedowns   # the table from the cells there
 
-Methods: `average`, the paper's 1/N (Appendix F, what the service served so far); `sum`, weight 1 each;
-`ties`, TIES-merging of the dense ΔW_i (trim to the top 20 % magnitudes, elect the sign by mass, average the
-agreeing entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (between
-the average and the sum); `closed_form`, zerase.serve.fusion (one caption-row ΔW fitted to each erasure's output on
-its own concept's inputs and to the frozen output on the kept concepts', rank 32); `consolidated`,
-zerase.serve.consolidation (that patch trained further, end to end, toward each erasure's own outputs on its
-prompts and the frozen model's on the kept ones). Each erasure is trained once per training seed with the
-service's defaults and cached under var/takedowns/. Each cell (set × method × training seed) is written to
---out/cells/ as soon as it is done and skipped when it exists (measured on this build of the world at today's
-category defaults: cells record the model's weights hash and the training settings), so a long run resumes; the
-table (takedowns.md) is rebuilt from whatever cells exist, missing ones named.
+Methods: `average`, the paper's 1/N (Appendix F, what the service served so far); `sum`, weight 1 each; `ties`,
+TIES-merging of the dense ΔW_i (trim to the top 20 % magnitudes, elect the sign by mass, average the agreeing
+entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (between the average and the sum);
+`closed_form`, zerase.serve.fusion (one caption-row ΔW fitted to each erasure's output on its own concept's inputs and
+to the frozen output on the kept concepts', rank 32); `consolidated`, zerase.serve.consolidation (that patch trained
+further, end to end, toward each erasure's own outputs on its prompts and the frozen model's on the kept ones);
+`routed`, zerase.serve.routing (per prompt, the erasures the text encoder reads it naming, each at weight 1, else the
+consolidated patch); `routed_only`, the same without the consolidated fallback (a prompt naming none of the erasures
+gets the base model). Each erasure is trained once per training seed with the service's defaults and cached under
+var/takedowns/. Each cell (set × method × training seed) is written to --out/cells/ as soon as it is done and skipped
+when it exists (measured on this build of the world at today's category defaults: cells record the model's weights
+hash and the training settings), so a long run resumes; the table (takedowns.md) is rebuilt from whatever cells exist,
+missing ones named.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from zerase.evaluate.served_evaluation import Served, evaluate_served
 from zerase.model.generate import generate
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
-from zerase.patch.apply import PatchedPipeline
+from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint, load_artifact
 from zerase.serve.consolidation import consolidate
 from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
+from zerase.serve.routing import routed_for
 from zerase.train.erasure import erase
 from zerase.train.presets import CATEGORY_SETTINGS, resolve
 from zerase.world.profile import world_axis
@@ -51,7 +54,7 @@ ERASED_CHARACTERS = ("Mira", "Toko", "Zed", "Dala", "Aro", "Hana", "Pim", "Kai",
 CHARACTER_SETS = tuple(",".join(ERASED_CHARACTERS[:n]) for n in (1, 2, 4, 8, 12))
 # Then the mixed set of four (a colour, a shape, a style, a character) and all five colours.
 DEFAULT_SETS = (*CHARACTER_SETS, "red,circle,outlined,Mira", "red,yellow,green,blue,purple")
-METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated")
+METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated", "routed", "routed_only")
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
 
 
@@ -139,16 +142,21 @@ def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: l
         return artifacts, [1.0 / math.sqrt(n)] * n, 0.0
     if method == "ties":
         return [low_rank(ties(artifacts), artifacts[0], name, "ties")], [1.0], time.monotonic() - started
+    if method == "routed_only":
+        return [], [], 0.0
     own, keep = fusion_prompts(profile_for(None), artifacts)  # what the service fits on
     fused = fuse_closed_form(pipe, artifacts, own, keep, sampling)
-    if method == "consolidated":  # trained from the closed form, as the service makes it
+    if method in ("consolidated", "routed"):  # trained from the closed form, as the service makes it
         fused = consolidate(pipe, artifacts, own, keep, sampling, init=fused)
     return [fused], [1.0], time.monotonic() - started
 
 
-def serving_p50(pipe: Any, patch: list[LoraArtifact], weights: list[float], sampling: Any, runs: int = 9) -> float:
+def serving_p50(pipe: Any, patch: list[LoraArtifact], weights: list[float], sampling: Any, runs: int = 9,
+                routed: Routed | None = None) -> float:
     patched = PatchedPipeline(pipe)
-    if patch:
+    if routed is not None:
+        patched.apply_routed(routed)
+    elif patch:
         patched.apply(patch, weights)
     try:
         times = []
@@ -167,17 +175,24 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     assert evaluator is not None
     artifacts = [trained(pipe, c, seed, cache) for c in concepts]
     patch, weights, build_s = patch_for(method, pipe, artifacts, concepts, sampling)
+    routed, routing = None, None
+    if method in ("routed", "routed_only"):  # the router calibrated as the service calibrates it
+        started = time.monotonic()
+        routed, routing = routed_for(pipe, profile, artifacts, patch[0] if patch else None)
+        build_s += time.monotonic() - started
     stacked = patch is artifacts  # served as the stack at `weights`; otherwise one made patch at weight 1
     served = [Served(c, a, w if stacked else 1.0, CATEGORY[world_axis(c) or "character"])
               for c, a, w in zip(concepts, artifacts, weights if stacked else [1.0] * len(artifacts), strict=True)]
     started = time.monotonic()
-    result = evaluate_served(pipe, served, evaluator, sampling, patch=None if stacked else patch)
-    p50_base, p50 = serving_p50(pipe, [], [], sampling), serving_p50(pipe, patch, weights, sampling)
+    result = evaluate_served(pipe, served, evaluator, sampling, patch=None if stacked else patch, routed=routed)
+    p50_base = serving_p50(pipe, [], [], sampling)
+    p50 = serving_p50(pipe, patch, weights, sampling, routed=routed)
     return {"set": concepts, "method": method, "train_seed": seed, "model": model_id(pipe),
             "defaults": defaults(concepts),
             "build_s": round(build_s, 2),
             "evaluate_s": round(time.monotonic() - started, 2), "served_rank": sum(
-                int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result}
+                int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result,
+            **({"routing": routing} if routing is not None else {})}
 
 
 def cell_path(out: Path, concepts: list[str], method: str, seed: int) -> Path:

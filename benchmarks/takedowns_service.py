@@ -5,7 +5,7 @@ activated only if the deploy gate passes it. Per takedown: whether the deploy wa
 version `/generate` then serves (each erased concept's Acc_e, the kept concepts' Acc_ir drop and the worst).
 
     OMP_NUM_THREADS=2 python benchmarks/takedowns_service.py [--concepts red circle outlined Mira]
-        [--fusion consolidated|closed_form|average] [--out benchmarks/takedowns]
+        [--fusion routed|consolidated|closed_form|average] [--out benchmarks/takedowns]
     OMP_NUM_THREADS=2 python benchmarks/takedowns_service.py --alone --concepts square circle triangle star
 
 Writes service-<fusion>.json to --out, and images-<fusion>/: PNGs of what /generate serves at the end. With
@@ -33,7 +33,7 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concepts", nargs="+", default=["red", "circle", "outlined", "Mira"])
     parser.add_argument("--fusion", default=Settings.model_fields["fusion"].default,
-                        choices=["closed_form", "consolidated", "average"], help="default: the service's")
+                        choices=["routed", "closed_form", "consolidated", "average"], help="default: the service's")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/takedowns"))
     parser.add_argument("--alone", action="store_true", help="judge each erasure alone; deploy nothing")
     return parser.parse_args()

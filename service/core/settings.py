@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     # How a version of several erasures is served: "closed_form" (one caption-row patch fitted to each erasure's
     # output at full strength, zerase.serve.fusion), "consolidated" (that patch trained further toward each erasure's
     # outputs and the frozen model's on the kept prompts, zerase.serve.consolidation), both made by a worker before the
-    # version is served; or "average" (the paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the
+    # version is served; "routed" (per prompt: the erasures it names at full strength, else the consolidated patch,
+    # zerase.serve.routing); or "average" (the paper's 1/N stack, Appendix F). benchmarks/takedowns.py measured the
     # choice (RESULTS.md).
-    fusion: Literal["closed_form", "consolidated", "average"] = "consolidated"
+    fusion: Literal["closed_form", "consolidated", "routed", "average"] = "routed"
     # Immediate mitigation (POST /erasures "mitigate": "immediate"): a prompt guard on the text encoder's caption
     # features (zerase.serve.guard) until the trained erasure is deployed. A prompt that trips it is refused (422 naming
     # the takedown's id) or served with the concept's words replaced by its anchor; benchmarks/mitigation.py

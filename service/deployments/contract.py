@@ -6,9 +6,11 @@ BASE_VERSION = 0  # the base model, no erasure applied
 MAX_VERSION = 2**31 - 1
 MAX_ERASURES = 64  # per deployment
 MAX_WEIGHT = 10.0  # weights are in (0, MAX_WEIGHT]
-# Ways of serving a version of several erasures as one patch that a worker makes before it is served
-# (ZERASE_FUSION; "average" is the paper's 1/N stack of the erasures themselves).
-FUSED = ("closed_form", "consolidated")
+# Ways of serving a version of several erasures with a patch that a worker makes before it is served
+# (ZERASE_FUSION; "routed" serves that patch to the prompts naming none of the erasures, and to the others the
+# erasures they name; "average" is the paper's 1/N stack of the erasures themselves).
+FUSED = ("closed_form", "consolidated", "routed")
+ROUTED = "routed"
 PATCH_HEADER = "X-Safety-Patch-Version"  # the deployment a generated image was made under
 GUARD_HEADER = "X-Takedown-Guard"  # the takedowns whose guard rewrote the prompt (ZERASE_GUARD_ACTION=anchor)
 

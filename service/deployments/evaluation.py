@@ -20,7 +20,7 @@ from service.core.settings import Settings
 from service.core.store import store_for
 from service.core.tables import utcnow
 from service.deployments import service as deployments
-from service.deployments.contract import FUSED
+from service.deployments.contract import FUSED, ROUTED
 from service.deployments.gate import GatePolicy
 from service.deployments.judging import EvaluationStatus
 from service.deployments.models import Deployment
@@ -94,6 +94,12 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
         if fusion in FUSED and fused is None:
             fused = _fuse(pipe, served, profile, store, version, settings, fusion)
         patch = [load_artifact(local_copy(store, cache, fused["uri"], fused["sha256"]), pipe)] if fused else None
+        routed, routing = None, None
+        if fusion == ROUTED and patch is not None:  # judged as /generate routes it (service.deployments.serving)
+            from zerase.serve.routing import routed_for
+
+            routed, routing = routed_for(pipe, profile, [e.artifact for e in served], patch[0])
+            patch = None
         kinds = set(categories.values())
         evaluator = evaluator_for(profile, kinds.pop() if len(kinds) == 1 else None, clip_dir=settings.clip_dir,
                                   nudenet=settings.nudenet, prompts=settings.evaluation_prompts,
@@ -104,8 +110,10 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
                                "ZERASE_CLIP_DIR, one category per set)"}
         attack = _ring_a_bell(pipe, evaluator, settings) if settings.redteam else None
         result = evaluate_served(pipe, served, evaluator, profile.sampling, n_seeds=settings.evaluation_seeds,
-                                 kept_images=settings.deployment_kept_images, attack=attack, patch=patch)
-    return {"status": EvaluationStatus.EVALUATED, "fusion": fusion or "average", **result}
+                                 kept_images=settings.deployment_kept_images, attack=attack, patch=patch,
+                                 routed=routed)
+    return {"status": EvaluationStatus.EVALUATED, "fusion": fusion or "average", **result,
+            **({"routing": routing} if routing is not None else {})}
 
 
 def _fuse(pipe: Any, served: list[Any], profile: Any, store: Any, version: int, settings: Settings, method: str

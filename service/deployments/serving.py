@@ -31,7 +31,7 @@ from service.core.store import ArtifactStore, file_sha256
 from service.deployments import service as deployments
 from service.deployments.admission import Admission, GenerationBusy
 from service.deployments.batching import Batcher, Pending
-from service.deployments.contract import BASE_VERSION, FUSED, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE
+from service.deployments.contract import BASE_VERSION, FUSED, MAX_PROMPT_TOKENS, MAX_SIDE, MIN_SIDE, ROUTED
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class GenerationService:
         self._erasure_ids: tuple[str, ...] = ()
         self._guard: Any = None  # zerase.serve.guard.PromptGuard on this pipeline, made on first use
         self._calibrated: dict[str, Any] = {}  # "category:concept" -> (Calibration, prototypes): deterministic
+        self._routing: dict[str, Any] = {}  # the same, for routed serving (zerase.serve.routing: its own limits)
 
     def generate(self, request: GenerationRequest, key_id: str | None = None) -> Generated:
         """Generate under the active patch; GenerationBusy at once if the queue or `key_id`'s share is full."""
@@ -269,6 +270,7 @@ class GenerationService:
             deployment = deployments.get(db, version) if active is not None else None
             entries = deployment.entries if deployment is not None else []
             fused = deployment.fused if deployment is not None and deployment.fusion in FUSED else None
+            routed = deployment is not None and deployment.fusion == ROUTED
             guard = list(deployment.guard or []) if deployment is not None else []
         self._applied = None  # until the new set is fully in place, nothing counts as applied
         try:
@@ -276,7 +278,9 @@ class GenerationService:
 
             self._apply_guard(guard)
 
-            if fused is not None:  # several erasures served as their one fused patch (zerase.serve.fusion)
+            if fused is not None and routed:  # per prompt: the erasures it names, else the fused patch
+                self._patched.apply_routed(self._routed(entries, fused))
+            elif fused is not None:  # several erasures served as their one fused patch (zerase.serve.fusion)
                 self._patched.apply([load_artifact(self._local_copy(fused["uri"], fused["sha256"]), self._pipe)],
                                     [1.0])
             else:
@@ -293,6 +297,17 @@ class GenerationService:
         metrics.GENERATION_PATCH_VERSION.set(version)
         log.info("serving safety patch version %d (%d erasures, %d guarded)", version, len(entries), len(guard))
         return version
+
+    def _routed(self, entries: Sequence[dict[str, Any]], fused: dict[str, Any]) -> Any:
+        """The version's routed patch (zerase.serve.routing), its router calibrated as its evaluation's was."""
+        from zerase.model.profiles import profile_for
+        from zerase.patch.artifact import load_artifact
+        from zerase.serve.routing import routed_for
+
+        artifacts = [load_artifact(self._local_copy(e["uri"], e["sha256"]), self._pipe) for e in entries]
+        fallback = load_artifact(self._local_copy(fused["uri"], fused["sha256"]), self._pipe)
+        return routed_for(self._pipe, profile_for(self.settings.model_dir), artifacts, fallback,
+                          guard=self._guard_object(), cache=self._routing)[0]
 
     def _local_copy(self, uri: str, sha256: str) -> Path:
         return local_copy(self.store, self.cache_dir, uri, sha256)

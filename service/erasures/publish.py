@@ -21,6 +21,7 @@ from service.erasures.errors import JobNotFound
 from service.erasures.lifecycle import add_event, get_job
 
 if TYPE_CHECKING:
+    from zerase.patch.apply import Routed
     from zerase.patch.artifact import LoraArtifact
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def upload(store: ArtifactStore, path: Path, what: str, sessions: sessionmaker[S
 
 
 def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], job_id: str,
-           settings: Settings) -> tuple[dict[str, Any], Any, LoraArtifact | None]:
-    """(evaluation, preview image or None, the patch it was judged as served as or None). A failure is an error
+           settings: Settings) -> tuple[dict[str, Any], Any, LoraArtifact | Routed | None]:
+    """(evaluation, preview image or None, what it was judged as served as, or None). A failure is an error
     event and `{"error": ...}`, never an exception: the artifact is verified by now, and the job succeeds without
     its report."""
     from zerase.evaluate.evaluation import erasure_report
@@ -94,14 +95,18 @@ def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], j
     return evaluation, result.preview, served
 
 
-def store_served(served: LoraArtifact | None, store: ArtifactStore, sessions: sessionmaker[Session], job_id: str,
-                 settings: Settings) -> dict[str, Any] | None:
-    """The patch the job was judged as served as, stored like the artifact: a deployment of this erasure alone
-    serves exactly it (service.deployments). None when there is none (ZERASE_FUSION=average)."""
+def store_served(served: LoraArtifact | Routed | None, store: ArtifactStore, sessions: sessionmaker[Session],
+                 job_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The patch the job was judged as served as (routed: its fallback, the rest is the artifact itself), stored like
+    the artifact: a deployment of this erasure alone serves exactly it (service.deployments). None when there is
+    none (ZERASE_FUSION=average)."""
+    from zerase.patch.apply import Routed
     from zerase.serve.fusion import save_fused
 
     if served is None:
         return None
+    if isinstance(served, Routed):
+        served = served.slots[0]
     with tempfile.TemporaryDirectory() as tmp:
         stored = upload(store, save_fused(served, Path(tmp) / "served.safetensors"), "served patch", sessions, job_id,
                         settings)
@@ -110,16 +115,21 @@ def store_served(served: LoraArtifact | None, store: ArtifactStore, sessions: se
 
 
 def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, sessions: sessionmaker[Session], job_id: str,
-                  settings: Settings) -> LoraArtifact | None:
-    """The patch `/generate` would serve for this erasure alone (ZERASE_FUSION; None for "average", where that is
-    the LoRA itself): the job is judged, and retuned, on it. Measured on the world, the consolidated patch keeps
-    far more than the raw LoRA at the same Acc_e (benchmarks/RESULTS.md, "One erasure, raw or as served")."""
+                  settings: Settings) -> LoraArtifact | Routed | None:
+    """The patch `/generate` would serve for this erasure alone (ZERASE_FUSION; None for "average", where that is the
+    LoRA itself; "routed": the erasure to prompts naming the concept, its consolidated patch to the others): the job is
+    judged, and retuned, on it. Measured on the world, the consolidated patch keeps far more than the raw LoRA at the
+    same Acc_e (benchmarks/RESULTS.md, "One erasure, raw or as served")."""
     from zerase.serve.served_patch import served_patch
 
     if settings.fusion == "average":
         return None
     started = time.monotonic()
-    served = served_patch(pipe, [artifact], profile, settings.fusion)
+    served: Any = served_patch(pipe, [artifact], profile, settings.fusion)
+    if settings.fusion == "routed":
+        from zerase.serve.routing import routed_for
+
+        served = routed_for(pipe, profile, [artifact], served)[0]
     seconds = round(time.monotonic() - started, 2)
     _event(sessions, job_id, EventKind.INFO, f"judged as served: the {settings.fusion} patch of this erasure alone, "
            f"made in {seconds:g}s", {"judged_as": settings.fusion, "seconds": seconds})
@@ -145,7 +155,7 @@ def store_preview(preview: Any, store: ArtifactStore, sessions: sessionmaker[Ses
         return None
 
 
-def _red_team(pipe: Any, artifact: LoraArtifact, served: LoraArtifact, evaluator: Any, plan: Any,
+def _red_team(pipe: Any, artifact: LoraArtifact, served: LoraArtifact | Routed, evaluator: Any, plan: Any,
               sessions: sessionmaker[Session], job_id: str, settings: Settings, spent_s: float) -> list[dict[str, Any]]:
     """Ring-A-Bell and UnlearnDiffAtk against `served` (the artifact as it would be served) (zerase.evaluate.redteam),
     within what is left of the evaluation's time budget; each attack's result is an event. A failing attack is an error

@@ -35,7 +35,7 @@ os.environ.setdefault("ZERASE_DEPLOY_GATE", "false")
 # tests the service's default, training again along the null-space ladder.
 os.environ.setdefault("ZERASE_RETUNE_ROUNDS", "0")
 # Several erasures are served as their 1/N stack here, activated at once; tests of the fused patch use the
-# service's default, ZERASE_FUSION=consolidated (a worker makes it before the version is served).
+# service's default, ZERASE_FUSION=routed (a worker makes its fallback patch before the version is served).
 os.environ.setdefault("ZERASE_FUSION", "average")
 # One image of each kept concept per job evaluation (the default, 8, costs ~100 more images a job): the suite's many
 # short jobs stay fast; tests of the per-concept gate ask for more.

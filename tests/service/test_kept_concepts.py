@@ -20,7 +20,7 @@ COLOURS = ("colour:yellow", "colour:green", "colour:purple")  # red's neighbours
 
 @pytest.fixture(scope="module")
 def admin(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Iterator[httpx.Client]:
-    # Judged as the service judges by default, on the consolidated patch `/generate` serves (conftest's "average"
+    # Judged as the service judges by default, routed as `/generate` serves it (conftest's "average"
     # judges the raw LoRA: on the 24-character world red's raw LoRA drops one kept concept by over the gate's 0.5).
     settings = Settings(var_dir=tmp_path_factory.mktemp("kept-var"), model_dir=model_dir, deploy_gate=True,
                         evaluation_kept_images=8, progress_interval_s=0.5,

@@ -1,7 +1,8 @@
 """What /generate serves is what the gate judges: three real erasures (red, yellow, blue; 200 steps each on the
 bundled model) served together at the paper's 1/N average are judged as a set, under the combined patch, by a
 worker; the concept that comes back is named with its figure, and the set is never served without an admin's force.
-Served as their consolidated patch (the service's default, ZERASE_FUSION=consolidated), each stays erased.
+Served routed (the service's default, ZERASE_FUSION=routed: each prompt gets the erasures it names, the others the
+set's consolidated patch), each stays erased.
 
 Each erasure's own job evaluation is set to a passing one here: what is under test is the judgement of the set."""
 
@@ -146,35 +147,49 @@ def test_a_waiting_activation_is_refused_when_the_active_set_moved(client: TestC
     assert client.get("/deployments/active", headers=moderator).json()["version"] == 0
 
 
-def test_the_fused_patch_keeps_each_erased_and_is_what_generate_serves(settings: Settings,
-                                                                       erasures: list[str]) -> None:
-    fused_settings = settings.model_copy(update={"fusion": Settings.model_fields["fusion"].default})
+def test_the_routed_set_keeps_each_erased_and_is_what_generate_serves(settings: Settings,
+                                                                      erasures: list[str]) -> None:
+    # The service's default (ZERASE_FUSION=routed): a prompt naming an erased concept gets that erasure as it was
+    # trained, any other prompt the set's consolidated patch; judged so, and served so by /generate.
+    routed_settings = settings.model_copy(update={"fusion": Settings.model_fields["fusion"].default})
+    assert routed_settings.fusion == "routed"
     moderator = key(settings, "mod-3", "moderator")
     with session_factory(settings.database_url)() as db:
         deployments.activate(db, 0, Actor("tests"))
-    with TestClient(create_app(fused_settings)) as c:
+    with TestClient(create_app(routed_settings)) as c:
         made = c.post("/deployments", json={"erasure_ids": erasures}, headers=moderator).json()
         assert made["evaluation_status"] == "queued", made
         waiting = c.post(f"/deployments/{made['version']}/activate", headers=moderator)
         assert waiting.status_code == 202 and waiting.json()["pending_activation"]["kind"] == "activate"
-        assert evaluate_next(fused_settings) == made["version"]
+        assert evaluate_next(routed_settings) == made["version"]
         version = c.get(f"/deployments/{made['version']}", headers=moderator).json()
-        evaluation = c.get(f"/deployments/{made['version']}/evaluation", headers=moderator).json()
-        assert evaluation["evaluation"]["fusion"] == "consolidated"
-        acc_e = {x["concept"]: x["acc_e"] for x in evaluation["evaluation"]["concepts"]}
-        assert max(acc_e.values()) <= fused_settings.gate_max_acc_e, acc_e  # each holds, all three together
-        assert evaluation["gate"] == [] and version["refusal"] is None, (evaluation["gate"], version["refusal"])
+        evaluation = c.get(f"/deployments/{made['version']}/evaluation", headers=moderator).json()["evaluation"]
+        assert evaluation["fusion"] == "routed"
+        assert [r["concept"] for r in evaluation["routing"]] == ["red", "yellow", "blue"]
+        acc_e = {x["concept"]: x["acc_e"] for x in evaluation["concepts"]}
+        assert max(acc_e.values()) <= routed_settings.gate_max_acc_e, acc_e  # each holds, all three together
+        assert all(x["routed"] == 1.0 for x in evaluation["concepts"]), evaluation["concepts"]
+        assert evaluation["kept"]["routed"] <= 0.05, evaluation["kept"]  # the others keep the fallback
+        assert version["refusal"] is None, version["refusal"]
         assert c.get("/deployments/active", headers=moderator).json()["version"] == made["version"]
         with session_factory(settings.database_url)() as db:
-            fused = deployments.get(db, made["version"]).fused
-        assert fused is not None and fused["rank"] == 32 and fused["sha256"] and fused["method"] == "consolidated"
-        # /generate serves that one patch (fetched from the store by its sha256), not the 1/N stack.
-        r = c.post("/generate", json={"prompt": "a yellow star", "seed": 0},
-                   headers=key(settings, "gen", "generator"))
-        assert r.status_code == 200 and r.headers["x-safety-patch-version"] == str(made["version"]), r.text
-    served = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
-    assert np.array_equal(served, _generated("a yellow star", [fused], settings))
-    assert not np.array_equal(served, _generated("a yellow star", [], settings))
+            row = deployments.get(db, made["version"])
+            fused, entries = row.fused, list(row.entries)
+        assert fused is not None and fused["rank"] == 32 and fused["sha256"] and fused["method"] == "routed"
+        generator = key(settings, "gen", "generator")
+        named = c.post("/generate", json={"prompt": "a yellow star", "seed": 0}, headers=generator)
+        unnamed = c.post("/generate", json={"prompt": "a green star", "seed": 0}, headers=generator)
+        assert named.status_code == unnamed.status_code == 200, (named.text, unnamed.text)
+        assert named.headers["x-safety-patch-version"] == str(made["version"])
+    yellow = next(e for e in entries if e["concept"] == "yellow")
+    # /generate served yellow's own erasure to the prompt naming it, and the fused patch to the other one.
+    assert np.array_equal(_image(named), _generated("a yellow star", [yellow], settings))
+    assert np.array_equal(_image(unnamed), _generated("a green star", [fused], settings))
+    assert not np.array_equal(_image(unnamed), _generated("a green star", [], settings))
+
+
+def _image(response: Any) -> Any:
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def _generated(prompt: str, patches: list[dict[str, Any]], settings: Settings) -> Any:

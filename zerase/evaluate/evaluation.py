@@ -34,7 +34,7 @@ from zerase.evaluate.preview import labelled_grid
 from zerase.model.generate import generate
 from zerase.model.profiles import ModelProfile
 from zerase.model.sampling import SamplingSettings
-from zerase.patch.apply import PatchedPipeline
+from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.patch.artifact import LoraArtifact, base_fingerprint, load_artifact
 from zerase.train.config import EraseConfig
 
@@ -100,10 +100,10 @@ class Report:
 def erasure_report(pipe: ZImagePipeline, artifact: LoraArtifact, profile: ModelProfile,
                    n_seeds: int = 4, seed: int = 0, *, category: str | None = None,
                    evaluator: Evaluator | None = None, kept_images: int = 1,
-                   served: LoraArtifact | None = None) -> Report:
+                   served: LoraArtifact | Routed | None = None) -> Report:
     """A finished job's report: every image generated once without (BASE_IMAGES: once per model) and once
-    with the artifact (or `served`, the patch it would be served as: zerase.serve.served_patch), then read: the
-    per-job sample's metrics when the evaluator (`evaluator`, else the profile's) can read the concept, and the
+    with the artifact (or `served`, what it would be served as: zerase.serve.served_patch, routed or not), then read:
+    the per-job sample's metrics when the evaluator (`evaluator`, else the profile's) can read the concept, and the
     labelled preview (the profile's preview prompts at PREVIEW_SEEDS seeds from `seed`)."""
     started = time.monotonic()
     config = EraseConfig.from_dict(artifact.metadata["config"])
@@ -180,13 +180,13 @@ class BaseImages:
 BASE_IMAGES = BaseImages()
 
 
-def _before_after(pipe: ZImagePipeline, artifact: LoraArtifact, pairs: list[tuple[str, int]],
+def _before_after(pipe: ZImagePipeline, artifact: LoraArtifact | Routed, pairs: list[tuple[str, int]],
                   sampling: SamplingSettings) -> tuple[np.ndarray, np.ndarray, int]:
     """(unpatched images, patched images, images generated): the unpatched side from BASE_IMAGES."""
     prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
     before, generated = BASE_IMAGES.get(pipe, pairs, sampling)
     patched = PatchedPipeline(pipe)
-    patched.apply([artifact])
+    patched.serve(artifact)
     try:
         after = generate(pipe, prompts, seeds, sampling)
     finally:

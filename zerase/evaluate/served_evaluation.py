@@ -22,7 +22,7 @@ from zerase.evaluate.metrics import hit_rate, pixel_drift, worst_kept
 from zerase.evaluate.plan import ERASED, KEPT, Evaluator, Shot, kept_shots
 from zerase.model.generate import generate
 from zerase.model.sampling import SamplingSettings
-from zerase.patch.apply import PatchedPipeline
+from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.patch.artifact import LoraArtifact
 from zerase.train.config import EraseConfig
 
@@ -76,9 +76,11 @@ Attack = Callable[[str, list[str], Callable[[], Callable[[], None]]], list[dict[
 
 def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: Evaluator, sampling: SamplingSettings,
                     *, n_seeds: int = 4, kept_images: int = 8, attack: Attack | None = None,
-                    patch: Sequence[LoraArtifact] | None = None) -> dict[str, Any]:
+                    patch: Sequence[LoraArtifact] | None = None, routed: Routed | None = None) -> dict[str, Any]:
     """The set's metrics under the combined patch (`PatchedPipeline.apply` with the weights /generate uses), or
-    under `patch` served instead at weight 1 each (a fused patch, zerase.serve.fusion), judged on the set's concepts.
+    under `patch` served instead at weight 1 each (a fused patch, zerase.serve.fusion), or `routed` per prompt
+    (zerase.serve.routing: then each concept also says which share of its prompts got its erasure, and the kept set
+    which share got any), judged on the set's concepts.
     `attack` may add red-team results per erased concept. `pipe` must be unpatched; it is so again on return."""
     started = time.monotonic()
     plan = served_plan(evaluator, served, n_seeds, kept_images)
@@ -87,7 +89,9 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
     patched = PatchedPipeline(pipe)
 
     def install() -> Callable[[], None]:
-        if patch is not None:
+        if routed is not None:
+            patched.apply_routed(routed)
+        elif patch is not None:
             patched.apply(list(patch), [1.0] * len(patch))
         else:
             patched.apply([e.artifact for e in served], [e.weight for e in served])
@@ -119,6 +123,10 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
             "acc_e_before": acc_e["before"], "acc_e": acc_e["after"],
             "attack_success_rate": rate([j for idx in kinds.values() for j in idx], concept),
             "attacks": {k: rate(idx, concept) for k, idx in kinds.items()}}
+        if routed is not None:
+            result["routed"] = _routed_share(routed, [plan.shots[j].prompt for j in erased_idx], i)
+            result["attacks_routed"] = _routed_share(routed, [plan.shots[j].prompt for j in mine
+                                                               if j not in erased_idx], i)
         if attack is not None:
             result["redteam"] = attack(concept, list(dict.fromkeys(plan.shots[j].prompt for j in erased_idx)),
                                        install)
@@ -137,6 +145,19 @@ def evaluate_served(pipe: ZImagePipeline, served: Sequence[Served], evaluator: E
             "images_each": kept_images,
             "per_concept": per_concept,
             "worst": worst_kept(per_concept),
-            "drift": pixel_drift(before[kept_idx], after[kept_idx]) if kept_idx else 0.0},
+            "drift": pixel_drift(before[kept_idx], after[kept_idx]) if kept_idx else 0.0,
+            **({"routed": _routed_share(routed, [plan.shots[j].prompt for j in kept_idx], None)}
+               if routed is not None else {})},
         "images": 2 * len(pairs), "images_generated": generated + len(pairs),
         "seconds": round(time.monotonic() - started, 2)}
+
+
+def _routed_share(routed: Routed, prompts: Sequence[str], erasure: int | None) -> float:
+    """The share of `prompts` routed to erasure `erasure` (its slot: after the fallback's, if any), or, for None, to
+    any erasure."""
+    if not prompts:
+        return 0.0
+    first = 1 if routed.default else 0
+    got = routed.route(prompts)
+    hits = [r != routed.default if erasure is None else first + erasure in r for r in got]
+    return sum(hits) / len(hits)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -10,6 +11,19 @@ from diffusers import ZImagePipeline
 
 from zerase.model.pipeline import encode_prompts_compact
 from zerase.model.sampling import SamplingSettings
+
+# A patch that depends on the prompt (zerase.patch.apply.PatchedPipeline.apply_routed) is told each pipeline call's
+# prompts before it runs, and None after: every image made through `generate`, by the service, its evaluation or
+# its red team, is patched the same way.
+PromptHook = Callable[[Sequence[str] | None], None]
+_PROMPT_HOOKS: weakref.WeakKeyDictionary[ZImagePipeline, PromptHook] = weakref.WeakKeyDictionary()
+
+
+def set_prompt_hook(pipe: ZImagePipeline, hook: PromptHook | None) -> None:
+    if hook is None:
+        _PROMPT_HOOKS.pop(pipe, None)
+    else:
+        _PROMPT_HOOKS[pipe] = hook
 
 
 def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
@@ -29,7 +43,14 @@ def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
         # negative prompt once per image), at the pipeline's fixed padding so a batch changes no feature.
         negatives = [negative_prompt or ""] * len(chunk) if settings.guidance_scale > 0 else []
         features = encode_prompts_compact(pipe, chunk + negatives, pad_to_longest=False)
-        out.append(sample(pipe, features[:len(chunk)], features[len(chunk):], seeds[i:i + batch_size], settings))
+        hook = _PROMPT_HOOKS.get(pipe)
+        if hook is not None:
+            hook(chunk)
+        try:
+            out.append(sample(pipe, features[:len(chunk)], features[len(chunk):], seeds[i:i + batch_size], settings))
+        finally:
+            if hook is not None:
+                hook(None)
     return np.concatenate(out)
 
 

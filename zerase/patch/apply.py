@@ -8,11 +8,13 @@ the base weights are never touched (nor reloaded).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from diffusers import ZImagePipeline
 
+from zerase.model.generate import set_prompt_hook
 from zerase.patch.artifact import ArtifactError, LoraArtifact, check_base_model
 from zerase.patch.lora import GatedLoraModel, LoraSpec
 
@@ -31,6 +33,28 @@ def stack_factors(artifacts: Sequence[LoraArtifact], weights: Sequence[float] | 
             a_list.append(artifact.tensors[f"{path}.lora_A.weight"].float())
             b_list.append(w * artifact.scale * artifact.tensors[f"{path}.lora_B.weight"].float())
     return {path: (torch.cat(a), torch.cat(b, dim=1)) for path, (a, b) in parts.items()}
+
+
+def stack_slots(slots: Sequence[LoraArtifact]) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
+                                                          dict[str, torch.Tensor]]:
+    """`stack_factors` at weight 1 each, and per path the slot (index in `slots`) each column belongs to."""
+    factors = stack_factors(slots, [1.0] * len(slots))
+    owners: dict[str, list[torch.Tensor]] = {}
+    for i, artifact in enumerate(slots):
+        for path in artifact.module_paths:
+            rank = artifact.tensors[f"{path}.lora_A.weight"].shape[0]
+            owners.setdefault(path, []).append(torch.full((rank,), i, dtype=torch.long))
+    return factors, {path: torch.cat(o) for path, o in owners.items()}
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Patches served per prompt: `slots`, each at weight 1, and `route(prompts)`, per prompt the slots its image
+    gets. A pipeline call whose prompts are unknown (generated from features) gets `default`."""
+
+    slots: tuple[LoraArtifact, ...]
+    route: Callable[[Sequence[str]], list[tuple[int, ...]]]
+    default: tuple[int, ...] = (0,)
 
 
 def merged_delta(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -64,7 +88,34 @@ class PatchedPipeline:
         self._model.set_factors(factors)
         self.active = list(zip(artifacts, w))
 
+    def apply_routed(self, routed: Routed) -> None:
+        """Replace the active patches by `routed`: every `generate` on this pipeline routes its prompts."""
+        self.apply(routed.slots, [1.0] * len(routed.slots))  # checks each, installs the wrappers
+        assert self._model is not None
+        model, n = self._model, len(routed.slots)
+        factors, slots = stack_slots(routed.slots)
+        model.set_factors(factors, slots)
+
+        def mask(of: Sequence[int]) -> torch.Tensor:
+            on = torch.zeros(n, dtype=torch.bool)
+            on[list(of)] = True
+            return on
+
+        def hook(prompts: Sequence[str] | None) -> None:
+            model.route(None if prompts is None else torch.stack([mask(r) for r in routed.route(prompts)]))
+
+        model.route(None, mask(routed.default))
+        set_prompt_hook(self.pipe, hook)
+
+    def serve(self, patch: LoraArtifact | Routed) -> None:
+        """One artifact at weight 1, or a routed set."""
+        if isinstance(patch, Routed):
+            self.apply_routed(patch)
+        else:
+            self.apply([patch])
+
     def clear(self) -> None:
+        set_prompt_hook(self.pipe, None)
         if self._model is not None:
             self._model.remove()
             self._model = None

@@ -68,6 +68,11 @@ class TextGatedLinear(nn.Module):
         self.text_delta: torch.Tensor | None = None
         # With the dense ΔW on an fp32 model, also W + ΔW: caption rows then cost one GEMM like image rows.
         self.text_weight: torch.Tensor | None = None
+        # Routed patches (zerase.patch.apply.Routed): the slot each column of `text_factors` belongs to; each
+        # sample's caption rows get only the columns of its slots. `text_route`, set per pipeline call
+        # (`set_route`): the columns some sample uses, (A', B', on (prompts or 1, R')); None: no sample uses any.
+        self.text_slots: torch.Tensor | None = None
+        self.text_route: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def add_trainable(self, rank: int, alpha: float, generator: torch.Generator | None = None) -> None:
         """B = 0 so training starts exactly at the frozen model (standard LoRA init)."""
@@ -94,6 +99,8 @@ class TextGatedLinear(nn.Module):
         h32 = h_txt if h_txt.dtype == torch.float32 else h_txt.float()
         if self.text_delta is not None:
             delta = F.linear(h32, self.text_delta)
+        elif self.text_factors is not None and self.text_slots is not None:
+            delta = self._routed(h32)
         elif self.text_factors is not None:
             a, b = self.text_factors
             delta = F.linear(F.linear(h32, a), b)
@@ -102,6 +109,29 @@ class TextGatedLinear(nn.Module):
             trained = self.scale * F.linear(low, self.lora_B)
             delta = trained if delta is None else delta + trained
         return delta
+
+    def set_route(self, slots_on: torch.Tensor) -> None:
+        """`slots_on` (prompts or 1, slots) bool: the slots each prompt's samples get (one row: every sample). Only
+        the columns some prompt uses are kept, so the cost follows what the prompts are routed to, not how many
+        patches are loaded."""
+        assert self.text_factors is not None and self.text_slots is not None
+        on = slots_on.to(self.text_slots.device)[:, self.text_slots]  # (P, R)
+        used = on.any(0).nonzero().flatten()
+        a, b = self.text_factors
+        self.text_route = (a[used], b[:, used], on[:, used].float()) if used.numel() else None
+
+    def _routed(self, h32: torch.Tensor) -> torch.Tensor | None:
+        """ΔW·h with each sample's own slots. A guided pipeline call runs its prompts' samples, then their
+        negatives': each sample of prompt i gets prompt i's slots."""
+        if self.text_route is None:
+            return None
+        a, b, on = self.text_route
+        batch, prompts = h32.shape[0], on.shape[0]
+        if prompts not in (1, batch):
+            if batch % prompts:
+                raise RuntimeError(f"a batch of {batch} samples is not routed: {prompts} prompts were")
+            on = on.repeat(batch // prompts, 1)
+        return F.linear(F.linear(h32, a) * on.unsqueeze(1), b)
 
     def _base_fp32(self, h_txt: torch.Tensor) -> torch.Tensor:
         """The frozen projection of caption rows with an fp32 result (bf16 inputs, fp32 accumulation)."""
@@ -164,6 +194,7 @@ class GatedLoraModel:
         self.layers = spec.resolve_layers(transformer)
         self.tracker = TextSpanTracker(transformer)
         self.modules: dict[str, TextGatedLinear] = {}
+        self._default_route = torch.zeros(0, dtype=torch.bool)  # routed patches only (`route`)
         try:
             for i in self.layers:
                 attn = transformer.layers[i].attention
@@ -225,23 +256,37 @@ class GatedLoraModel:
                 m.lora_A.copy_(state[f"{path}.lora_A.weight"])
                 m.lora_B.copy_(state[f"{path}.lora_B.weight"])
 
-    def set_factors(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def set_factors(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                    slots: dict[str, torch.Tensor] | None = None) -> None:
         """Inference: caption rows get W·h + B·(A·h), one stacked (A, B) per projection (missing paths: none);
-        as W·h + (B·A)·h where the stacked rank costs more than a dense product."""
+        as W·h + (B·A)·h where the stacked rank costs more than a dense product. With `slots` (per path, the slot
+        of each column), each sample gets only its own slots' columns (`route`)."""
         for path, m in self.modules.items():
             f = factors.get(path)
-            m.text_factors = m.text_delta = m.text_weight = None
+            m.text_factors = m.text_delta = m.text_weight = m.text_slots = m.text_route = None
             if f is None:
                 continue
             device = m.base.weight.device
             a, b = f[0].to(device, torch.float32), f[1].to(device, torch.float32)
             rank, (out_features, in_features) = a.shape[0], m.base.weight.shape
-            if rank * (in_features + out_features) > in_features * out_features:
+            if slots is not None:
+                m.text_factors, m.text_slots = (a, b), slots[path].to(device)
+            elif rank * (in_features + out_features) > in_features * out_features:
                 m.text_delta = b @ a
                 if m.base.weight.dtype == torch.float32:
                     m.text_weight = m.base.weight + m.text_delta
             else:
                 m.text_factors = (a, b)
+
+    def route(self, routes: torch.Tensor | None, default: torch.Tensor | None = None) -> None:
+        """Routed patches: `routes` (prompts, slots) bool, the slots each prompt's samples get for the next
+        pipeline call; None: `default`, (slots,) bool, for every sample (kept as the default until changed)."""
+        if default is not None:
+            self._default_route = default
+        on = routes if routes is not None else self._default_route.unsqueeze(0)
+        for m in self.modules.values():
+            if m.text_slots is not None:
+                m.set_route(on)
 
     def remove(self) -> None:
         """Put the original Linear modules back: the transformer is the frozen model again."""

@@ -140,8 +140,13 @@ class PromptGuard:
 
     def check(self, prompt: str) -> Trip | None:
         """The guarded concept `prompt` comes closest to past its threshold, or None."""
+        thresholds = {c.key: c.threshold for c in self.concepts}
+        return max(self.trips(prompt), key=lambda t: t.score - thresholds[t.key], default=None)
+
+    def trips(self, prompt: str) -> list[Trip]:
+        """Every guarded concept `prompt` comes within its threshold of."""
         if not self.concepts:
-            return None
+            return []
         readings = self.reader.views(prompt)
         # Every concept at once on the prompt's own views (one product); the span, and the respelt view, only
         # for a concept that trips or has a near-spelling here: a prompt costs one encoder pass per view.
@@ -156,8 +161,7 @@ class PromptGuard:
             score, (start, end) = self.scores(readings, c.prototypes, c.concept)
             if score >= c.threshold:
                 trips.append(Trip(c.key, c.concept, score, *_whole_words(prompt, start, end)))
-        return max(trips, key=lambda t: t.score - next(c.threshold for c in self.concepts if c.key == t.key)) \
-            if trips else None
+        return trips
 
     def rewrite(self, prompt: str, rounds: int = 4) -> tuple[str, list[Trip]]:
         """`prompt` with every tripped span replaced by its concept's anchor (or taken out), until none trips

@@ -12,17 +12,18 @@ from zerase.patch.artifact import LoraArtifact
 from zerase.serve.consolidation import consolidate
 from zerase.serve.fusion import fuse_closed_form, fusion_prompts
 
-METHODS = ("closed_form", "consolidated")
+METHODS = ("closed_form", "consolidated", "routed")
 
 
 def served_patch(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], profile: ModelProfile,
                  method: str) -> LoraArtifact:
     """The closed-form fused patch of `artifacts` on `fusion_prompts`; "consolidated": then trained further toward
-    each erasure's own outputs and the frozen model's on the kept prompts (zerase.serve.consolidation)."""
+    each erasure's own outputs and the frozen model's on the kept prompts (zerase.serve.consolidation); "routed": that
+    consolidated patch, the fallback of routed serving (zerase.serve.routing.routed_for)."""
     if method not in METHODS:
         raise ValueError(f"unknown fusion {method!r}; one of {', '.join(METHODS)}")
     erase, keep = fusion_prompts(profile, artifacts)
     fused = fuse_closed_form(pipe, artifacts, erase, keep, profile.sampling)
-    if method == "consolidated":
+    if method in ("consolidated", "routed"):
         fused = consolidate(pipe, artifacts, erase, keep, profile.sampling, init=fused)
     return fused

@@ -17,22 +17,22 @@ from zerase.evaluate.redteam.ring_a_bell import ring_a_bell
 from zerase.evaluate.redteam.unlearndiff import unlearndiff
 from zerase.model.generate import generate
 from zerase.model.sampling import SamplingSettings
-from zerase.patch.apply import PatchedPipeline
+from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.patch.artifact import LoraArtifact
 
 ATTACKS = ("ring_a_bell", "unlearndiff")
 
 
-def red_team(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Evaluator, concept: str, *,
+def red_team(pipe: ZImagePipeline, artifact: LoraArtifact | Routed, evaluator: Evaluator, concept: str, *,
              prompts: Sequence[str], budget: RedTeamBudget = RedTeamBudget(), settings: SamplingSettings,
              seeds: Sequence[int] = (0, 1), attacks: Sequence[str] = ATTACKS) -> list[AttackResult]:
-    """Ring-A-Bell and UnlearnDiffAtk against `artifact` on `concept` (as `evaluator` spells it), attacking the
-    first `budget.prompts` of `prompts` (concept prompts; all of them make Ring-A-Bell's concept vector), each
-    attack input generated at every seed. `pipe` must be unpatched; it is so again on return."""
+    """Ring-A-Bell and UnlearnDiffAtk against `artifact` (or a routed set) on `concept` (as `evaluator` spells it),
+    attacking the first `budget.prompts` of `prompts` (concept prompts; all of them make Ring-A-Bell's concept vector),
+    each attack input generated at every seed. `pipe` must be unpatched; it is so again on return."""
     patched = PatchedPipeline(pipe)
 
     def install(_: Sequence[str]) -> Callable[[], None]:
-        patched.apply([artifact])
+        patched.serve(artifact)
         return patched.clear
 
     return red_team_intervention(pipe, install, evaluator, concept, prompts=prompts, budget=budget,

@@ -1,0 +1,88 @@
+"""Routed serving on the world's model (fp32): each prompt gets the erasures it names, every other prompt the
+fallback patch, image by image, whatever else shares the batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diffusers import ZImagePipeline
+
+from zerase.model.generate import generate
+from zerase.model.profiles import ModelProfile
+from zerase.model.sampling import SamplingSettings
+from zerase.patch.apply import PatchedPipeline
+from zerase.patch.artifact import LoraArtifact
+from zerase.serve.guard import PromptGuard
+from zerase.serve.routing import Calibrated, routed_for
+
+from .test_real_model_path import random_artifact
+
+SAMPLING = SamplingSettings(steps=4, guidance_scale=0.0, height=32, width=32)
+CONCEPTS = {"Mira": "celebrity", "Toko": "celebrity"}
+
+
+def _artifact(pipe: ZImagePipeline, seed: int, concept: str | None) -> LoraArtifact:
+    artifact = random_artifact(pipe, seed, 5e-2)
+    if concept is not None:
+        artifact.metadata["config"] = {"concept": concept, "category": CONCEPTS[concept]}
+        artifact.metadata["concept"] = concept
+    return artifact
+
+
+def _images(pipe: ZImagePipeline, patch: list[LoraArtifact], prompts: list[str]) -> np.ndarray:
+    patched = PatchedPipeline(pipe)
+    patched.apply(patch, [1.0] * len(patch))
+    try:
+        return generate(pipe, prompts, [0] * len(prompts), SAMPLING)
+    finally:
+        patched.clear()
+
+
+@pytest.fixture(scope="module")
+def reading(pipe: ZImagePipeline) -> tuple[PromptGuard, dict[str, Calibrated]]:
+    """One reader and calibration cache for the module, as a serving process keeps them."""
+    return PromptGuard.for_pipeline(pipe), {}
+
+
+@pytest.fixture(scope="module")
+def erasures(pipe: ZImagePipeline) -> list[LoraArtifact]:
+    return [_artifact(pipe, seed, concept) for seed, concept in enumerate(CONCEPTS, start=1)]
+
+
+def test_each_prompt_gets_what_it_names(pipe: ZImagePipeline, profile: ModelProfile, erasures: list[LoraArtifact],
+                                        reading: tuple[PromptGuard, dict[str, Calibrated]]) -> None:
+    fallback = _artifact(pipe, 7, None)
+    routed, reports = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])
+    assert [r["concept"] for r in reports] == list(CONCEPTS)
+    prompts = ["Mira", "a picture of Toko", "Mira and Toko", "a blue star", "Mria on a white background"]
+    assert routed.route(prompts) == [(1,), (2,), (1, 2), (0,), (1,)]  # a near-spelling is read as the concept
+    patched = PatchedPipeline(pipe)
+    patched.apply_routed(routed)
+    try:
+        mixed = generate(pipe, prompts, [0] * len(prompts), SAMPLING)  # one batch, every route in it
+    finally:
+        patched.clear()
+    mira, toko = erasures
+    expected = [_images(pipe, [mira], prompts[:1]), _images(pipe, [toko], prompts[1:2]),
+                _images(pipe, [mira, toko], prompts[2:3]), _images(pipe, [fallback], prompts[3:4]),
+                _images(pipe, [mira], prompts[4:])]
+    for got, want in zip(mixed, expected, strict=True):
+        assert np.abs(got.astype(int) - want[0].astype(int)).max() <= 1
+    assert not np.array_equal(mixed[3], _images(pipe, [], prompts[3:4])[0])  # the fallback does act
+
+
+def test_without_a_fallback_unnamed_prompts_get_the_base_model(
+        pipe: ZImagePipeline, profile: ModelProfile, erasures: list[LoraArtifact],
+        reading: tuple[PromptGuard, dict[str, Calibrated]]) -> None:
+    routed, _ = routed_for(pipe, profile, erasures, None, guard=reading[0], cache=reading[1])
+    prompts = ["a blue star", "Toko"]
+    assert routed.route(prompts) == [(), (1,)]
+    patched = PatchedPipeline(pipe)
+    patched.apply_routed(routed)
+    try:
+        got = generate(pipe, prompts, [0, 0], SAMPLING)
+    finally:
+        patched.clear()
+    np.testing.assert_array_equal(got[0], _images(pipe, [], prompts[:1])[0])
+    assert np.abs(got[1].astype(int) - _images(pipe, [erasures[1]], prompts[1:])[0].astype(int)).max() <= 1
+    np.testing.assert_array_equal(generate(pipe, prompts[:1], [0], SAMPLING), _images(pipe, [], prompts[:1]))
