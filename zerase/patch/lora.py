@@ -195,6 +195,7 @@ class GatedLoraModel:
         self.tracker = TextSpanTracker(transformer)
         self.modules: dict[str, TextGatedLinear] = {}
         self._default_route = torch.zeros(0, dtype=torch.bool)  # routed patches only (`route`)
+        self._routes: dict[tuple[int, bytes], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]] = {}
         try:
             for i in self.layers:
                 attn = transformer.layers[i].attention
@@ -261,6 +262,7 @@ class GatedLoraModel:
         """Inference: caption rows get W·h + B·(A·h), one stacked (A, B) per projection (missing paths: none);
         as W·h + (B·A)·h where the stacked rank costs more than a dense product. With `slots` (per path, the slot
         of each column), each sample gets only its own slots' columns (`route`)."""
+        self._routes.clear()
         for path, m in self.modules.items():
             f = factors.get(path)
             m.text_factors = m.text_delta = m.text_weight = m.text_slots = m.text_route = None
@@ -283,10 +285,18 @@ class GatedLoraModel:
         pipeline call; None: `default`, (slots,) bool, for every sample (kept as the default until changed)."""
         if default is not None:
             self._default_route = default
+            self._routes.clear()
         on = routes if routes is not None else self._default_route.unsqueeze(0)
-        for m in self.modules.values():
-            if m.text_slots is not None:
+        key = (on.shape[0], on.numpy().tobytes())
+        routed = [m for m in self.modules.values() if m.text_slots is not None]
+        if key not in self._routes:  # a service sees few distinct routes: each is cut once
+            if len(self._routes) >= 256:
+                self._routes.clear()
+            for m in routed:
                 m.set_route(on)
+            self._routes[key] = [m.text_route for m in routed]
+        for m, route in zip(routed, self._routes[key], strict=True):
+            m.text_route = route
 
     def remove(self) -> None:
         """Put the original Linear modules back: the transformer is the frozen model again."""
