@@ -53,6 +53,12 @@ def _metrics(**_: Any) -> None:
 
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
+    # The judge's thread and the jobs' both import the model stack on first use, and diffusers' lazy module is not
+    # safe to import from two threads at once (a judge failed with "cannot import name 'ZImagePipeline'" while a job
+    # was importing it): imported here, before either starts.
+    import zerase.evaluate.served_evaluation  # noqa: F401
+    import zerase.train.erasure  # noqa: F401
+
     Sweeper(settings, CeleryDispatcher(settings, app), _stopping).start()
     DeploymentJudge(settings, _stopping).start()
 

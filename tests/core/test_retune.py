@@ -21,7 +21,9 @@ def test_still_drawn_loosens_one_rung() -> None:
     assert next_change(AT_0999, ["acc_e"]) == {"null_space": 0.995}
     assert next_change(AT_0999, ["acc_e", "attack_success.ring_a_bell"]) == {"null_space": 0.995}
     assert next_change({"null_space": 0.993, "steps": 200}, ["acc_e"]) == {"null_space": 0.99}  # off the ladder
-    assert next_change({"null_space": min(NULL_SPACE_LADDER), "steps": 200}, ["acc_e"]) is None
+    loosest = {"null_space": min(NULL_SPACE_LADDER), "steps": 200}
+    assert next_change(loosest, ["acc_e"]) == {"steps": 400}  # no looser rung: longer, once
+    assert next_change(loosest | {"steps": 400}, ["acc_e"], tried=[loosest]) is None
 
 
 def test_attacks_alone_train_longer_once_then_loosen() -> None:

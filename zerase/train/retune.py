@@ -6,7 +6,7 @@ bundled world square erases at 0.999 and triangle is still drawn in three of fou
 category is therefore a starting point; a round that misses changes one thing:
 - the concept is still drawn in its own prompts (Acc_e): one rung looser on the ladder, more room to erase; when the
   round before was one rung tighter at the same steps and drew the concept no less, the constraint was not what held
-  it: twice the steps once instead (circle drew 0.29 at 0.999, 0.33 at 0.995 and 0.29 at 0.99 with 200 steps; 0.06 at
+  it, and on the loosest rung there is no looser one: twice the steps once instead (circle drew 0.29 at 0.999, 0.33 at 0.995 and 0.29 at 0.99 with 200 steps; 0.06 at
   0.995 with 400);
 - only attacks get it back (misspellings, Ring-A-Bell): twice the steps once, at the same constraint (triangle at
   0.995 read 0.00 in its prompts and 0.6 under string attacks at 200 steps, 0.4 at 400), then looser;
@@ -60,6 +60,8 @@ def next_change(config: Mapping[str, Any], missed: Iterable[str], tried: Sequenc
     if not grown and (kinds == {ATTACK} or (ERASE in kinds and _loosening_stalled(null_space, steps, tried, acc_e))):
         return {"steps": steps * LONGER}
     nxt = _rung(null_space, looser=erase)
+    if nxt is None and erase and not grown:  # the loosest rung and still drawn: what is left to try is time
+        return {"steps": steps * LONGER}
     if nxt is None or any(abs(nxt - float(t.get("null_space") or 0.0)) < 1e-9 for t in tried):
         return None
     return {"null_space": nxt}
