@@ -21,8 +21,9 @@ METHODS = {"Z-Erase", "Z-Erase, null-space", "Z-Erase, null-space, on-policy", "
 
 @pytest.mark.slow
 def test_fast_run_writes_every_method_with_its_metrics(tmp_path: Path) -> None:
+    # The limit only guards against a hang: on 2 shared cores the run itself took over 300 s.
     proc = subprocess.run([sys.executable, "benchmarks/quality.py", "--fast", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     data = json.loads((tmp_path / "quality.json").read_text())
     assert {r["method"] for r in data["rows"]} == METHODS
