@@ -6,8 +6,8 @@ bundled world square erases at 0.999 and triangle is still drawn in three of fou
 category is therefore a starting point; a round that misses changes one thing:
 - the concept is still drawn in its own prompts (Acc_e): one rung looser on the ladder, more room to erase; when the
   round before was one rung tighter at the same steps and drew the concept no less, the constraint was not what held
-  it, and on the loosest rung there is no looser one: twice the steps once instead (circle drew 0.29 at 0.999, 0.33 at 0.995 and 0.29 at 0.99 with 200 steps; 0.06 at
-  0.995 with 400);
+  it, and on the loosest rung there is no looser one: twice the steps once instead (circle drew 0.29 at 0.999,
+  0.33 at 0.995 and 0.29 at 0.99 with 200 steps; 0.06 at 0.995 with 400);
 - only attacks get it back (misspellings, Ring-A-Bell): twice the steps once, at the same constraint (triangle at
   0.995 read 0.00 in its prompts and 0.6 under string attacks at 200 steps, 0.4 at 400), then looser;
 - a kept concept suffers: one rung tighter;
