@@ -35,16 +35,14 @@ def stack_factors(artifacts: Sequence[LoraArtifact], weights: Sequence[float] | 
     return {path: (torch.cat(a), torch.cat(b, dim=1)) for path, (a, b) in parts.items()}
 
 
-def stack_slots(slots: Sequence[LoraArtifact]) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
-                                                          dict[str, torch.Tensor]]:
-    """`stack_factors` at weight 1 each, and per path the slot (index in `slots`) each column belongs to."""
-    factors = stack_factors(slots, [1.0] * len(slots))
+def stack_slots(slots: Sequence[LoraArtifact]) -> dict[str, torch.Tensor]:
+    """Per path, the slot (index in `slots`) each column of `stack_factors(slots)` belongs to."""
     owners: dict[str, list[torch.Tensor]] = {}
     for i, artifact in enumerate(slots):
         for path in artifact.module_paths:
             rank = artifact.tensors[f"{path}.lora_A.weight"].shape[0]
             owners.setdefault(path, []).append(torch.full((rank,), i, dtype=torch.long))
-    return factors, {path: torch.cat(o) for path, o in owners.items()}
+    return {path: torch.cat(o) for path, o in owners.items()}
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,10 @@ class PatchedPipeline:
         self._model: GatedLoraModel | None = None
         self.active: list[tuple[LoraArtifact, float]] = []
 
-    def apply(self, artifacts: Sequence[LoraArtifact], weights: Sequence[float] | None = None) -> None:
-        """Replace the active patches (an empty list serves the base model)."""
+    def apply(self, artifacts: Sequence[LoraArtifact], weights: Sequence[float] | None = None,
+              slots: dict[str, torch.Tensor] | None = None) -> None:
+        """Replace the active patches (an empty list serves the base model); `slots`: their stacked columns' slots
+        (`stack_slots`, routed serving: weights must be 1 each)."""
         self.clear()
         if not artifacts:
             return
@@ -85,16 +85,14 @@ class PatchedPipeline:
         layers = sorted({int(p.split(".")[1]) for p in factors})
         targets = sorted({p.rsplit(".", 1)[1] for p in factors})
         self._model = GatedLoraModel(self.pipe.transformer, LoraSpec(tuple(targets), tuple(layers)))
-        self._model.set_factors(factors)
+        self._model.set_factors(factors, slots)
         self.active = list(zip(artifacts, w))
 
     def apply_routed(self, routed: Routed) -> None:
         """Replace the active patches by `routed`: every `generate` on this pipeline routes its prompts."""
-        self.apply(routed.slots, [1.0] * len(routed.slots))  # checks each, installs the wrappers
+        self.apply(routed.slots, [1.0] * len(routed.slots), stack_slots(routed.slots))
         assert self._model is not None
         model, n = self._model, len(routed.slots)
-        factors, slots = stack_slots(routed.slots)
-        model.set_factors(factors, slots)
 
         def mask(of: Sequence[int]) -> torch.Tensor:
             on = torch.zeros(n, dtype=torch.bool)
