@@ -24,7 +24,8 @@ from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline
 from zerase.serve.fusion import fuse_closed_form, fusion_prompts
-from zerase.serve.routing import routed_for
+from zerase.serve.guard import PromptGuard
+from zerase.serve.routing import routed, router_for
 
 # 20 erasures: the celebrity protocol's twelve, the five colours, three shapes and styles.
 CONCEPTS = (*ERASED_CHARACTERS, "red", "yellow", "green", "blue", "purple", "circle", "star", "outlined")
@@ -41,13 +42,27 @@ def main() -> None:
     profile = profile_for(None)
     sampling = profile.sampling
     concepts = list(CONCEPTS[:args.n])
-    artifacts = [trained(pipe, c, 0, args.cache) for c in concepts]
+    artifacts = []
+    for concept in concepts:  # trained once into --cache, then read from it
+        artifacts.append(trained(pipe, concept, 0, args.cache))
+        print(f"{len(artifacts)}/{len(concepts)} erasures ready", flush=True)
+    # What a new version costs before its first image (the deploy side, once per version and process).
+    started = time.perf_counter()
     own, keep = fusion_prompts(profile, artifacts)
     fused = fuse_closed_form(pipe, artifacts, own, keep, sampling)
-    routed, _ = routed_for(pipe, profile, artifacts, fused)
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    router, _ = router_for(PromptGuard.for_pipeline(pipe), profile, artifacts)
+    served = routed(router, artifacts, fused)
+    calibrate_s = time.perf_counter() - started
+    print(f"fused in {fit_s:.0f} s, router calibrated in {calibrate_s:.0f} s; timing", flush=True)
     patched = PatchedPipeline(pipe)
+    # Routed serving is timed warm (the prompts' routes known, as for a prompt the service has seen) and cold: a new
+    # `Routed` each repetition forgets every prompt's route and column cut, so each timed call reads its prompts with
+    # the text encoder and cuts their columns, as a service's new prompts do.
     setups = {"unpatched": lambda: None, "average": lambda: patched.apply(artifacts),
-              "fused": lambda: patched.apply([fused]), "routed": lambda: patched.apply_routed(routed)}
+              "fused": lambda: patched.apply([fused]), "routed": lambda: patched.apply_routed(served),
+              "routed_cold": lambda: patched.apply_routed(routed(router, artifacts, fused))}
     times: dict[str, list[float]] = {name: [] for name in setups}
     for rep in range(args.repeats + 1):  # the first repetition warms every setting up and is not counted
         for name, install in setups.items():
@@ -60,11 +75,14 @@ def main() -> None:
     patched.clear()
     base = float(np.median(times["unpatched"]))
     row = {"n": args.n, "concepts": concepts, "model": model_id(pipe), "repeats": args.repeats,
-           "routes": [list(r) for r in routed.route(TIMED_PROMPTS)], "p50_s": {k: float(np.median(v))
+           "threads": torch.get_num_threads(),
+           "fit_s": fit_s, "calibrate_s": calibrate_s,
+           "routes": [list(r) for r in served.route(TIMED_PROMPTS)], "p50_s": {k: float(np.median(v))
                                                                              for k, v in times.items()},
            "p50_ratio": {k: float(np.median(v)) / base for k, v in times.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"serving-cost-{args.n}.json").write_text(json.dumps(row, indent=1))
+    suffix = "" if torch.get_num_threads() == 1 else f"-{torch.get_num_threads()}threads"
+    (args.out / f"serving-cost-{args.n}{suffix}.json").write_text(json.dumps(row, indent=1))
     print(json.dumps(row["p50_ratio"]), row["routes"])
 
 

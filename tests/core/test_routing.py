@@ -86,3 +86,35 @@ def test_without_a_fallback_unnamed_prompts_get_the_base_model(
     np.testing.assert_array_equal(got[0], _images(pipe, [], prompts[:1])[0])
     assert np.abs(got[1].astype(int) - _images(pipe, [erasures[1]], prompts[1:])[0].astype(int)).max() <= 1
     np.testing.assert_array_equal(generate(pipe, prompts[:1], [0], SAMPLING), _images(pipe, [], prompts[:1]))
+
+
+def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
+        pipe: ZImagePipeline, profile: ModelProfile, erasures: list[LoraArtifact],
+        reading: tuple[PromptGuard, dict[str, Calibrated]]) -> None:
+    """With guidance each prompt's samples run twice (cond, then uncond): both get the prompt's own slots. And a
+    call's prompts read together (one text-encoder pass) route as each does read alone."""
+    fallback = _artifact(pipe, 7, None)
+    guided = SamplingSettings(steps=3, guidance_scale=2.0, height=32, width=32)
+    routed, _ = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])
+    prompts = ["Toko", "a red circle", "Mira"]
+    patched = PatchedPipeline(pipe)
+    patched.apply_routed(routed)
+    try:
+        mixed = generate(pipe, prompts, [0] * len(prompts), guided)
+    finally:
+        patched.clear()
+    for got, patch, prompt in zip(mixed, ([erasures[1]], [fallback], [erasures[0]]), prompts, strict=True):
+        patched.apply(patch, [1.0])
+        try:
+            want = generate(pipe, [prompt], [0], guided)[0]
+        finally:
+            patched.clear()
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, prompt
+
+    evaluator = profile.evaluator()
+    assert evaluator is not None
+    shown = sorted({s.prompt for c in CONCEPTS for s in evaluator.plan(c, 1, full=True).shots})
+    together = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])[0].route(shown)
+    alone = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])[0]
+    assert together == [alone.route([p])[0] for p in shown]
+    assert {(1,), (2,), (0,)} <= set(together)

@@ -127,11 +127,14 @@ class TextGatedLinear(nn.Module):
             return None
         a, b, on = self.text_route
         batch, prompts = h32.shape[0], on.shape[0]
-        if prompts not in (1, batch):
-            if batch % prompts:
-                raise RuntimeError(f"a batch of {batch} samples is not routed: {prompts} prompts were")
-            on = on.repeat(batch // prompts, 1)
-        return F.linear(F.linear(h32, a) * on.unsqueeze(1), b)
+        low = F.linear(h32, a)
+        if prompts in (1, batch):
+            return F.linear(low * on.unsqueeze(1), b)
+        if batch % prompts:
+            raise RuntimeError(f"a batch of {batch} samples is not routed: {prompts} prompts were")
+        # Sample j is prompt j mod P's: a view, broadcast, rather than a copy of the mask per call.
+        rows = low.view(batch // prompts, prompts, *low.shape[1:]) * on.unsqueeze(1)
+        return F.linear(rows.view_as(low), b)
 
     def _base_fp32(self, h_txt: torch.Tensor) -> torch.Tensor:
         """The frozen projection of caption rows with an fp32 result (bf16 inputs, fp32 accumulation)."""

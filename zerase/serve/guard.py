@@ -143,11 +143,11 @@ class PromptGuard:
         thresholds = {c.key: c.threshold for c in self.concepts}
         return max(self.trips(prompt), key=lambda t: t.score - thresholds[t.key], default=None)
 
-    def trips(self, prompt: str) -> list[Trip]:
-        """Every guarded concept `prompt` comes within its threshold of."""
+    def trips(self, prompt: str, readings: Sequence[Reading] | None = None) -> list[Trip]:
+        """Every guarded concept `prompt` comes within its threshold of (`readings`: its views, already read)."""
         if not self.concepts:
             return []
-        readings = self.reader.views(prompt)
+        readings = self.reader.views(prompt) if readings is None else list(readings)
         # Every concept at once on the prompt's own views (one product); the span, and the respelt view, only
         # for a concept that trips or has a near-spelling here: a prompt costs one encoder pass per view.
         windows = [_unit(r.windows()[0] - self.background) for r in readings if r.windows()[1]]
