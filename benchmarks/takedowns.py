@@ -77,7 +77,13 @@ def model_id(pipe: Any) -> str:
 def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
     """The category training defaults each concept's erasure is trained with: cells and cached erasures trained at
     other defaults (an earlier round's) are not mixed in."""
-    return {c: CATEGORY_SETTINGS[CATEGORY[world_axis(c) or "character"]] for c in concepts}
+    profile = profile_for(None)
+    out = {}
+    for c in concepts:
+        category = CATEGORY[world_axis(c) or "character"]
+        anchor = profile.default_anchor(c, category)  # a character's (its plain look since 2026-12-06)
+        out[c] = CATEGORY_SETTINGS[category] | ({"anchor": anchor} if anchor else {})
+    return out
 
 
 def _defaults_id(concept: str) -> str:

@@ -16,6 +16,7 @@ from zerase.world.concepts import (
     AXES,
     CHARACTER_NAMES,
     CHARACTER_TEMPLATES,
+    CHARACTERS,
     COLOURS,
     OBJECT_TEMPLATES,
     SHAPES,
@@ -60,6 +61,16 @@ def world_preservation(concept: str) -> list[str]:
         return [n for n in CHARACTER_NAMES if n.lower() != c] + [object_prompt(col, s) for col, s in
                                                                   zip(COLOURS, SHAPES)] + ["a character"]
     return []
+
+
+def character_anchor(name: str) -> str:
+    """What a character's erasure draws instead: its own colour and shape, without the badge that makes it the
+    character ("Kai" -> "a purple triangle"), as the paper turns a celebrity into "a person". The world's generic
+    "a character" is no one look, and the model draws it as a smear: erased towards it, Kai was still drawn in 0.56 of
+    its images and only 0.69 of them were a clean object; towards its plain look, 0.00 and 1.00 (Eno: 0.31 and 0.44;
+    0.00 and 1.00), with no attack left (benchmarks/RESULTS.md, "A character's anchor")."""
+    look = next(c for c in CHARACTERS if c.name.lower() == name.lower())
+    return object_prompt(look.colour, look.shape)
 
 
 def world_erase_prompts(concept: str) -> list[str]:
@@ -124,7 +135,7 @@ class WorldProfile(ModelProfile):
         return [item, *world_erase_prompts(item)]
 
     def default_anchor(self, concept: str, category: str) -> str | None:
-        return "a character" if world_axis(concept) == "character" else None
+        return character_anchor(concept) if world_axis(concept) == "character" else None
 
     _evaluator: Evaluator | None = None
 
