@@ -81,8 +81,9 @@ def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
     out = {}
     for c in concepts:
         category = CATEGORY[world_axis(c) or "character"]
-        anchor = profile.default_anchor(c, category)  # a character's (its plain look since 2026-12-06)
-        out[c] = CATEGORY_SETTINGS[category] | ({"anchor": anchor} if anchor else {})
+        anchor = profile.default_anchor(c, category)  # characters, shapes and styles have one since 2026-12-06
+        out[c] = CATEGORY_SETTINGS[category] | ({"anchor": anchor, "target": profile.default_target(c, category)
+                                                 or "anchor"} if anchor else {})
     return out
 
 

@@ -96,3 +96,20 @@ def test_the_checkpoint_is_recognised_by_its_scheduler(tmp_path: Path, caplog: p
         unknown = profile_for(scheduler_dir(tmp_path / "other", shift=1.5))
     assert isinstance(unknown, UnknownZImageProfile)
     assert "no model profile recognises" in caplog.text and "steps=50" in caplog.text
+
+
+@pytest.mark.parametrize(("concept", "category", "anchor", "target"), [
+    ("Kai", "celebrity", "a purple triangle", "anchor"),  # its own look without the badge, not a smear
+    ("Mira", "custom", "a purple circle", "anchor"),
+    ("circle", "entity", "square", "replace"),  # in the prompt's context: "a red circle" -> "a red square"
+    ("star", "entity", "circle", "replace"),
+    ("outlined", "artistic_style", "filled", "replace"),
+    ("red", "abstraction", None, "esd"),  # colours erase by negative guidance (Eq. 5)
+])
+def test_the_world_says_what_its_concepts_turn_into(concept: str, category: str, anchor: str | None,
+                                                    target: str) -> None:
+    config = resolve(concept, category)
+    assert (config.anchor, config.target) == (anchor, target)
+    chosen = resolve(concept, category, anchor="a yellow star")  # a request's own anchor is the whole prompt's
+    assert (chosen.anchor, chosen.target) == ("a yellow star", "anchor")
+    assert resolve(concept, category, target="esd").target == "esd"

@@ -76,6 +76,11 @@ class ModelProfile:
         """What the concept turns into when the request names nothing; None: the category's anchor."""
         return None
 
+    def default_target(self, concept: str, category: str) -> str | None:
+        """How an erasure uses `default_anchor` (an EraseConfig.target): "anchor", the anchor prompt's output, or
+        "replace", the prompt with the concept replaced by the anchor word; None: "anchor"."""
+        return None
+
     def evaluator(self) -> Evaluator | None:
         """The evaluator that can read this model's images, if any."""
         return None

@@ -168,10 +168,13 @@ def resolve_request(concept: str, category: str, preservation: list[str] | None 
     # "church"; "Claude Monet" while erasing "Monet"): such an entry is dropped, whoever named it.
     dropped = [p for p in preservation if concept_spans(p, concept)]
     preservation = [p for p in preservation if p not in dropped]
-    if anchor is None:
-        anchor = profile.default_anchor(concept, category) or ANCHORS.get(category)
-    if "target" not in overrides and anchor:
-        overrides["target"] = "anchor"
+    target = "anchor"
+    if anchor is None:  # the model's own anchor for its concept, used its way; else the category's
+        anchor = profile.default_anchor(concept, category)
+        target = (profile.default_target(concept, category) or target) if anchor else target
+        anchor = anchor or ANCHORS.get(category)
+    if overrides.get("target") is None and anchor:
+        overrides["target"] = target
     if "erase_prompts" not in overrides and (shown := profile.erase_prompts(concept)):
         overrides["erase_prompts"] = shown
     for key, value in (CATEGORY_SETTINGS[category] | model_defaults(profile)).items():

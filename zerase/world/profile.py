@@ -68,9 +68,20 @@ def character_anchor(name: str) -> str:
     character ("Kai" -> "a purple triangle"), as the paper turns a celebrity into "a person". The world's generic
     "a character" is no one look, and the model draws it as a smear: erased towards it, Kai was still drawn in 0.56 of
     its images and only 0.69 of them were a clean object; towards its plain look, 0.00 and 1.00 (Eno: 0.31 and 0.44;
-    0.00 and 1.00), with no attack left (benchmarks/RESULTS.md, "A character's anchor")."""
+    0.00 and 1.00), with no attack left (benchmarks/RESULTS.md, "Anchors")."""
     look = next(c for c in CHARACTERS if c.name.lower() == name.lower())
     return object_prompt(look.colour, look.shape)
+
+
+def sibling(concept: str) -> str:
+    """What a shape's or style's erasure draws instead, in the prompt's own context: the next value of its axis
+    ("a red circle" -> "a red square", "an outlined star" -> "a filled star"), as AC erases towards an anchor
+    concept. Negative guidance (Eq. 5) pushed "circle" into smears, coherence 0.79, and left it in 0.81 of its
+    images; towards "square", 0.21 and 0.98 (outlined: 0.72 and 0.30; towards "filled", 0.33 and 0.86, kept
+    concepts as before; benchmarks/RESULTS.md, "Anchors")."""
+    values = AXES[world_axis(concept) or ""]
+    i = [v.lower() for v in values].index(concept.lower())
+    return values[(i + 1) % len(values)]
 
 
 def world_erase_prompts(concept: str) -> list[str]:
@@ -135,7 +146,13 @@ class WorldProfile(ModelProfile):
         return [item, *world_erase_prompts(item)]
 
     def default_anchor(self, concept: str, category: str) -> str | None:
-        return character_anchor(concept) if world_axis(concept) == "character" else None
+        axis = world_axis(concept)
+        if axis == "character":
+            return character_anchor(concept)
+        return sibling(concept) if axis in ("shape", "style") else None
+
+    def default_target(self, concept: str, category: str) -> str | None:
+        return "replace" if world_axis(concept) in ("shape", "style") else None
 
     _evaluator: Evaluator | None = None
 
