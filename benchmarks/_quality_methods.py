@@ -63,6 +63,7 @@ class Method:
     overrides: dict[str, Any] = field(default_factory=dict)
     per_axis: dict[str, dict[str, Any]] = field(default_factory=dict)  # more overrides, by the concept's axis
     request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
+    defaults: bool = False  # the service's defaults as they are today (category settings, the model's anchors)
 
 
 METHODS: dict[str, Method] = {
@@ -76,6 +77,9 @@ METHODS: dict[str, Method] = {
     "Z-Erase, null-space, on-policy": Method("train", {"null_space": NULL_SPACE, "refresh_every": 50}),
     "Z-Erase, null-space 0.999": Method("train", {"null_space": NULL_SPACE_TIGHT}),
     "Z-Erase, null-space 0.999, on-policy": Method("train", {"null_space": NULL_SPACE_TIGHT, "refresh_every": 50}),
+    # What a request for the concept trains with today: the category's settings and the world's anchors (a
+    # character its plain look, a shape or style its axis's next value in the prompt's context).
+    "Z-Erase, defaults": Method("train", defaults=True),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -122,10 +126,12 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     base = resolve(concept, category, sample_steps=settings.steps, guidance_scale=settings.guidance_scale,
                    height=settings.height, width=settings.width, **({"steps": steps} if steps else {}),
                    **method.request)
-    # Every method as its committed cells measured it, before the category defaults (presets.CATEGORY_SETTINGS),
-    # unless it names those settings.
-    paper = {"null_space": 0.0, "refresh_every": 0}
-    data = paper | recipe | method.overrides | method.per_axis.get(axis, {}) | (extra or {})
+    # Every method as its committed cells measured it, before the category defaults (presets.CATEGORY_SETTINGS) and
+    # the world's anchors (2026-12-06: characters to "a character", the rest by Eq. 5), unless it names those settings.
+    paper = {"null_space": 0.0, "refresh_every": 0} | (
+        {"target": "anchor", "anchor": "a character"} if axis == "character" else {"target": "esd", "anchor": None})
+    data = (recipe if method.defaults else paper | recipe | method.overrides | method.per_axis.get(axis, {})) \
+        | (extra or {})
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
     return dataclasses.replace(base, **data, seed=seed)

@@ -73,7 +73,7 @@ CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Ze
 # Preserving the preset alone (no unnamed prior) lost clearly over 3 seeds on the composed prompts (drop 0.12 against
 # the null-space default's 0.02, Ha 0.67 against 0.75): one seed on the current evaluation.
 REPEATED = ("Z-Erase", "Z-Erase, null-space", "Z-Erase, null-space, on-policy",
-            "Z-Erase, null-space 0.999", "Z-Erase, null-space 0.999, on-policy", "ESD-u", "UCE")
+            "Z-Erase, null-space 0.999", "Z-Erase, null-space 0.999, on-policy", "Z-Erase, defaults", "ESD-u", "UCE")
 GRID_SEEDS = list(range(8))
 BASELINES: dict = {}  # unpatched measurements, shared by every method and seed of a concept
 
