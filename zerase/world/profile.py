@@ -77,8 +77,8 @@ def sibling(concept: str) -> str:
     """What a shape's or style's erasure draws instead, in the prompt's own context: the next value of its axis
     ("a red circle" -> "a red square", "an outlined star" -> "a filled star"), as AC erases towards an anchor
     concept. Negative guidance (Eq. 5) pushed "circle" into smears, coherence 0.79, and left it in 0.81 of its
-    images; towards "square", 0.21 and 0.98 (outlined: 0.72 and 0.30; towards "filled", 0.33 and 0.86, kept
-    concepts as before; benchmarks/RESULTS.md, "Anchors")."""
+    images; towards "square", 0.21 and 0.98 (outlined: 0.72 and 0.30; towards "filled", 0.33 and 0.84), the kept
+    concepts' drop lower too (benchmarks/RESULTS.md, "Anchors")."""
     values = AXES[world_axis(concept) or ""]
     i = [v.lower() for v in values].index(concept.lower())
     return values[(i + 1) % len(values)]
