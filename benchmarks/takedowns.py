@@ -77,13 +77,12 @@ def model_id(pipe: Any) -> str:
 def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
     """The category training defaults each concept's erasure is trained with: cells and cached erasures trained at
     other defaults (an earlier round's) are not mixed in."""
-    profile = profile_for(None)
     out = {}
     for c in concepts:
         category = CATEGORY[world_axis(c) or "character"]
-        anchor = profile.default_anchor(c, category)  # characters, shapes and styles have one since 2026-12-06
-        out[c] = CATEGORY_SETTINGS[category] | ({"anchor": anchor, "target": profile.default_target(c, category)
-                                                 or "anchor"} if anchor else {})
+        config = resolve(c, category)  # characters, shapes and styles have the world's anchor since 2026-12-06
+        out[c] = CATEGORY_SETTINGS[category] | ({"anchor": config.anchor, "target": config.target}
+                                                if config.anchor else {})
     return out
 
 
