@@ -56,6 +56,11 @@ CHARACTER_SETS = tuple(",".join(ERASED_CHARACTERS[:n]) for n in (1, 2, 4, 8, 12)
 DEFAULT_SETS = (*CHARACTER_SETS, "red,circle,outlined,Mira", "red,yellow,green,blue,purple")
 METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated", "routed", "routed_only")
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
+# How a made patch is made, for the methods that make one: cells made otherwise are not mixed in. Since 2026-12-06
+# the fused patch keeps each preserved concept in its prompts (zerase.serve.fusion.fusion_prompts), and the router
+# reads each erasure as its request's category (zerase.serve.routing.router_for).
+MADE = {"keep": "expanded", "router": "request category"}
+MADE_BY = ("closed_form", "consolidated", "routed", "routed_only")
 
 
 def parse() -> argparse.Namespace:
@@ -184,7 +189,8 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     routed, routing = None, None
     if method in ("routed", "routed_only"):  # the router calibrated as the service calibrates it
         started = time.monotonic()
-        routed, routing = routed_for(pipe, profile, artifacts, patch[0] if patch else None)
+        routed, routing = routed_for(pipe, profile, artifacts, patch[0] if patch else None,
+                                     categories=[CATEGORY[world_axis(c) or "character"] for c in concepts])
         build_s += time.monotonic() - started
     stacked = patch is artifacts  # served as the stack at `weights`; otherwise one made patch at weight 1
     served = [Served(c, a, w if stacked else 1.0, CATEGORY[world_axis(c) or "character"])
@@ -194,7 +200,7 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     p50_base = serving_p50(pipe, [], [], sampling)
     p50 = serving_p50(pipe, patch, weights, sampling, routed=routed)
     return {"set": concepts, "method": method, "train_seed": seed, "model": model_id(pipe),
-            "defaults": defaults(concepts),
+            "defaults": defaults(concepts), **({"made": MADE} if method in MADE_BY else {}),
             "build_s": round(build_s, 2),
             "evaluate_s": round(time.monotonic() - started, 2), "served_rank": sum(
                 int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result,
@@ -232,8 +238,9 @@ def load_cell(out: Path, concepts: list[str], method: str, seed: int, model: str
     """The cell, if it was measured on this build of the world with today's category defaults."""
     path = cell_path(out, concepts, method, seed)
     cell = json.loads(path.read_text()) if path.exists() else None
-    return cell if cell is not None and cell.get("model") == model and cell.get("defaults") == defaults(
-        concepts) else None
+    if cell is None or cell.get("model") != model or cell.get("defaults") != defaults(concepts):
+        return None
+    return cell if method not in MADE_BY or cell.get("made") == MADE else None
 
 
 def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int, model: str) -> str:

@@ -44,6 +44,7 @@ class ChangeRequest(BaseModel):
 class DeploymentEntry(BaseModel):
     erasure_id: str
     concept: str
+    category: str | None = None  # the request's; None on versions made before it was recorded
     weight: float
     sha256: str
     uri: str

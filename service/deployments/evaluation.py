@@ -98,7 +98,9 @@ def _evaluate(version: int, settings: Settings) -> dict[str, Any]:
         if fusion == ROUTED and patch is not None:  # judged as /generate routes it (service.deployments.serving)
             from zerase.serve.routing import routed_for
 
-            routed, routing = routed_for(pipe, profile, [e.artifact for e in served], patch[0])
+            # Categories as the entries record them, as every generation process reads them.
+            routed, routing = routed_for(pipe, profile, [e.artifact for e in served], patch[0],
+                                         categories=[e.get("category") for e in entries])
             patch = None
         kinds = set(categories.values())
         evaluator = evaluator_for(profile, kinds.pop() if len(kinds) == 1 else None, clip_dir=settings.clip_dir,

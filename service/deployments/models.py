@@ -17,7 +17,9 @@ class Deployment(Base):
     __tablename__ = "deployment"
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    # [{erasure_id, concept, weight, sha256, uri}]: copied from the jobs, so a deployment never changes.
+    # [{erasure_id, concept, category, weight, sha256, uri}]: copied from the jobs, so a deployment never changes
+    # (category: since 2026-12-06; the router reads each erasure as its request's category, an older entry as the
+    # default one, in its evaluation and in every generation process alike).
     entries: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text)

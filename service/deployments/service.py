@@ -70,7 +70,7 @@ def _create(db: Session, erasure_ids: Sequence[str], weights: Sequence[float] | 
             raise DeploymentConflict(f"erasure {erasure_id} is {job.status}; only succeeded erasures can be "
                                      "deployed", f"{field}[{i}]")
         weight = weights[i] if weights is not None else 1.0 / len(erasure_ids)
-        entries.append({"erasure_id": job.id, "concept": job.concept, "weight": weight,
+        entries.append({"erasure_id": job.id, "concept": job.concept, "category": job.category, "weight": weight,
                         "sha256": job.artifact_sha256, "uri": job.artifact_uri})
     verdict = gate_check(db, entries, actor, gate, force)
     guard, retired = carried_guard(db, [e["erasure_id"] for e in entries])

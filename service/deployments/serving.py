@@ -307,7 +307,8 @@ class GenerationService:
         artifacts = [load_artifact(self._local_copy(e["uri"], e["sha256"]), self._pipe) for e in entries]
         fallback = load_artifact(self._local_copy(fused["uri"], fused["sha256"]), self._pipe)
         return routed_for(self._pipe, profile_for(self.settings.model_dir), artifacts, fallback,
-                          guard=self._guard_object(), cache=self._routing)[0]
+                          categories=[e.get("category") for e in entries], guard=self._guard_object(),
+                          cache=self._routing)[0]
 
     def _local_copy(self, uri: str, sha256: str) -> Path:
         return local_copy(self.store, self.cache_dir, uri, sha256)

@@ -129,7 +129,7 @@ def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, sessions: ses
     if settings.fusion == "routed":
         from zerase.serve.routing import routed_for
 
-        served = routed_for(pipe, profile, [artifact], served)[0]
+        served = routed_for(pipe, profile, [artifact], served, categories=[_category(sessions, job_id)])[0]
     seconds = round(time.monotonic() - started, 2)
     _event(sessions, job_id, EventKind.INFO, f"judged as served: the {settings.fusion} patch of this erasure alone, "
            f"made in {seconds:g}s", {"judged_as": settings.fusion, "seconds": seconds})

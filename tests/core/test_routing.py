@@ -19,12 +19,13 @@ from .test_real_model_path import random_artifact
 
 SAMPLING = SamplingSettings(steps=4, guidance_scale=0.0, height=32, width=32)
 CONCEPTS = {"Mira": "celebrity", "Toko": "celebrity"}
+CATEGORIES = list(CONCEPTS.values())  # the requests' (an artifact's config does not hold it)
 
 
 def _artifact(pipe: ZImagePipeline, seed: int, concept: str | None) -> LoraArtifact:
     artifact = random_artifact(pipe, seed, 5e-2)
     if concept is not None:
-        artifact.metadata["config"] = {"concept": concept, "category": CONCEPTS[concept]}
+        artifact.metadata["config"] = {"concept": concept, "category": None}  # as `resolve` leaves it
         artifact.metadata["concept"] = concept
     return artifact
 
@@ -52,8 +53,11 @@ def erasures(pipe: ZImagePipeline) -> list[LoraArtifact]:
 def test_each_prompt_gets_what_it_names(pipe: ZImagePipeline, profile: ModelProfile, erasures: list[LoraArtifact],
                                         reading: tuple[PromptGuard, dict[str, Calibrated]]) -> None:
     fallback = _artifact(pipe, 7, None)
-    routed, reports = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])
-    assert [r["concept"] for r in reports] == list(CONCEPTS)
+    routed, reports = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
+                               cache=reading[1])
+    assert [(r["concept"], r["category"]) for r in reports] == list(CONCEPTS.items())
+    unknown = routed_for(pipe, profile, erasures[:1], fallback, guard=reading[0], cache=reading[1])[1]
+    assert unknown[0]["category"] == "entity"  # a version that did not record its requests' categories
     prompts = ["Mira", "a picture of Toko", "Mira and Toko", "a blue star", "Mria on a white background"]
     assert routed.route(prompts) == [(1,), (2,), (1, 2), (0,), (1,)]  # a near-spelling is read as the concept
     patched = PatchedPipeline(pipe)
@@ -74,7 +78,8 @@ def test_each_prompt_gets_what_it_names(pipe: ZImagePipeline, profile: ModelProf
 def test_without_a_fallback_unnamed_prompts_get_the_base_model(
         pipe: ZImagePipeline, profile: ModelProfile, erasures: list[LoraArtifact],
         reading: tuple[PromptGuard, dict[str, Calibrated]]) -> None:
-    routed, _ = routed_for(pipe, profile, erasures, None, guard=reading[0], cache=reading[1])
+    routed, _ = routed_for(pipe, profile, erasures, None, categories=CATEGORIES, guard=reading[0],
+                           cache=reading[1])
     prompts = ["a blue star", "Toko"]
     assert routed.route(prompts) == [(), (1,)]
     patched = PatchedPipeline(pipe)
@@ -95,7 +100,8 @@ def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
     call's prompts read together (one text-encoder pass) route as each does read alone."""
     fallback = _artifact(pipe, 7, None)
     guided = SamplingSettings(steps=3, guidance_scale=2.0, height=32, width=32)
-    routed, _ = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])
+    routed, _ = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
+                               cache=reading[1])
     prompts = ["Toko", "a red circle", "Mira"]
     patched = PatchedPipeline(pipe)
     patched.apply_routed(routed)
@@ -114,7 +120,9 @@ def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
     evaluator = profile.evaluator()
     assert evaluator is not None
     shown = sorted({s.prompt for c in CONCEPTS for s in evaluator.plan(c, 1, full=True).shots})
-    together = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])[0].route(shown)
-    alone = routed_for(pipe, profile, erasures, fallback, guard=reading[0], cache=reading[1])[0]
+    together = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
+                               cache=reading[1])[0].route(shown)
+    alone = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
+                               cache=reading[1])[0]
     assert together == [alone.route([p])[0] for p in shown]
     assert {(1,), (2,), (0,)} <= set(together)

@@ -1,6 +1,10 @@
 """Erase one thing, keep the rest (issue 24): a moderator's short preservation list adds to what the service keeps
 anyway (the concept's neighbours, its prompts without it, general captions), and the deploy gate judges every kept
-concept on 8 images of it, refusing an erasure that wrecks one even when the mean hides it. On the world."""
+concept on 8 images of it, refusing an erasure that wrecks one even when the mean hides it. On the world.
+
+A job is judged on the patch `/generate` would serve for it (ZERASE_FUSION=routed, the service's default: its erasure
+for prompts naming the concept, its consolidated patch for the rest), not on its raw LoRA; a deployment of it alone
+serves exactly that patch, stored with the job, with nothing to make."""
 
 from __future__ import annotations
 
@@ -12,20 +16,27 @@ import httpx
 import pytest
 from jobclient import all_events, live_api, submit, wait_for
 
-from service.core.db import migrate
+from service.core.db import migrate, session_factory
 from service.core.settings import Settings
+from service.deployments import service as deployments
 
 COLOURS = ("colour:yellow", "colour:green", "colour:purple")  # red's neighbours nobody listed
 
 
 @pytest.fixture(scope="module")
-def admin(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Iterator[httpx.Client]:
+def settings(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Settings:
     # Judged as the service judges by default, routed as `/generate` serves it (conftest's "average"
     # judges the raw LoRA: on the 24-character world red's raw LoRA drops one kept concept by over the gate's 0.5).
     settings = Settings(var_dir=tmp_path_factory.mktemp("kept-var"), model_dir=model_dir, deploy_gate=True,
-                        evaluation_kept_images=8, progress_interval_s=0.5,
+                        evaluation_kept_images=8, progress_interval_s=0.5, redteam=False,  # attacks: test_deploy_gate
                         fusion=Settings.model_fields["fusion"].default)
+    assert settings.fusion == "routed"
     migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def admin(settings: Settings) -> Iterator[httpx.Client]:
     with live_api(settings, "admin") as c:
         yield c
 
@@ -37,7 +48,8 @@ def erased(admin: httpx.Client, **body: Any) -> dict[str, Any]:
     return job
 
 
-def test_a_one_item_list_still_protects_the_neighbours(admin: httpx.Client) -> None:
+def test_a_one_item_list_still_protects_the_neighbours_judged_as_served(admin: httpx.Client,
+                                                                       settings: Settings) -> None:
     job = erased(admin, preservation=["blue"])
     assert {"a green circle", "a yellow square", "a purple circle", "a circle"} <= set(
         job["hyperparameters"]["preservation"])
@@ -47,7 +59,19 @@ def test_a_one_item_list_still_protects_the_neighbours(admin: httpx.Client) -> N
     assert verdict["gate"]["passed"], verdict["gate"]
     per_concept = job["evaluation"]["per_concept"]
     assert all(per_concept[c]["after"] >= 0.5 for c in COLOURS), {c: per_concept[c] for c in COLOURS}
-    assert admin.post(f"/erasures/{job['id']}/deploy").status_code == 201
+
+    # Judged as served: routed, once, its fallback made and stored with the job.
+    assert job["evaluation"]["judged_as"] == "routed"
+    made = [e for e in all_events(admin, job["id"]) if (e["data"] or {}).get("judged_as") == "routed"]
+    assert len(made) == 1 and made[0]["data"]["seconds"] > 0 and "judged as served" in made[0]["message"], made
+    assert job["evaluation"]["acc_e"] <= 0.25, job["evaluation"]  # red is erased as served
+    served = job["evaluation"]["served_patch"]
+    assert served["method"] == "routed" and served["rank"] == 32 and served["sha256"], served
+    deployed = admin.post(f"/erasures/{job['id']}/deploy")
+    assert deployed.status_code == 201, deployed.text  # nothing to make: active at once
+    with session_factory(settings.database_url)() as db:
+        version = deployments.get(db, deployed.json()["version"])
+        assert version.fusion == "routed" and version.fused["sha256"] == served["sha256"], version.fused
 
 
 def test_the_gate_refuses_a_wrecked_kept_concept_the_mean_hides(admin: httpx.Client) -> None:

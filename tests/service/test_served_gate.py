@@ -165,7 +165,11 @@ def test_the_routed_set_keeps_each_erased_and_is_what_generate_serves(settings: 
         version = c.get(f"/deployments/{made['version']}", headers=moderator).json()
         evaluation = c.get(f"/deployments/{made['version']}/evaluation", headers=moderator).json()["evaluation"]
         assert evaluation["fusion"] == "routed"
-        assert [r["concept"] for r in evaluation["routing"]] == ["red", "yellow", "blue"]
+        # Each read as its request's category, as the entries record it for every generation process.
+        assert [(r["concept"], r["category"]) for r in evaluation["routing"]] == [
+            ("red", "abstraction"), ("yellow", "abstraction"), ("blue", "abstraction")]
+        assert [e["category"] for e in c.get(f"/deployments/{made['version']}", headers=moderator).json()[
+            "entries"]] == ["abstraction"] * 3
         acc_e = {x["concept"]: x["acc_e"] for x in evaluation["concepts"]}
         assert max(acc_e.values()) <= routed_settings.gate_max_acc_e, acc_e  # each holds, all three together
         assert all(x["routed"] == 1.0 for x in evaluation["concepts"]), evaluation["concepts"]

@@ -76,7 +76,10 @@ def fusion_prompts(profile: ModelProfile, artifacts: Sequence[LoraArtifact], *, 
     """(per artifact, the prompts its output is reproduced on; the prompts kept frozen). An erasure's: the model's
     prompts of its concept and `variants` rewordings and respellings of them (zerase.train.prompt_pool: never the
     evaluation's attack spellings), so the fused patch acts where the erasure acts, not on a few strings alone.
-    Kept: the empty prompt and every preservation prompt of the set that names none of its concepts."""
+    Kept: the empty prompt and every preservation prompt of the set that names none of its concepts, each as the
+    model's profile shows it (`expand_preservation`: a bare name in its prompts, as a requested item is expanded).
+    Kept as bare names only ("Vex"), the fused patch of 12 characters halved look-alike characters in their other
+    prompts ("a picture of Vex": 1.00 → 0.50), which each erasure alone kept (benchmarks/RESULTS.md)."""
     configs = [EraseConfig.from_dict(a.metadata["config"]) for a in artifacts]
     rng = random.Random(seed)
     erase = []
@@ -84,7 +87,7 @@ def fusion_prompts(profile: ModelProfile, artifacts: Sequence[LoraArtifact], *, 
         pool = prompt_pool(c.concept, variants, 2, rng, category=None, contexts=profile.erase_prompts(c.concept),
                            perturb=0.5, synonyms=c.synonyms, templates=0.25)
         erase.append(list(dict.fromkeys([*profile.erase_prompts(c.concept), *(p.text for g in pool for p in g)])))
-    keep = ["", *dict.fromkeys(p for c in configs for p in c.preservation
+    keep = ["", *dict.fromkeys(p for c in configs for item in c.preservation for p in profile.expand_preservation(item)
                                if not any(concept_spans(p, other.concept) for other in configs))]
     return erase, keep
 

@@ -36,28 +36,32 @@ ROUTES_KEPT = 4096  # prompts whose routes are remembered (a prompt seen again i
 # causal and masks the padding): on the world's evaluation and attack prompts, routed in batches or one by one,
 # no route differed (tests/core/test_routing.py), and reading 451 of them took 0.8 s against 1.5 s one by one.
 READ_BATCH = 64
-DEFAULT_CATEGORY = "entity"  # an erasure trained without one is read with the generic category's prompts
+DEFAULT_CATEGORY = "entity"  # an erasure whose request's category is not known is read with this category's prompts
 
 Calibrated = tuple[Calibration, torch.Tensor]  # a concept's threshold and its prototypes
 
 
 def router_for(guard: PromptGuard, profile: Any, artifacts: Sequence[LoraArtifact],
-               cache: dict[str, Calibrated] | None = None) -> tuple[PromptGuard, list[dict[str, Any]]]:
+               cache: dict[str, Calibrated] | None = None,
+               categories: Sequence[str | None] | None = None) -> tuple[PromptGuard, list[dict[str, Any]]]:
     """A guard over `artifacts`' concepts (keyed by index), each calibrated on `guard`'s reader as the prompt guard
     calibrates (deterministic: the evaluation and every serving process agree), and each calibration's report.
-    `cache`: "category:concept" -> calibration, kept across calls."""
+    `cache`: "category:concept" -> calibration, kept across calls. `categories`: per artifact, its request's
+    category (the artifact's config does not hold it: `EraseConfig.category` names the training pool's templates,
+    None by default), which picks the prompts it is calibrated on; an unknown one reads as DEFAULT_CATEGORY."""
     cache = {} if cache is None else cache
     router = PromptGuard(guard.reader, guard.background)
     reports = []
     for i, artifact in enumerate(artifacts):
         config = artifact.metadata["config"]
-        concept, category = str(config["concept"]), config.get("category") or DEFAULT_CATEGORY
+        concept = str(config["concept"])
+        category = (categories[i] if categories is not None else None) or config.get("category") or DEFAULT_CATEGORY
         key = f"{category}:{concept}"
         if key not in cache:
             cache[key] = calibrate_concept(guard, profile, concept, category)
         calibration, prototypes = cache[key]
         router.add(str(i), concept, None, calibration.threshold, prototypes)
-        reports.append({"concept": concept, "threshold": calibration.threshold,
+        reports.append({"concept": concept, "category": category, "threshold": calibration.threshold,
                         "detection": calibration.detection, "attack_detection": calibration.attack_detection,
                         "false_positives": calibration.false_positives})
     return router, reports
@@ -93,18 +97,18 @@ def routed(router: PromptGuard, artifacts: Sequence[LoraArtifact], fallback: Lor
 
 
 def routed_for(pipe: Any, profile: Any, artifacts: Sequence[LoraArtifact], fallback: LoraArtifact | None, *,
-               guard: PromptGuard | None = None, cache: dict[str, Calibrated] | None = None
-               ) -> tuple[Routed, list[dict[str, Any]]]:
+               categories: Sequence[str | None] | None = None, guard: PromptGuard | None = None,
+               cache: dict[str, Calibrated] | None = None) -> tuple[Routed, list[dict[str, Any]]]:
     """`routed` with its router calibrated on `pipe`'s text encoder (`guard`: one already reading it, whose COCO
-    readings are reused; by default one kept per pipeline, with its calibrations), and the router's per-concept
-    calibration reports."""
+    readings are reused; by default one kept per pipeline, with its calibrations; `categories`: as `router_for`),
+    and the router's per-concept calibration reports."""
     if guard is None:
         with _lock:
             if pipe not in _readers:
                 _readers[pipe] = (PromptGuard.for_pipeline(pipe), {})
             guard, kept = _readers[pipe]
         cache = kept if cache is None else cache
-    router, reports = router_for(guard, profile, artifacts, cache)
+    router, reports = router_for(guard, profile, artifacts, cache, categories)
     return routed(router, artifacts, fallback), reports
 
 

@@ -12,7 +12,8 @@ category is therefore a starting point; a round that misses changes one thing:
   0.995 read 0.00 in its prompts and 0.6 under string attacks at 200 steps, 0.4 at 400), then looser;
 - a kept concept suffers: one rung tighter;
 - both at once, or a miss no setting changes (no evaluation): nothing, the round is what the job has.
-No torch here.
+The figures above were measured by negative guidance (Eq. 5), before shapes turned into their axis's next value
+(2026-12-06): the ladder's logic does not depend on them, only its examples do. No torch here.
 """
 
 from __future__ import annotations
