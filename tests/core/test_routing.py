@@ -101,7 +101,7 @@ def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
     fallback = _artifact(pipe, 7, None)
     guided = SamplingSettings(steps=3, guidance_scale=2.0, height=32, width=32)
     routed, _ = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
-                               cache=reading[1])
+                           cache=reading[1])
     prompts = ["Toko", "a red circle", "Mira"]
     patched = PatchedPipeline(pipe)
     patched.apply_routed(routed)
@@ -121,8 +121,8 @@ def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
     assert evaluator is not None
     shown = sorted({s.prompt for c in CONCEPTS for s in evaluator.plan(c, 1, full=True).shots})
     together = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
-                               cache=reading[1])[0].route(shown)
+                          cache=reading[1])[0].route(shown)
     alone = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
-                               cache=reading[1])[0]
+                       cache=reading[1])[0]
     assert together == [alone.route([p])[0] for p in shown]
     assert {(1,), (2,), (0,)} <= set(together)
