@@ -45,9 +45,8 @@ from zerase.patch.artifact import LoraArtifact, load_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec
 from zerase.train.config import EraseConfig
 from zerase.train.presets import NULL_SPACE, NULL_SPACE_TIGHT, resolve
-from zerase.world.profile import world_axis, world_erase_contexts
+from zerase.world.profile import AXIS_CATEGORY, world_axis, world_erase_contexts
 
-AXIS_CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
 # AC's anchor concept per axis: the concept stripped, or replaced by its superclass' word.
 AC_TARGET: dict[str, dict[str, Any]] = {
     "colour": {"target": "strip"}, "style": {"target": "strip"},

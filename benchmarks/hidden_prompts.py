@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from takedowns import CATEGORY, ERASED_CHARACTERS, model_id, trained
+from takedowns import ERASED_CHARACTERS, model_id, trained
 
 from zerase.evaluate.metrics import hit_rate
 from zerase.evaluate.plan import ERASED
@@ -30,7 +30,7 @@ from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.serve.routing import routed_for
 from zerase.serve.served_patch import served_patch
-from zerase.world.profile import world_axis
+from zerase.world.profile import world_category
 
 SEEDS = (0, 1, 2, 3)
 
@@ -46,7 +46,7 @@ def main() -> None:
     profile = profile_for(None)
     evaluator, sampling = profile.evaluator(), profile.sampling
     assert evaluator is not None
-    categories = [CATEGORY[world_axis(c) or "character"] for c in concepts]
+    categories = [world_category(c) for c in concepts]
     artifacts = [trained(pipe, c, 0, args.cache) for c in concepts]
     path = args.out / f"hidden-{'+'.join(concepts)}.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}

@@ -45,9 +45,8 @@ from zerase.serve.guard import PromptGuard
 from zerase.serve.guard_calibration import _shown, calibrate_concept
 from zerase.train.prompts import attack_spellings, concept_spans
 from zerase.world.concepts import AXES
-from zerase.world.profile import world_axis, world_erase_contexts, world_value
+from zerase.world.profile import world_axis, world_category, world_erase_contexts, world_value
 
-CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")  # 2 per axis, as quality.py
 SEEDS = (0, 1)
 UNGUARDED = "A man riding a horse on a beach at sunset."  # trips none of the 20 guarded concepts
@@ -89,7 +88,7 @@ def concept_cell(pipe: Any, guard: PromptGuard, concept: str) -> dict[str, Any]:
     from zerase.train.presets import resolve
 
     profile = profile_for()  # the bundled world
-    category = CATEGORY[world_axis(concept) or "character"]
+    category = world_category(concept)
     started = time.monotonic()
     calibration, prototypes = calibrate_concept(guard, profile, concept, category)
     calibrate_s = time.monotonic() - started
@@ -242,7 +241,7 @@ class Api:
         return statistics.median(times)
 
     def takedown(self, concept: str, **extra: Any) -> dict[str, Any]:
-        category = CATEGORY.get(world_axis(concept) or "", "entity")
+        category = world_category(concept)
         return dict(self.client.post("/erasures", json={"concept": concept, "category": category,
                                                         "mitigate": "immediate", **extra}).json())
 

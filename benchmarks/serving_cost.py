@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from takedowns import CATEGORY, ERASED_CHARACTERS, TIMED_PROMPTS, model_id, trained
+from takedowns import ERASED_CHARACTERS, TIMED_PROMPTS, model_id, trained
 
 from zerase.model.generate import generate
 from zerase.model.pipeline import load_pipeline
@@ -26,7 +26,7 @@ from zerase.patch.apply import PatchedPipeline
 from zerase.serve.fusion import fuse_closed_form, fusion_prompts
 from zerase.serve.guard import PromptGuard
 from zerase.serve.routing import routed, router_for
-from zerase.world.profile import world_axis
+from zerase.world.profile import world_category
 
 # 20 erasures: the celebrity protocol's twelve, the five colours, three shapes and styles.
 CONCEPTS = (*ERASED_CHARACTERS, "red", "yellow", "green", "blue", "purple", "circle", "star", "outlined")
@@ -54,7 +54,7 @@ def main() -> None:
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     router, _ = router_for(PromptGuard.for_pipeline(pipe), profile, artifacts,
-                           categories=[CATEGORY[world_axis(c) or "character"] for c in concepts])
+                           categories=[world_category(c) for c in concepts])
     served = routed(router, artifacts, fused)
     calibrate_s = time.perf_counter() - started
     print(f"fused in {fit_s:.0f} s, router calibrated in {calibrate_s:.0f} s; timing", flush=True)

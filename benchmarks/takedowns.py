@@ -45,9 +45,8 @@ from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
 from zerase.serve.routing import routed_for
 from zerase.train.erasure import erase
 from zerase.train.presets import CATEGORY_SETTINGS, resolve
-from zerase.world.profile import world_axis
+from zerase.world.profile import world_category
 
-CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
 # The celebrity protocol (the paper's Table 2): half of the world's 24 characters erased together, the other half
 # kept. Two of each (shape, style) group are erased; the sets of N = 1, 2, 4, 8, 12 are this list's prefixes.
 ERASED_CHARACTERS = ("Mira", "Toko", "Zed", "Dala", "Aro", "Hana", "Pim", "Kai", "Eno", "Lumo", "Sela", "Tavi")
@@ -84,7 +83,7 @@ def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
     other defaults (an earlier round's) are not mixed in."""
     out = {}
     for c in concepts:
-        category = CATEGORY[world_axis(c) or "character"]
+        category = world_category(c)
         config = resolve(c, category)  # characters, shapes and styles have the world's anchor since 2026-12-06
         out[c] = CATEGORY_SETTINGS[category] | ({"anchor": config.anchor, "target": config.target}
                                                 if config.anchor else {})
@@ -101,7 +100,7 @@ def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
     if not path.exists():
         # What the service trains for the request: the category's defaults (null-space projection, on-policy
         # banks for characters, the unnamed prior).
-        config = resolve(concept, CATEGORY[world_axis(concept) or "character"], seed=seed)
+        config = resolve(concept, world_category(concept), seed=seed)
         erase(pipe, config).save(path)
     return load_artifact(path, pipe)
 
@@ -190,10 +189,10 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     if method in ("routed", "routed_only"):  # the router calibrated as the service calibrates it
         started = time.monotonic()
         routed, routing = routed_for(pipe, profile, artifacts, patch[0] if patch else None,
-                                     categories=[CATEGORY[world_axis(c) or "character"] for c in concepts])
+                                     categories=[world_category(c) for c in concepts])
         build_s += time.monotonic() - started
     stacked = patch is artifacts  # served as the stack at `weights`; otherwise one made patch at weight 1
-    served = [Served(c, a, w if stacked else 1.0, CATEGORY[world_axis(c) or "character"])
+    served = [Served(c, a, w if stacked else 1.0, world_category(c))
               for c, a, w in zip(concepts, artifacts, weights if stacked else [1.0] * len(artifacts), strict=True)]
     started = time.monotonic()
     result = evaluate_served(pipe, served, evaluator, sampling, patch=None if stacked else patch, routed=routed)

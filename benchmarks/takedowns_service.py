@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mitigation import CATEGORY, Api
+from mitigation import Api
 
 from service.core.db import migrate
 from service.core.settings import Settings
-from zerase.world.profile import world_axis
+from zerase.world.profile import world_category
 
 
 def parse() -> argparse.Namespace:
@@ -51,7 +51,7 @@ def wait(check: Any, what: str, limit_s: float = 1800) -> Any:
 def takedown(api: Api, concept: str, deploy: bool = True) -> dict[str, Any]:
     """Request, train, deploy (if `deploy`) one concept; the outcome and what is served afterwards."""
     started = time.monotonic()
-    category = CATEGORY.get(world_axis(concept) or "", "entity")
+    category = world_category(concept)
     job = api.client.post("/erasures", json={"concept": concept, "category": category, "mitigate": "none"}).json()
 
     def finished() -> dict[str, Any] | None:

@@ -76,7 +76,7 @@ def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], j
         concept = str(artifact.metadata["config"]["concept"])
         evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
                                   nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
-        served = _served_alone(pipe, artifact, profile, sessions, job_id, settings)
+        served = _served_alone(pipe, artifact, profile, category, sessions, job_id, settings)
         result = erasure_report(pipe, artifact, profile, settings.evaluation_seeds, category=category,
                                 evaluator=evaluator, kept_images=settings.evaluation_kept_images, served=served)
         result.evaluation["judged_as"] = settings.fusion if served is not None else "raw"
@@ -114,7 +114,8 @@ def store_served(served: LoraArtifact | Routed | None, store: ArtifactStore, ses
             "method": settings.fusion}
 
 
-def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, sessions: sessionmaker[Session], job_id: str,
+def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, category: str | None,
+                  sessions: sessionmaker[Session], job_id: str,
                   settings: Settings) -> LoraArtifact | Routed | None:
     """The patch `/generate` would serve for this erasure alone (ZERASE_FUSION; None for "average", where that is the
     LoRA itself; "routed": the erasure to prompts naming the concept, its consolidated patch to the others): the job is
@@ -129,7 +130,7 @@ def _served_alone(pipe: Any, artifact: LoraArtifact, profile: Any, sessions: ses
     if settings.fusion == "routed":
         from zerase.serve.routing import routed_for
 
-        served = routed_for(pipe, profile, [artifact], served, categories=[_category(sessions, job_id)])[0]
+        served = routed_for(pipe, profile, [artifact], served, categories=[category])[0]
     seconds = round(time.monotonic() - started, 2)
     _event(sessions, job_id, EventKind.INFO, f"judged as served: the {settings.fusion} patch of this erasure alone, "
            f"made in {seconds:g}s", {"judged_as": settings.fusion, "seconds": seconds})

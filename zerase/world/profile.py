@@ -38,6 +38,15 @@ def world_axis(concept: str) -> str | None:
     return None
 
 
+# The preset a moderator asks for, per axis (the world's concepts as the paper's Table 7 kinds).
+AXIS_CATEGORY = {"colour": "abstraction", "shape": "entity", "style": "artistic_style", "character": "celebrity"}
+
+
+def world_category(concept: str, default: str = "entity") -> str:
+    """The category a takedown of `concept` is requested with (`default` for a concept the world lacks)."""
+    return AXIS_CATEGORY.get(world_axis(concept) or "", default)
+
+
 def world_value(concept: str) -> str:
     """The world's spelling of a concept ("mira" -> "Mira"); the concept itself if it is not one."""
     return next((v for values in AXES.values() for v in values if v.lower() == concept.lower()), concept)
