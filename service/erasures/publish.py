@@ -59,6 +59,43 @@ def upload(store: ArtifactStore, path: Path, what: str, sessions: sessionmaker[S
     raise AssertionError("unreachable")
 
 
+def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionmaker[Session], job_id: str,
+               settings: Settings) -> LoraArtifact:
+    """The round's artifact at the strength it will be served at (zerase.evaluate.strength), rewritten at `path` when
+    that is not 1: the job is judged, published and served so. As trained when the evaluator cannot read the concept,
+    or when the search fails (an error event; the evaluation still judges it)."""
+    from zerase.evaluate.evaluators.select import evaluator_for
+    from zerase.evaluate.strength import search_strength, strengthened
+    from zerase.model.profiles import profile_for
+    from zerase.patch.artifact import load_artifact, write_artifact
+
+    if settings.served_strengths == [1.0]:
+        return artifact
+    try:
+        profile, category = profile_for(settings.model_dir), _category(sessions, job_id)
+        concept = str(artifact.metadata["config"]["concept"])
+        evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
+                                  nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
+        if evaluator is None or not evaluator.can_read(concept):
+            return artifact
+        found = search_strength(pipe, artifact, evaluator, profile.sampling, n_seeds=settings.evaluation_seeds,
+                                strengths=settings.served_strengths, target=settings.strength_target,
+                                kept_limit=settings.strength_kept_limit, category=category)
+    except Exception as exc:
+        log.exception("the strength search failed")
+        _event(sessions, job_id, EventKind.ERROR, f"strength search failed, served as trained: "
+               f"{type(exc).__name__}: {exc}", {"strength": 1.0})
+        return artifact
+    tried = ", ".join(f"{t['strength']:g}x {t['acc_e']:.2f}" for t in found.tried)
+    _event(sessions, job_id, EventKind.INFO, f"served at {found.strength:g}x its trained strength (Acc_e on "
+           f"calibration seeds: {tried})", {"strength": found.strength, "tried": found.tried,
+                                            "named_kept_before": found.named_kept_before})
+    if found.strength == 1.0:
+        return artifact
+    write_artifact(strengthened(artifact, found.strength), path)
+    return load_artifact(path, pipe)
+
+
 def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], job_id: str,
            settings: Settings) -> tuple[dict[str, Any], Any, LoraArtifact | Routed | None]:
     """(evaluation, preview image or None, what it was judged as served as, or None). A failure is an error
@@ -80,6 +117,7 @@ def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], j
         result = erasure_report(pipe, artifact, profile, settings.evaluation_seeds, category=category,
                                 evaluator=evaluator, kept_images=settings.evaluation_kept_images, served=served)
         result.evaluation["judged_as"] = settings.fusion if served is not None else "raw"
+        result.evaluation["served_strength"] = float(artifact.metadata.get("strength", 1.0))
         if evaluator is None and "skipped" in result.evaluation:
             result.evaluation["skipped"] = missing_reason(category, concept, nudenet=settings.nudenet)
     except Exception as exc:

@@ -141,7 +141,8 @@ def _train(job: ErasureJob, claim: lifecycle.Claim, settings: Settings, sessions
             artifact = load_artifact(path, pipe)  # never publish a file the loader would refuse
             evaluation, preview, served = None, None, None
             if settings.evaluate_jobs and not progress.standing().cancel_requested:
-                with model_in_use:  # the report patches the shared pipeline too
+                with model_in_use:  # the strength search and the report patch the shared pipeline too
+                    artifact = publish.strengthen(pipe, artifact, path, sessions, job.id, settings)
                     evaluation, preview, served = publish.report(pipe, artifact, sessions, job.id, settings)
             missed = retune.judge(settings, job.id, evaluation)
             record = retune.next_round(settings, config, missed, done)

@@ -60,6 +60,10 @@ def test_a_one_item_list_still_protects_the_neighbours_judged_as_served(admin: h
     per_concept = job["evaluation"]["per_concept"]
     assert all(per_concept[c]["after"] >= 0.5 for c in COLOURS), {c: per_concept[c] for c in COLOURS}
 
+    # Served at the strength its search chose on seeds of its own, before it was judged, and judged so.
+    searched = [e for e in all_events(admin, job["id"]) if "strength" in (e["data"] or {})]
+    assert len(searched) == 1 and searched[0]["data"]["tried"][0]["strength"] == 1.0, searched
+    assert job["evaluation"]["served_strength"] == searched[0]["data"]["strength"]
     # Judged as served: routed, once, its fallback made and stored with the job.
     assert job["evaluation"]["judged_as"] == "routed"
     made = [e for e in all_events(admin, job["id"]) if (e["data"] or {}).get("judged_as") == "routed"]

@@ -153,3 +153,12 @@ def check_base_model(artifact: LoraArtifact, transformer: ZImageTransformer2DMod
         raise ArtifactError(
             f"{artifact.source or 'artifact'} was trained on another base model ({what} differ: "
             f"artifact {expected.get(what + '_sha256', '?')[:12]}, this model {actual[what + '_sha256'][:12]})")
+
+
+def write_artifact(artifact: LoraArtifact, path: Path) -> Path:
+    """Write `artifact` (a trained one re-served, or a fused patch) in the artifact format, `load_artifact` reads it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+              "zerase": json.dumps(artifact.metadata, sort_keys=True)}
+    save_file({k: v.contiguous() for k, v in artifact.tensors.items()}, str(path), metadata=header)
+    return path

@@ -21,7 +21,6 @@ costs the same for any N.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -30,13 +29,12 @@ from typing import Any
 
 import torch
 from diffusers import ZImagePipeline
-from safetensors.torch import save_file
 
 from zerase.model.generate import generate
 from zerase.model.profiles import ModelProfile
 from zerase.model.sampling import SamplingSettings
 from zerase.patch.apply import stack_factors
-from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, write_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec, TextGatedLinear
 from zerase.train.config import EraseConfig
 from zerase.train.prompt_pool import prompt_pool
@@ -178,8 +176,4 @@ def fuse_closed_form(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], er
 
 def save_fused(artifact: LoraArtifact, path: Path) -> Path:
     """Write a fused patch in the artifact format (`zerase.patch.artifact.load_artifact` reads it back)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-              "zerase": json.dumps(artifact.metadata, sort_keys=True)}
-    save_file(artifact.tensors, str(path), metadata=header)
-    return path
+    return write_artifact(artifact, path)
