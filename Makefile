@@ -27,8 +27,12 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# One pytest process per core, each module whole on one of them (its fixtures train once), each with one torch
+# thread: the tiny model's kernels gain little from a second thread, and two processes use both cores all along.
+# Every session makes its own database, Redis prefix, S3 server and temporary files (tests/service/conftest.py).
 test: lint  ## ruff, mypy, then the whole suite on real Postgres, Redis and an S3 API
-	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 world: install  ## rebuild the bundled tiny model: a build, then two more cycles of its transformer (~80 min on 2 cores)
 	$(BIN)/zerase world build --out var/world-base
