@@ -43,6 +43,7 @@ from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline, stack_factors
 from zerase.patch.artifact import LoraArtifact, load_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec
+from zerase.serve.routing import routed_for
 from zerase.train.config import EraseConfig
 from zerase.train.presets import NULL_SPACE, NULL_SPACE_TIGHT, resolve
 from zerase.world.profile import AXIS_CATEGORY, world_axis, world_erase_contexts
@@ -63,6 +64,11 @@ class Method:
     per_axis: dict[str, dict[str, Any]] = field(default_factory=dict)  # more overrides, by the concept's axis
     request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
     defaults: bool = False  # the service's defaults as they are today (category settings, the model's anchors)
+    strength: bool = False  # served at the strength a job's search picks (zerase.evaluate.strength)
+    # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", as /generate
+    # serves one erasure routed, without its fallback: the prompts the router reads naming the concept get it, the rest
+    # the base model (zerase.serve.routing).
+    served: str = "raw"
 
 
 METHODS: dict[str, Method] = {
@@ -79,6 +85,8 @@ METHODS: dict[str, Method] = {
     # What a request for the concept trains with today: the category's settings and the world's anchors (a
     # character its plain look, a shape or style its axis's next value in the prompt's context).
     "Z-Erase, defaults": Method("train", defaults=True),
+    "Z-Erase, defaults, routed": Method("train", defaults=True, served="routed"),
+    "Z-Erase, served strength": Method("train", defaults=True, strength=True, served="routed"),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -150,6 +158,20 @@ def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:
         model = GatedLoraModel(pipe.transformer, _spec(artifact), text_only=False)
         model.set_factors(stack_factors([artifact], [1.0]))
         return model.remove
+
+    return install
+
+
+def install_routed(pipe, path: Path, concept: str) -> Callable[[], Callable[[], None]]:
+    """An intervention serving the artifact at `path` as /generate serves it alone, routed, without the fallback."""
+    artifact = load_artifact(path)
+    routed, _ = routed_for(pipe, profile_for(), [artifact], None,
+                           categories=[AXIS_CATEGORY[world_axis(concept) or "colour"]])
+
+    def install() -> Callable[[], None]:
+        patched = PatchedPipeline(pipe)
+        patched.serve(routed)
+        return patched.clear
 
     return install
 

@@ -43,6 +43,7 @@ from _quality_methods import (
     RECIPES,
     REFERENCE,
     install_artifact,
+    install_routed,
     method_config,
     world_stack,
 )
@@ -53,8 +54,9 @@ from zerase.baselines.uce import uce_erase
 from zerase.baselines.zeroing import TokenZeroing
 from zerase.evaluate.evaluation import evaluate_intervention
 from zerase.evaluate.redteam import RedTeamBudget
+from zerase.evaluate.strength import search_strength, strengthened
 from zerase.model.generate import generate
-from zerase.patch.artifact import base_fingerprint
+from zerase.patch.artifact import base_fingerprint, load_artifact, write_artifact
 from zerase.train.erasure import erase
 from zerase.world.evaluator import (
     COHERENCE_METRIC,
@@ -63,7 +65,7 @@ from zerase.world.evaluator import (
     world_attack_prompts,
     world_concepts,
 )
-from zerase.world.profile import world_axis
+from zerase.world.profile import AXIS_CATEGORY, world_axis
 
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")
 # Trained at every --train-seeds seed (issue 24's protocol); the rest at seed 0 alone, unless named in --repeat.
@@ -270,7 +272,12 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
             info["final_lambda"] = result.final_lambda
         path = tmp / f"{concept}-{seed}-{abs(hash(name))}.safetensors"
         result.save(path)
-        install = install_artifact(pipe, path)
+        if method.strength:  # as a job does before it is judged
+            trained = load_artifact(path, pipe)
+            found = search_strength(pipe, trained, evaluator, settings, category=AXIS_CATEGORY[world_axis(concept)])
+            write_artifact(strengthened(trained, found.strength), path)
+            info |= {"strength": found.strength, "strength_tried": found.tried}
+        install = install_routed(pipe, path, concept) if method.served == "routed" else install_artifact(pipe, path)
     train_s = time.monotonic() - t
     if grid_rows is not None:
         remove = install()

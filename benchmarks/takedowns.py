@@ -14,8 +14,9 @@ to the frozen output on the kept concepts', rank 32); `consolidated`, zerase.ser
 further, end to end, toward each erasure's own outputs on its prompts and the frozen model's on the kept ones);
 `routed`, zerase.serve.routing (per prompt, the erasures the text encoder reads it naming, each at weight 1, else the
 consolidated patch); `routed_only`, the same without the consolidated fallback (a prompt naming none of the erasures
-gets the base model). Each erasure is trained once per training seed with the service's defaults and cached under
-var/takedowns/. Each cell (set × method × training seed) is written to --out/cells/ as soon as it is done and skipped
+gets the base model). Each erasure is trained once per training seed with the service's defaults, served at the
+strength a job would serve it at (zerase.evaluate.strength), and cached under var/takedowns/. Each cell
+(set × method × training seed) is written to --out/cells/ as soon as it is done and skipped
 when it exists (measured on this build of the world at today's category defaults: cells record the model's weights
 hash and the training settings), so a long run resumes; the table (takedowns.md) is rebuilt from whatever cells exist,
 missing ones named.
@@ -35,11 +36,12 @@ import numpy as np
 import torch
 
 from zerase.evaluate.served_evaluation import Served, evaluate_served
+from zerase.evaluate.strength import STRENGTHS, search_strength, strengthened
 from zerase.model.generate import generate
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline, Routed
-from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint, load_artifact
+from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint, load_artifact, write_artifact
 from zerase.serve.consolidation import consolidate
 from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
 from zerase.serve.routing import routed_for
@@ -86,7 +88,7 @@ def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
         category = world_category(c)
         config = resolve(c, category)  # characters, shapes and styles have the world's anchor since 2026-12-06
         out[c] = CATEGORY_SETTINGS[category] | ({"anchor": config.anchor, "target": config.target}
-                                                if config.anchor else {})
+                                                if config.anchor else {}) | {"served_strengths": list(STRENGTHS)}
     return out
 
 
@@ -100,8 +102,15 @@ def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
     if not path.exists():
         # What the service trains for the request: the category's defaults (null-space projection, on-policy
         # banks for characters, the unnamed prior).
-        config = resolve(concept, world_category(concept), seed=seed)
-        erase(pipe, config).save(path)
+        # and, as a job does before it is judged, the strength it is served at (zerase.evaluate.strength).
+        category = world_category(concept)
+        raw = path.with_name(f"{path.stem}-trained.safetensors")
+        if not raw.exists():
+            erase(pipe, resolve(concept, category, seed=seed)).save(raw)
+        artifact = load_artifact(raw, pipe)
+        found = search_strength(pipe, artifact, profile_for().evaluator(), profile_for().sampling, category=category)
+        print(f"  {concept} s{seed}: served at {found.strength:g}x ({found.tried})", flush=True)
+        write_artifact(strengthened(artifact, found.strength), path)
     return load_artifact(path, pipe)
 
 

@@ -68,6 +68,7 @@ def takedown(api: Api, concept: str, deploy: bool = True) -> dict[str, Any]:
         e, gate = view.get("evaluation") or view, view.get("gate")
         row["alone"] = {k: e.get(k) for k in ("acc_e", "acc_ir_before", "acc_ir")} | {
             "gate_passed": (gate or {}).get("passed"), "null_space": done["hyperparameters"].get("null_space"),
+            "served_strength": e.get("served_strength"),
             "rounds": (e.get("retune") or {}).get("rounds")}  # where the first round missed and it trained again
         if not deploy:
             return row | {"gate": gate, "worst_kept": e.get("worst_kept"),
