@@ -206,7 +206,8 @@ def test_retry_is_offered_only_where_the_service_allows_it(app_client: TestClien
 EVALUATED = {"concept": "red", "acc_e_before": 1.0, "acc_e": 0.5, "acc_ir_before": 0.9, "acc_ir": 0.9,
              "ha_before": -0.1, "ha": 0.4, "drift": 0.01, "attack_success_rate": {"before": 1.0, "after": 0.0},
              "attacks": {"misspelling": {"prompts": ["rde"], "before": 1.0, "after": 0.0}},
-             "redteam": [{"name": "unlearndiff", "success_rate": 0.5, "success_rate_unpatched": 1.0, "prompts": 4}]}
+             "redteam": [{"name": "unlearndiff", "success_rate": 0.5, "success_rate_unpatched": 1.0, "prompts": 4}],
+             "served_strength": 1.5}
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +229,7 @@ def test_metrics_and_the_gate_are_explained(gated: TestClient, settings: Setting
     unlearndiff = page.split(">unlearndiff<", 1)[1].split("</tr>", 1)[0]
     assert "reported, not gated" in unlearndiff
     assert re.search(r'id="deployability"[^>]*>gate: refused<', page)
+    assert re.search(r'id="strength">Served at 1\.5× its trained strength', page)  # what the figures are of
     skipped = gated.get(f"/console/erasures/{unevaluated}").text
     assert "None" not in skipped.split('id="gate"', 1)[1].split("</p>", 1)[0]
     assert 'id="evaluation"' not in skipped and "no concept probe for this model" in skipped

@@ -172,6 +172,7 @@ def _detail(user: User, settings: Settings, job_id: str) -> dict[str, Any]:
         "attacks": explain.attack_rows(job.evaluation or {}, evaluation["attacks"], policy),
         "kept": explain.kept_rows(job.evaluation or {}), "kept_images": (job.evaluation or {}).get("kept_images"),
         "rounds": explain.round_rows(job.evaluation or {}),
+        "strength": (job.evaluation or {}).get("served_strength"),
         "policy": explain.policy_text(policy) if policy else None}
     return {"job": view, "finished": job.status in FINISHED, "curve": curve, "evaluation": evaluation,
             "explained": explained, "deployability": explain.deployability(job, policy),
