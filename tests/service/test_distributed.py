@@ -121,13 +121,14 @@ def test_killed_worker_is_noticed_and_the_job_resumes_from_its_checkpoint(
 def test_a_worker_killed_in_a_later_round_resumes_that_round(
         distributed_settings: Settings, start_worker: WorkerFactory) -> None:
     # The gate on, one more round allowed: triangle at 40 steps and its category's 0.999 is still drawn, so the job
-    # trains a second round at 0.995, and the worker dies in it. A database of its own: the session's worker (which
-    # does not evaluate) must not be the one that picks the job up again.
+    # trains a second round at 0.995, and the worker dies in it (served as trained: a stronger serving could pass
+    # round 1). A database of its own: the session's worker (which does not evaluate) must not be the one that picks
+    # the job up again.
     with empty_postgres_database() as url:
         migrate(url)
         settings = distributed_settings.model_copy(update={
             "database_url": url, "queue_name": distributed_settings.queue_name + "-retune", "evaluate_jobs": True,
-            "deploy_gate": True, "retune_rounds": 1, "redteam": False})
+            "deploy_gate": True, "retune_rounds": 1, "redteam": False, "served_strengths": [1.0]})
         first = start_worker(settings, "retune-1")
         with live_api(settings) as client:
             job = submit(client, concept="triangle", category="entity", steps=40)
