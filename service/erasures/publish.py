@@ -88,8 +88,7 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
         return artifact
     tried = ", ".join(f"{t['strength']:g}x {t['acc_e']:.2f}" for t in found.tried)
     _event(sessions, job_id, EventKind.INFO, f"served at {found.strength:g}x its trained strength (Acc_e on "
-           f"calibration seeds: {tried})", {"strength": found.strength, "tried": found.tried,
-                                            "named_kept_before": found.named_kept_before})
+           f"calibration seeds: {tried})", {"strength": found.strength, "tried": found.tried})
     if found.strength == 1.0:
         return artifact
     write_artifact(strengthened(artifact, found.strength), path)

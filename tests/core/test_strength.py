@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from service.core.settings import Settings
-from zerase.evaluate.strength import SEED_OFFSET, STRENGTHS, calibration_shots, search_strength, strengthened
+from zerase.evaluate.strength import SEED_OFFSET, STRENGTHS, calibration_shots, choose, search_strength, strengthened
 from zerase.patch.artifact import load_artifact, write_artifact
 from zerase.train.erasure import erase
 from zerase.train.presets import resolve
@@ -30,7 +30,7 @@ def test_a_weak_erasure_is_served_stronger_and_carries_its_strength(pipe, profil
     assert first["strength"] == 1.0 and first["acc_e"] > 0.05, found  # 100 steps leave circles at the trained scale
     assert [t["strength"] for t in found.tried] == [1.0, 2.0]
     assert found.tried[1]["acc_e"] < first["acc_e"], found  # served stronger, it erases more
-    assert found.strength == 2.0 and found.named_kept_before is not None
+    assert found.strength == 2.0 and found.tried[1]["named_kept"] is not None
 
     served = strengthened(trained, found.strength)
     assert served.scale == pytest.approx(2.0 * trained.scale)
@@ -43,3 +43,18 @@ def test_a_weak_erasure_is_served_stronger_and_carries_its_strength(pipe, profil
 
 def test_the_service_searches_the_core_strengths_by_default(tmp_path):
     assert Settings(var_dir=tmp_path).served_strengths == list(STRENGTHS)
+
+
+def tried(*rows: tuple[float, float, float | None]) -> list[dict]:
+    return [{"strength": s, "acc_e": a, "named_kept": k} for s, a, k in rows]
+
+
+def test_the_weakest_strength_that_erases_and_keeps_the_named_kept_prompts_is_chosen():
+    # red as the world trains it: erased already, and its own damage to "a red circle" is the gate's to judge.
+    assert choose(tried((1.0, 0.0, 0.83)), 0.05, 0.1) == 1.0
+    # circle: 1.5x erases; 3x would too, and would cost "a blue circle" its circle.
+    assert choose(tried((1.0, 0.21, 1.0), (1.5, 0.04, 0.97), (3.0, 0.0, 0.80)), 0.05, 0.1) == 1.5
+    # Erasing only at a strength that wrecks the named kept prompts: the lowest Acc_e that keeps them.
+    assert choose(tried((1.0, 0.5, 1.0), (1.5, 0.3, 0.95), (2.0, 0.0, 0.7)), 0.05, 0.1) == 1.5
+    # Nothing reaches the target: the lowest Acc_e, the weaker of equals.
+    assert choose(tried((1.0, 0.21, None), (1.5, 0.06, None), (2.0, 0.06, None)), 0.05, 0.1) == 1.5

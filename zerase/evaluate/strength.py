@@ -5,8 +5,8 @@ Trained to keep the rest (the null-space constraint, the unnamed prior), a shape
 way but falls short: on the world, circle's default erasure leaves the shape in 0.21 of its images at 1x, 0.04 at
 1.5x, 0.00 at 2x; star 0.35, 0.12, 0.12 (benchmarks/RESULTS.md, "Served strength"). Served routed, a prompt gets the
 erasure only when it names the concept, so the stronger erasure reaches few kept prompts: those that name the concept
-too ("a blue circle" keeps blue), which the search checks against the unpatched model. The paper's reference code
-serves its LoRAs at lora_scale 15 for the same reason.
+too ("a blue circle" keeps blue), which the search checks against the erasure at its trained strength (what the
+job's gate judges either way). The paper's reference code serves its LoRAs at lora_scale 15 for the same reason.
 
 The strength is written into the artifact (alpha = strength x trained alpha, `strength` and `trained_alpha` beside
 it), so everything downstream (serving, fusion, the deployment's evaluation) serves the same patch without knowing.
@@ -20,7 +20,6 @@ from typing import Any
 
 from diffusers import ZImagePipeline
 
-from zerase.evaluate.evaluation import BASE_IMAGES
 from zerase.evaluate.plan import ERASED, KEPT, Evaluator, Shot
 from zerase.model.generate import generate
 from zerase.model.sampling import SamplingSettings
@@ -36,7 +35,6 @@ SEED_OFFSET = 1000  # calibration seeds start here: the job's evaluation (seeds 
 class StrengthSearch:
     strength: float  # the one chosen
     tried: list[dict[str, Any]]  # per strength tried: acc_e (the concept's and attack shots), named_kept, images
-    named_kept_before: float | None  # the kept shots naming the concept, unpatched (None: there are none)
 
 
 def strengthened(artifact: LoraArtifact, strength: float) -> LoraArtifact:
@@ -68,9 +66,9 @@ def calibration_shots(evaluator: Evaluator, concept: str, n_seeds: int, category
 def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Evaluator, sampling: SamplingSettings,
                     *, n_seeds: int = 4, strengths: Sequence[float] = STRENGTHS, target: float = 0.05,
                     kept_limit: float = 0.1, category: str | None = None) -> StrengthSearch:
-    """Try `strengths` in order and stop at the first whose Acc_e (the concept's and its attack shots) is within
-    `target` while the kept shots naming the concept lose at most `kept_limit` against the unpatched model; when none
-    reaches the target, the one of lowest Acc_e within `kept_limit` (1 when no other is)."""
+    """Try `strengths` in order (the first: the trained one, 1) and stop at the first whose Acc_e (the concept's and
+    its attack shots) is within `target` while the kept shots naming the concept lose at most `kept_limit` more than
+    at the first; when none reaches the target, the one of lowest Acc_e within `kept_limit` (ties: the weaker)."""
     config = artifact.metadata["config"]
     shots = calibration_shots(evaluator, str(config["concept"]), n_seeds, category, config.get("preservation", ()),
                               config.get("anchor"))
@@ -81,11 +79,6 @@ def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Eva
     def rate(readings: list[set[str]], idx: list[int]) -> float:
         return sum(shots[i].concept in readings[i] for i in idx) / len(idx)
 
-    kept_before = None
-    if kept:
-        base, _ = BASE_IMAGES.get(pipe, [(prompts[i], seeds[i]) for i in kept], sampling)
-        read = evaluator.read(base, [prompts[i] for i in kept])
-        kept_before = sum(shots[i].concept in r for i, r in zip(kept, read, strict=True)) / len(kept)
     patched, tried = PatchedPipeline(pipe), list[dict[str, Any]]()
     try:
         for strength in strengths:
@@ -93,14 +86,20 @@ def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Eva
             readings = evaluator.read(generate(pipe, prompts, seeds, sampling), prompts)
             tried.append({"strength": strength, "acc_e": round(rate(readings, erased), 4),
                           "named_kept": round(rate(readings, kept), 4) if kept else None, "images": len(shots)})
-            if tried[-1]["acc_e"] <= target and _keeps(tried[-1], kept_before, kept_limit):
+            if tried[-1]["acc_e"] <= target and _keeps(tried[-1], tried[0], kept_limit):
                 break
     finally:
         patched.clear()
-    allowed = [t for t in tried if _keeps(t, kept_before, kept_limit)] or tried[:1]
+    return StrengthSearch(choose(tried, target, kept_limit), tried)
+
+
+def choose(tried: Sequence[dict[str, Any]], target: float, kept_limit: float) -> float:
+    """Of the strengths `tried` (the first the trained one), the weakest within `target` that keeps the named kept
+    prompts within `kept_limit` of the first; else the lowest Acc_e that keeps them (ties: the weaker)."""
+    allowed = [t for t in tried if _keeps(t, tried[0], kept_limit)]
     best = min(allowed, key=lambda t: (t["acc_e"] > target, t["acc_e"] if t["acc_e"] > target else 0, t["strength"]))
-    return StrengthSearch(float(best["strength"]), tried, kept_before)
+    return float(best["strength"])
 
 
-def _keeps(tried: dict[str, Any], before: float | None, limit: float) -> bool:
-    return before is None or tried["named_kept"] is None or before - tried["named_kept"] <= limit
+def _keeps(tried: dict[str, Any], trained: dict[str, Any], limit: float) -> bool:
+    return tried["named_kept"] is None or trained["named_kept"] - tried["named_kept"] <= limit + 1e-9
