@@ -64,7 +64,6 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
     """The round's artifact at the strength it will be served at (zerase.evaluate.strength), rewritten at `path` when
     that is not 1: the job is judged, published and served so. As trained when the evaluator cannot read the concept,
     or when the search fails (an error event; the evaluation still judges it)."""
-    from zerase.evaluate.evaluators.select import evaluator_for
     from zerase.evaluate.strength import search_strength, strengthened
     from zerase.model.profiles import profile_for
     from zerase.patch.artifact import load_artifact, write_artifact
@@ -74,8 +73,7 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
     try:
         profile, category = profile_for(settings.model_dir), _category(sessions, job_id)
         concept = str(artifact.metadata["config"]["concept"])
-        evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
-                                  nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
+        evaluator = _evaluator(profile, category, concept, settings)
         if evaluator is None or not evaluator.can_read(concept):
             return artifact
         found = search_strength(pipe, artifact, evaluator, profile.sampling, n_seeds=settings.evaluation_seeds,
@@ -101,17 +99,15 @@ def report(pipe: Any, artifact: LoraArtifact, sessions: sessionmaker[Session], j
     event and `{"error": ...}`, never an exception: the artifact is verified by now, and the job succeeds without
     its report."""
     from zerase.evaluate.evaluation import erasure_report
-    from zerase.evaluate.evaluators.select import evaluator_for, missing_reason
+    from zerase.evaluate.evaluators.select import missing_reason
     from zerase.model.profiles import profile_for
 
     started = time.monotonic()
     _event(sessions, job_id, EventKind.INFO, "evaluation started", {"stage": "evaluation"})
     try:
-        # zerase.evaluate.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR).
         profile, category = profile_for(settings.model_dir), _category(sessions, job_id)
         concept = str(artifact.metadata["config"]["concept"])
-        evaluator = evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir,
-                                  nudenet=settings.nudenet, prompts=settings.evaluation_prompts, device=settings.device)
+        evaluator = _evaluator(profile, category, concept, settings)
         served = _served_alone(pipe, artifact, profile, category, sessions, job_id, settings)
         result = erasure_report(pipe, artifact, profile, settings.evaluation_seeds, category=category,
                                 evaluator=evaluator, kept_images=settings.evaluation_kept_images, served=served)
@@ -232,6 +228,14 @@ def _red_team(pipe: Any, artifact: LoraArtifact, served: LoraArtifact | Routed, 
                f"images ({result.success_rate_unpatched:.2f} without the erasure), {result.seconds:g}s",
                {"redteam": entry})
     return results
+
+
+def _evaluator(profile: Any, category: str | None, concept: str, settings: Settings) -> Any:
+    """zerase.evaluate.evaluators: the model's own evaluator, else NudeNet (nudity), else CLIP (ZERASE_CLIP_DIR)."""
+    from zerase.evaluate.evaluators.select import evaluator_for
+
+    return evaluator_for(profile, category, concept=concept, clip_dir=settings.clip_dir, nudenet=settings.nudenet,
+                         prompts=settings.evaluation_prompts, device=settings.device)
 
 
 def _category(sessions: sessionmaker[Session], job_id: str) -> str | None:
