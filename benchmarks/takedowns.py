@@ -108,7 +108,8 @@ def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
         if not raw.exists():
             erase(pipe, resolve(concept, category, seed=seed)).save(raw)
         artifact = load_artifact(raw, pipe)
-        found = search_strength(pipe, artifact, profile_for().evaluator(), profile_for().sampling, category=category)
+        profile = profile_for()
+        found = search_strength(pipe, artifact, profile.evaluator(), profile.sampling, category=category)
         print(f"  {concept} s{seed}: served at {found.strength:g}x ({found.tried})", flush=True)
         write_artifact(strengthened(artifact, found.strength), path)
     return load_artifact(path, pipe)
