@@ -87,6 +87,17 @@ METHODS: dict[str, Method] = {
     "Z-Erase, defaults": Method("train", defaults=True),
     "Z-Erase, defaults, routed": Method("train", defaults=True, served="routed"),
     "Z-Erase, served strength": Method("train", defaults=True, strength=True, served="routed"),
+    # Served routed, an erasure touches only the prompts naming its concept: does it still need the constraint that
+    # protects everything else when patched everywhere, or would a stronger fit need less strength (and smear less)?
+    "Z-Erase, served strength, unconstrained": Method("train", {"null_space": 0.0}, defaults=True, strength=True,
+                                                      served="routed"),
+    # The shapes' and styles' category defaults until 2026-12-06 (the 3-seed table's picks, every prompt patched).
+    "Z-Erase, served strength, constrained": Method("train", defaults=True, strength=True, served="routed",
+                                                    per_axis={"shape": {"null_space": NULL_SPACE_TIGHT},
+                                                              "style": {"null_space": NULL_SPACE}}),
+    "Z-Erase, served strength, lr 2e-3": Method("train", {"lr": 2e-3}, defaults=True, strength=True, served="routed"),
+    "Z-Erase, served strength, 400 steps": Method("train", {"steps": 400}, defaults=True, strength=True,
+                                                  served="routed"),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -137,7 +148,7 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     # the world's anchors (2026-12-06: characters to "a character", the rest by Eq. 5), unless it names those settings.
     paper = {"null_space": 0.0, "refresh_every": 0} | (
         {"target": "anchor", "anchor": "a character"} if axis == "character" else {"target": "esd", "anchor": None})
-    data = (recipe if method.defaults else paper | recipe | method.overrides | method.per_axis.get(axis, {})) \
+    data = (recipe if method.defaults else paper | recipe) | method.overrides | method.per_axis.get(axis, {}) \
         | (extra or {})
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data

@@ -120,10 +120,10 @@ def test_killed_worker_is_noticed_and_the_job_resumes_from_its_checkpoint(
 
 def test_a_worker_killed_in_a_later_round_resumes_that_round(
         distributed_settings: Settings, start_worker: WorkerFactory) -> None:
-    # The gate on, one more round allowed: triangle at 40 steps and its category's 0.999 is still drawn, so the job
-    # trains a second round at 0.995, and the worker dies in it (served as trained: a stronger serving could pass
-    # round 1). A database of its own: the session's worker (which does not evaluate) must not be the one that picks
-    # the job up again.
+    # The gate on, one more round allowed: triangle at 40 steps is still drawn, and its category's constraint is
+    # already the loosest (none), so the job trains a second round at twice the steps, and the worker dies in it
+    # (served as trained: a stronger serving could pass round 1). A database of its own: the session's worker (which
+    # does not evaluate) must not be the one that picks the job up again.
     with empty_postgres_database() as url:
         migrate(url)
         settings = distributed_settings.model_copy(update={
@@ -138,7 +138,7 @@ def test_a_worker_killed_in_a_later_round_resumes_that_round(
                 assert now["status"] not in ("succeeded", "failed", "cancelled"), now
                 assert time.monotonic() < deadline, now
                 step = (now["progress"] or {}).get("step", 0)
-                if now["hyperparameters"]["null_space"] == 0.995 and 4 <= step < 40:
+                if now["hyperparameters"]["steps"] == 80 and 4 <= step < 80:
                     break
                 time.sleep(0.1)
             os.kill(first.pid, signal.SIGKILL)
@@ -153,10 +153,10 @@ def test_a_worker_killed_in_a_later_round_resumes_that_round(
             assert done["attempts"] == 2
             # Round 1 is not trained again: the second attempt resumes round 2 from its checkpoint and publishes it.
             retune = done["evaluation"]["retune"]
-            assert [r["null_space"] for r in retune["rounds"]] == [0.999, 0.995] and retune["published"] == 2
+            assert [r["steps"] for r in retune["rounds"]] == [40, 80] and retune["published"] == 2
             events = all_events(client, job["id"])
             assert len([e for e in events if "retune" in (e["data"] or {})]) == 1
             begun = next(i for i, e in enumerate(events) if e["message"].startswith("running (attempt 2)"))
             resumed = [e["data"]["step"] for e in events[begun:] if e["kind"] == "metrics"]
-            assert resumed[0] > 2 and resumed[-1] == 40, resumed
+            assert resumed[0] > 2 and resumed[-1] == 80, resumed
             assert client.get(done["artifact"]["url"]).status_code == 200

@@ -59,10 +59,16 @@ GENERAL_CAPTIONS = 4  # COCO captions every erasure keeps: what the model draws 
 # (zerase.train.null_space). On the bundled world it cut the kept concepts' mean drop 0.077 -> 0.019 (red),
 # 0.115 -> 0.067 (circle), 0.135 -> 0.038 (outlined); docs/algorithm.md has the table.
 NULL_SPACE = 0.99
-# An object's erasure leaves only 0.1 % of that energy free: at 0.99 a shape's LoRA still reached the character drawn
+# Patched on every prompt, an object's erasure needed 0.999: at 0.99 a shape's LoRA still reached the character drawn
 # with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56); at 0.999 the shapes kept the same Acc_e at half
 # the drop (0.032 -> 0.015). A style at 0.999 stopped erasing (Acc_e 0.32 -> 0.61), a colour lost Ha (0.91 -> 0.80).
 NULL_SPACE_TIGHT = 0.999
+# Served routed (zerase.serve.routing), a shape's or style's erasure reaches only the prompts naming it, and there
+# the constraint only held the fit back: unconstrained, served at its searched strength, star 0.12 -> 0.00 of its
+# images (coherence 0.60 -> 0.92), filled 0.12 -> 0.05, the kept concepts untouched either way
+# (benchmarks/quality-24/sweeps/served-strength/, RESULTS.md). A kept concept that suffers still tightens it
+# (zerase.train.retune climbs from here to the ladder's first rung).
+UNCONSTRAINED = 0.0
 # A character's erasure frees 5 %: on the 24-character world, with 23 other names held, 0.99 left Mira in 0.31 of
 # her images (Acc_e; kept drop 0.011) and 0.98 in 0.19. At 0.95, Mira 0.00, Aro 0.00, Zed 0.06, Tavi 0.12, kept drop
 # 0.016 / 0.008 / 0.053 / 0.015; 0.97 left Tavi at 0.31; no constraint dropped the kept concepts by 0.073; 400 steps
@@ -73,7 +79,8 @@ ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
 # shape: entity, style: artistic_style, character: celebrity): among the settings that erase (Acc_e <= 0.5), the
 # best Ha of those whose kept concepts' mean drop is within 0.02, else the smallest drop (`quality.py --table` prints
-# the pick). The other categories take the winner over all eight concepts.
+# the pick). The other categories take the winner over all eight concepts. Shapes and styles since: the winner as
+# /generate serves them (routed, at the strength the job's search picks), where no drop is left to trade.
 CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
     category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
 } | {"celebrity": {"null_space": NULL_SPACE_CHARACTER, "refresh_every": ON_POLICY},
@@ -82,7 +89,8 @@ CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
      # re-sampled on-policy, 0.00 each alone and together, consolidated kept drop 0.043 for the three
      # (benchmarks/takedowns/takedowns.md), at the same training time.
      "abstraction": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
-     "entity": {"null_space": NULL_SPACE_TIGHT, "refresh_every": 0}}
+     "entity": {"null_space": UNCONSTRAINED, "refresh_every": 0},
+     "artistic_style": {"null_space": UNCONSTRAINED, "refresh_every": 0}}
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
     "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
