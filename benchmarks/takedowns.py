@@ -236,7 +236,8 @@ def _row(concepts: list[str], method: str, cells: list[dict[str, Any]]) -> str:
     worst = cells[0]["kept"]["worst"] or {}
     # H: the harmonic mean of erasure (1 - Acc_e, the worst concept) and kept accuracy (MACE's H).
     h = 0.0 if ir + (1 - max_e) == 0 else 2 * ir * (1 - max_e) / (ir + (1 - max_e))
-    return (f"| {', '.join(concepts)} ({len(concepts)}) | {method} | "
+    seeds = f" ({len(cells)} training seeds)" if len(cells) > 1 else ""
+    return (f"| {', '.join(concepts)} ({len(concepts)}) | {method}{seeds} | "
             + ", ".join(f"{k} {b:.2f}→{a:.2f}" for k, (b, a) in acc.items())
             + f" | {max_e:.2f} | {attack:.2f} | {ir_b:.2f} → {ir:.2f} | {ir_b - ir:.3f} | "
             f"{worst.get('concept')} {worst.get('before', 0):.2f}→{worst.get('after', 0):.2f} | {h:.3f} | "
