@@ -67,7 +67,8 @@ NULL_SPACE_TIGHT = 0.999
 # the constraint only held the fit back: unconstrained, served at its searched strength, star 0.12 -> 0.00 of its
 # images (coherence 0.60 -> 0.92), filled 0.12 -> 0.05, the kept concepts untouched either way
 # (benchmarks/quality-24/sweeps/served-strength/, RESULTS.md). A kept concept that suffers still tightens it
-# (zerase.train.retune climbs from here to the ladder's first rung).
+# (zerase.train.retune climbs from here to the ladder's first rung). Open: in the red+circle+outlined+Mira set the
+# consolidated fallback then cost Aro, a red circle, half its images (kept drop 0.040 against 0.000 constrained).
 UNCONSTRAINED = 0.0
 # A character's erasure frees 5 %: on the 24-character world, with 23 other names held, 0.99 left Mira in 0.31 of
 # her images (Acc_e; kept drop 0.011) and 0.98 in 0.19. At 0.95, Mira 0.00, Aro 0.00, Zed 0.06, Tavi 0.12, kept drop
