@@ -63,12 +63,13 @@ NULL_SPACE = 0.99
 # with that shape (square: Zed 1.00 -> 0.375; circle: Mira to 0.56); at 0.999 the shapes kept the same Acc_e at half
 # the drop (0.032 -> 0.015). A style at 0.999 stopped erasing (Acc_e 0.32 -> 0.61), a colour lost Ha (0.91 -> 0.80).
 NULL_SPACE_TIGHT = 0.999
-# Served routed (zerase.serve.routing), a shape's or style's erasure reaches only the prompts naming it, and there
-# the constraint only held the fit back: unconstrained, served at its searched strength, star 0.12 -> 0.00 of its
-# images (coherence 0.60 -> 0.92), filled 0.12 -> 0.05, the kept concepts untouched either way
-# (benchmarks/quality-24/sweeps/served-strength/, RESULTS.md). A kept concept that suffers still tightens it
-# (zerase.train.retune climbs from here to the ladder's first rung). Open: in the red+circle+outlined+Mira set the
-# consolidated fallback then cost Aro, a red circle, half its images (kept drop 0.040 against 0.000 constrained).
+# Served routed (zerase.serve.routing), a shape's erasure reaches only the prompts naming it, and there the
+# constraint only held the fit back: unconstrained, served at its searched strength, shapes 0.08 -> 0.00 of their
+# images (star 0.12 -> 0.00, coherence 0.60 -> 0.92), the kept concepts untouched either way; a kept concept that
+# suffers still tightens it (zerase.train.retune climbs from here to the ladder's first rung). Styles gained less
+# (0.10 -> 0.08) and, served at 3x unconstrained, outlined's share of a set's consolidated fallback cost the kept
+# concepts 0.020 (red+outlined+Mira; with circle too, Aro 1.00 -> 0.50): they keep the constraint
+# (benchmarks/quality-24/sweeps/served-strength/, benchmarks/RESULTS.md).
 UNCONSTRAINED = 0.0
 # A character's erasure frees 5 %: on the 24-character world, with 23 other names held, 0.99 left Mira in 0.31 of
 # her images (Acc_e; kept drop 0.011) and 0.98 in 0.19. At 0.95, Mira 0.00, Aro 0.00, Zed 0.06, Tavi 0.12, kept drop
@@ -80,8 +81,8 @@ ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
 # shape: entity, style: artistic_style, character: celebrity): among the settings that erase (Acc_e <= 0.5), the
 # best Ha of those whose kept concepts' mean drop is within 0.02, else the smallest drop (`quality.py --table` prints
-# the pick). The other categories take the winner over all eight concepts. Shapes and styles since: the winner as
-# /generate serves them (routed, at the strength the job's search picks), where no drop is left to trade.
+# the pick). The other categories take the winner over all eight concepts. Shapes since: the winner as /generate
+# serves them (routed, at the strength the job's search picks), where no drop is left to trade.
 CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
     category: {"null_space": NULL_SPACE, "refresh_every": 0} for category in CATEGORIES
 } | {"celebrity": {"null_space": NULL_SPACE_CHARACTER, "refresh_every": ON_POLICY},
@@ -90,8 +91,7 @@ CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
      # re-sampled on-policy, 0.00 each alone and together, consolidated kept drop 0.043 for the three
      # (benchmarks/takedowns/takedowns.md), at the same training time.
      "abstraction": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
-     "entity": {"null_space": UNCONSTRAINED, "refresh_every": 0},
-     "artistic_style": {"null_space": UNCONSTRAINED, "refresh_every": 0}}
+     "entity": {"null_space": UNCONSTRAINED, "refresh_every": 0}}
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
     "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
