@@ -21,7 +21,9 @@ def loaded_libraries(pid: int) -> str:
 
 
 def test_control_routes_serve_without_torch(distributed_settings: Settings, tmp_path: Path) -> None:
-    settings = distributed_settings.model_copy(update={"api_routes": "control"})
+    # A queue of its own: a worker another test of this session left running must not take the job.
+    settings = distributed_settings.model_copy(update={"api_routes": "control",
+                                                       "queue_name": distributed_settings.queue_name + "-control"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZERASE_")} | settings_env(settings)
     secret = api_key(settings, "admin", "control-admin")
     proc, client = start_serve(env, tmp_path / "serve.log", {"Authorization": f"Bearer {secret}"})
