@@ -44,6 +44,7 @@ from zerase.patch.apply import PatchedPipeline, stack_factors
 from zerase.patch.artifact import LoraArtifact, load_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec
 from zerase.serve.routing import routed_for
+from zerase.serve.served_patch import served_patch
 from zerase.train.config import EraseConfig
 from zerase.train.presets import NULL_SPACE, NULL_SPACE_TIGHT, resolve
 from zerase.world.profile import AXIS_CATEGORY, world_axis, world_erase_contexts
@@ -65,9 +66,10 @@ class Method:
     request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
     defaults: bool = False  # the service's defaults as they are today (category settings, the model's anchors)
     strength: bool = False  # served at the strength a job's search picks (zerase.evaluate.strength)
-    # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", as /generate
-    # serves one erasure routed, without its fallback: the prompts the router reads naming the concept get it, the rest
-    # the base model (zerase.serve.routing).
+    # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", one erasure routed
+    # without its fallback: the prompts the router reads naming the concept get it, the rest the base model
+    # (zerase.serve.routing); "as served", exactly as /generate serves it deployed alone and as its job is judged:
+    # routed, every other prompt getting its consolidated patch (zerase.serve.served_patch).
     served: str = "raw"
 
 
@@ -98,6 +100,12 @@ METHODS: dict[str, Method] = {
     "Z-Erase, served strength, lr 2e-3": Method("train", {"lr": 2e-3}, defaults=True, strength=True, served="routed"),
     "Z-Erase, served strength, 400 steps": Method("train", {"steps": 400}, defaults=True, strength=True,
                                                   served="routed"),
+    # Today's defaults judged on the very patch /generate serves for the erasure deployed alone (fallback included).
+    "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served"),
+    # A style's fit at 1x (outlined 0.48 of its calibration shots, filled 0.45) is what the search amplifies; unconstrained
+    # with 300 steps it starts at 0.17 and 0.28.
+    "Z-Erase, as served, unconstrained, 300 steps": Method("train", {"null_space": 0.0, "steps": 300}, defaults=True,
+                                                           strength=True, served="as served"),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -173,11 +181,13 @@ def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:
     return install
 
 
-def install_routed(pipe, path: Path, concept: str) -> Callable[[], Callable[[], None]]:
-    """An intervention serving the artifact at `path` as /generate serves it alone, routed, without the fallback."""
+def install_routed(pipe, path: Path, concept: str, *, fallback: bool = False) -> Callable[[], Callable[[], None]]:
+    """An intervention serving the artifact at `path` routed, alone: `fallback`, with its consolidated patch for the
+    prompts the router does not send it (what /generate serves, made here as the job makes it); else without."""
     artifact = load_artifact(path)
-    routed, _ = routed_for(pipe, profile_for(), [artifact], None,
-                           categories=[AXIS_CATEGORY[world_axis(concept) or "colour"]])
+    profile = profile_for()
+    rest = served_patch(pipe, [artifact], profile, "routed") if fallback else None
+    routed, _ = routed_for(pipe, profile, [artifact], rest, categories=[AXIS_CATEGORY[world_axis(concept) or "colour"]])
 
     def install() -> Callable[[], None]:
         patched = PatchedPipeline(pipe)

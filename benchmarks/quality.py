@@ -277,7 +277,8 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
             found = search_strength(pipe, trained, evaluator, settings, category=AXIS_CATEGORY[world_axis(concept)])
             write_artifact(strengthened(trained, found.strength), path)
             info |= {"strength": found.strength, "strength_tried": found.tried}
-        install = install_routed(pipe, path, concept) if method.served == "routed" else install_artifact(pipe, path)
+        install = (install_routed(pipe, path, concept, fallback=method.served == "as served")
+                   if method.served in ("routed", "as served") else install_artifact(pipe, path))
     train_s = time.monotonic() - t
     if grid_rows is not None:
         remove = install()
