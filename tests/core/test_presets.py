@@ -11,7 +11,7 @@ import pytest
 from zerase.model.profiles import UnknownZImageProfile, ZImageProfile, ZImageTurboProfile, profile_for
 from zerase.train.config import EraseConfig
 from zerase.train.presets import REAL_PRESERVATION, general_captions, resolve, resolve_request
-from zerase.train.prompts import strip_concept
+from zerase.train.prompts import replace_concept, strip_concept
 
 
 @pytest.mark.parametrize(("concept", "category", "dropped"), [
@@ -67,6 +67,16 @@ def test_what_nobody_named_is_kept_whatever_the_list() -> None:
 ])
 def test_strip_concept_keeps_the_rest_of_the_prompt(prompt: str, concept: str, kept: str) -> None:
     assert strip_concept(prompt, concept) == kept
+
+
+@pytest.mark.parametrize(("prompt", "concept", "by", "anchor"), [
+    ("an outlined star", "outlined", "filled", "a filled star"),  # the world draws outlined for "an" alone
+    ("a filled red star", "filled", "outlined", "an outlined red star"),
+    ("blue an star outlined", "outlined", "filled", "blue a star filled"),
+    ("a red circle", "circle", "shape", "a red shape"),
+])
+def test_replace_concept_mends_the_article(prompt: str, concept: str, by: str, anchor: str) -> None:
+    assert replace_concept(prompt, concept, by) == anchor
 
 
 def test_training_settings_have_no_default_of_their_own() -> None:

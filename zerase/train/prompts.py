@@ -46,16 +46,22 @@ def strip_concept(prompt: str, concept: str) -> str:
     shows besides the concept ("a red circle" -> "a circle", "an outlined red circle" -> "a red circle")."""
     for start, end in reversed(concept_spans(prompt, concept)):
         prompt = prompt[:start] + prompt[end:]
-    text = re.sub(r"\s+", " ", prompt).strip(" ,")
-    return re.sub(r"\b([Aa])n? (?=(\w))",
-                  lambda m: f"{m.group(1)}{'n' if m.group(2)[0].lower() in 'aeiou' else ''} ", text)
+    return _mend_articles(re.sub(r"\s+", " ", prompt).strip(" ,"))
 
 
 def replace_concept(prompt: str, concept: str, by: str) -> str:
-    """Every whole-word occurrence of `concept` replaced by `by` ("a red circle" -> "a red shape")."""
+    """Every whole-word occurrence of `concept` replaced by `by`, articles mended ("a red circle" -> "a red shape",
+    "an outlined star" -> "a filled star"): a model may read the article itself (the bundled world draws outlined
+    for "an" before any noun), so an anchor left as "an filled star" would still carry the erased concept's cue."""
     for start, end in reversed(concept_spans(prompt, concept)):
         prompt = prompt[:start] + by + prompt[end:]
-    return prompt
+    return _mend_articles(prompt)
+
+
+def _mend_articles(text: str) -> str:
+    """"a"/"an" agreeing with the word after it."""
+    return re.sub(r"\b([Aa])n? (?=(\w))",
+                  lambda m: f"{m.group(1)}{'n' if m.group(2)[0].lower() in 'aeiou' else ''} ", text)
 
 
 def _folded(text: str) -> tuple[str, list[int]]:
