@@ -66,8 +66,8 @@ class Method:
     request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
     defaults: bool = False  # the service's defaults as they are today (category settings, the model's anchors)
     strength: bool = False  # served at the strength a job's search picks (zerase.evaluate.strength)
-    # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", one erasure routed
-    # without its fallback: the prompts the router reads naming the concept get it, the rest the base model
+    # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", one erasure
+    # routed without its fallback: the prompts the router reads naming the concept get it, the rest the base model
     # (zerase.serve.routing); "as served", exactly as /generate serves it deployed alone and as its job is judged:
     # routed, every other prompt getting its consolidated patch (zerase.serve.served_patch).
     served: str = "raw"
@@ -102,8 +102,8 @@ METHODS: dict[str, Method] = {
                                                   served="routed"),
     # Today's defaults judged on the very patch /generate serves for the erasure deployed alone (fallback included).
     "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served"),
-    # A style's fit at 1x (outlined 0.48 of its calibration shots, filled 0.45) is what the search amplifies; unconstrained
-    # with 300 steps it starts at 0.17 and 0.28.
+    # A style's fit at 1x (outlined 0.48 of its calibration shots, filled 0.45) is what the search amplifies;
+    # unconstrained with 300 steps it starts at 0.17 and 0.28.
     "Z-Erase, as served, unconstrained, 300 steps": Method("train", {"null_space": 0.0, "steps": 300}, defaults=True,
                                                            strength=True, served="as served"),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
