@@ -70,7 +70,7 @@ def test_strip_concept_keeps_the_rest_of_the_prompt(prompt: str, concept: str, k
 
 
 @pytest.mark.parametrize(("prompt", "concept", "by", "anchor"), [
-    ("an outlined star", "outlined", "filled", "a filled star"),  # the world draws outlined for "an" alone
+    ("an outlined star", "outlined", "filled", "a filled star"),  # the world reads "an" as outlined
     ("a filled red star", "filled", "outlined", "an outlined red star"),
     ("blue an star outlined", "outlined", "filled", "blue a star filled"),
     ("a red circle", "circle", "shape", "a red shape"),

@@ -51,8 +51,8 @@ def strip_concept(prompt: str, concept: str) -> str:
 
 def replace_concept(prompt: str, concept: str, by: str) -> str:
     """Every whole-word occurrence of `concept` replaced by `by`, articles mended ("a red circle" -> "a red shape",
-    "an outlined star" -> "a filled star"): a model may read the article itself (the bundled world draws outlined
-    for "an" before any noun), so an anchor left as "an filled star" would still carry the erased concept's cue."""
+    "an outlined star" -> "a filled star"): a model may read the article itself (the bundled world, where only
+    "outlined" takes "an", draws outlined for "an hollow circle" 0.97), so "an filled star" keeps the concept's cue."""
     for start, end in reversed(concept_spans(prompt, concept)):
         prompt = prompt[:start] + by + prompt[end:]
     return _mend_articles(prompt)
