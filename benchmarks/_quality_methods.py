@@ -47,8 +47,9 @@ from zerase.serve.routing import routed_for
 from zerase.serve.served_patch import served_patch
 from zerase.train.config import EraseConfig
 from zerase.train.presets import NULL_SPACE, NULL_SPACE_TIGHT, resolve
-from zerase.world.profile import AXIS_CATEGORY, world_axis, world_erase_contexts
+from zerase.world.profile import AXIS_CATEGORY, sibling, world_axis, world_erase_contexts
 
+SIBLING = "<the axis's next value>"  # an override's anchor: the concept's sibling (zerase.world.profile.sibling)
 # AC's anchor concept per axis: the concept stripped, or replaced by its superclass' word.
 AC_TARGET: dict[str, dict[str, Any]] = {
     "colour": {"target": "strip"}, "style": {"target": "strip"},
@@ -106,6 +107,12 @@ METHODS: dict[str, Method] = {
     # unconstrained with 300 steps it starts at 0.17 and 0.28.
     "Z-Erase, as served, unconstrained, 300 steps": Method("train", {"null_space": 0.0, "steps": 300}, defaults=True,
                                                            strength=True, served="as served"),
+    # A colour erased by Eq. 5 is pushed into smears (coherence 0.72 as served) and, routed to "a red star", loses
+    # the star too; as a shape or style does, towards its axis's next value in the prompt's context ("a red star" ->
+    # "a yellow star").
+    "Z-Erase, as served, colour to the next colour": Method("train", defaults=True, strength=True, served="as served",
+                                                            per_axis={"colour": {"target": "replace",
+                                                                                 "anchor": SIBLING}}),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -158,6 +165,8 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
         {"target": "anchor", "anchor": "a character"} if axis == "character" else {"target": "esd", "anchor": None})
     data = (recipe if method.defaults else paper | recipe) | method.overrides | method.per_axis.get(axis, {}) \
         | (extra or {})
+    if data.get("anchor") == SIBLING:
+        data = data | {"anchor": sibling(concept)}
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
     return dataclasses.replace(base, **data, seed=seed)
