@@ -47,9 +47,8 @@ from zerase.serve.routing import routed_for
 from zerase.serve.served_patch import served_patch
 from zerase.train.config import EraseConfig
 from zerase.train.presets import NULL_SPACE, NULL_SPACE_TIGHT, resolve
-from zerase.world.profile import AXIS_CATEGORY, sibling, world_axis, world_erase_contexts
+from zerase.world.profile import AXIS_CATEGORY, world_axis, world_erase_contexts
 
-SIBLING = "<the axis's next value>"  # an override's anchor: the concept's sibling (zerase.world.profile.sibling)
 # AC's anchor concept per axis: the concept stripped, or replaced by its superclass' word.
 AC_TARGET: dict[str, dict[str, Any]] = {
     "colour": {"target": "strip"}, "style": {"target": "strip"},
@@ -102,17 +101,14 @@ METHODS: dict[str, Method] = {
     "Z-Erase, served strength, 400 steps": Method("train", {"steps": 400}, defaults=True, strength=True,
                                                   served="routed"),
     # Today's defaults judged on the very patch /generate serves for the erasure deployed alone (fallback included).
+    # Its colour cells since 2026-12-07 erase towards the next colour (zerase.world.profile.sibling): they ran as
+    # "Z-Erase, as served, colour to the next colour" (colour: target "replace", the sibling as anchor) before that
+    # became the default, the same configuration; the Eq. 5 ones are in the sweep's before-colour-anchor/.
     "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served"),
     # A style's fit at 1x (outlined 0.48 of its calibration shots, filled 0.45) is what the search amplifies;
     # unconstrained with 300 steps it starts at 0.17 and 0.28.
     "Z-Erase, as served, unconstrained, 300 steps": Method("train", {"null_space": 0.0, "steps": 300}, defaults=True,
                                                            strength=True, served="as served"),
-    # A colour erased by Eq. 5 is pushed into smears (coherence 0.72 as served) and, routed to "a red star", loses
-    # the star too; as a shape or style does, towards its axis's next value in the prompt's context ("a red star" ->
-    # "a yellow star").
-    "Z-Erase, as served, colour to the next colour": Method("train", defaults=True, strength=True, served="as served",
-                                                            per_axis={"colour": {"target": "replace",
-                                                                                 "anchor": SIBLING}}),
     "Z-Erase, prompt pool": Method("train", {"prompt_pool": 64, "pool_templates": 0.25, "trajectories": 64,
                                              "refresh_every": 50}),
     "ESD-u": Method("train", {"target": "esd", "attn_weight": 0.0, "modulation": "none"}),
@@ -165,8 +161,6 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
         {"target": "anchor", "anchor": "a character"} if axis == "character" else {"target": "esd", "anchor": None})
     data = (recipe if method.defaults else paper | recipe) | method.overrides | method.per_axis.get(axis, {}) \
         | (extra or {})
-    if data.get("anchor") == SIBLING:
-        data = data | {"anchor": sibling(concept)}
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
     return dataclasses.replace(base, **data, seed=seed)

@@ -114,7 +114,7 @@ def test_the_checkpoint_is_recognised_by_its_scheduler(tmp_path: Path, caplog: p
     ("circle", "entity", "square", "replace"),  # in the prompt's context: "a red circle" -> "a red square"
     ("star", "entity", "circle", "replace"),
     ("outlined", "artistic_style", "filled", "replace"),
-    ("red", "abstraction", None, "esd"),  # colours erase by negative guidance (Eq. 5)
+    ("red", "abstraction", "yellow", "replace"),  # "a red star" -> "a yellow star", not Eq. 5's smear
 ])
 def test_the_world_says_what_its_concepts_turn_into(concept: str, category: str, anchor: str | None,
                                                     target: str) -> None:
