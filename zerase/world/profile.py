@@ -89,7 +89,7 @@ def sibling(concept: str) -> str:
     and left it in 0.81 of its images; towards "square", 0.21 and 0.98 (outlined: 0.72 and 0.30; towards "filled",
     0.33 and 0.84), the kept concepts' drop lower too (benchmarks/RESULTS.md, "Anchors"). A colour, as served: by
     Eq. 5, coherence 0.72 and a 0.02 drop (routed to "a red star", it took the star too); towards the next colour,
-    0.94 and 0.00 (3 training seeds, "Erasure quality")."""
+    0.95 and 0.001 (3 training seeds, "Erasure quality")."""
     values = AXES[world_axis(concept) or ""]
     i = [v.lower() for v in values].index(concept.lower())
     return values[(i + 1) % len(values)]
