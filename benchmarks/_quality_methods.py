@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zerase.evaluate.strength import StrengthSearch, search_strength, strengthened
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline, stack_factors
-from zerase.patch.artifact import LoraArtifact, load_artifact
+from zerase.patch.artifact import LoraArtifact, load_artifact, write_artifact
 from zerase.patch.lora import GatedLoraModel, LoraSpec
 from zerase.serve.routing import routed_for
 from zerase.serve.served_patch import served_patch
@@ -164,6 +165,14 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data
     return dataclasses.replace(base, **data, seed=seed)
+
+
+def strengthen_as_a_job_does(pipe, path: Path, evaluator, settings, concept: str) -> StrengthSearch:
+    """The trained artifact at `path` rewritten at the strength a job's search picks for it (before it is judged)."""
+    trained = load_artifact(path, pipe)
+    found = search_strength(pipe, trained, evaluator, settings, category=AXIS_CATEGORY[world_axis(concept) or "colour"])
+    write_artifact(strengthened(trained, found.strength), path)
+    return found
 
 
 def install_artifact(pipe, path: Path) -> Callable[[], Callable[[], None]]:

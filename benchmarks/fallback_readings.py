@@ -12,7 +12,7 @@ share that are both: the concept plainly shown.
 
 Arms: `base` (no patch), `routed only` (the routed erasure, other prompts unpatched) and `as served` (with the
 fallback, as /generate serves it). Each erasure is trained as "Z-Erase, as served" trains it (the category defaults,
-the searched strength), and it and its fallback are cached under var/fallback-readings/.
+the searched strength) and cached under var/fallback-readings/; its fallback is made each run, as the job makes it.
 """
 
 from __future__ import annotations
@@ -22,19 +22,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _quality_methods import RECIPES, method_config, world_stack
+from _quality_methods import RECIPES, install_routed, method_config, strengthen_as_a_job_does, world_stack
 
-from zerase.evaluate.strength import search_strength, strengthened
 from zerase.model.generate import generate
-from zerase.patch.apply import PatchedPipeline
-from zerase.patch.artifact import load_artifact, write_artifact
-from zerase.serve.routing import routed_for
-from zerase.serve.served_patch import served_patch
+from zerase.patch.artifact import load_artifact
 from zerase.train.erasure import erase
 from zerase.world.evaluator import world_attack_prompts
-from zerase.world.profile import AXIS_CATEGORY, world_axis
-
-ARMS = ("base", "routed only", "as served")
+from zerase.world.profile import world_axis
 
 
 def main() -> None:
@@ -45,7 +39,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("var/fallback-readings"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/takedowns/fallback-readings.json"))
     args = parser.parse_args()
-    pipe, profile, sampling, evaluator = world_stack()
+    pipe, _, sampling, evaluator = world_stack()
     seeds = list(range(args.seeds))
     args.cache.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {}
@@ -53,27 +47,19 @@ def main() -> None:
         axis = world_axis(concept)
         if axis is None:
             raise SystemExit(f"{concept!r} is not a concept of the bundled world")
-        category = AXIS_CATEGORY[axis]
         path = args.cache / f"{concept}-s{args.train_seed}.safetensors"
         if not path.exists():
             config = method_config("Z-Erase, as served", concept, sampling, recipe=RECIPES["paper"], steps=None,
                                    seed=args.train_seed)
             erase(pipe, config).save(path)
-            trained = load_artifact(path, pipe)
-            write_artifact(strengthened(trained, search_strength(pipe, trained, evaluator, sampling,
-                                                                 category=category).strength), path)
-        artifact = load_artifact(path, pipe)
-        fallback_path = args.cache / f"{concept}-s{args.train_seed}-fallback.safetensors"
-        if not fallback_path.exists():
-            write_artifact(served_patch(pipe, [artifact], profile, "routed"), fallback_path)
-        fallback = load_artifact(fallback_path)
-        served = {"routed only": routed_for(pipe, profile, [artifact], None, categories=[category])[0],
-                  "as served": routed_for(pipe, profile, [artifact], fallback, categories=[category])[0]}
+            strengthen_as_a_job_does(pipe, path, evaluator, sampling, concept)
+        # Each arm an intervention as the quality protocol installs it (install -> remover); the fallback is made
+        # as the job makes it.
+        arms = {"base": None, "routed only": install_routed(pipe, path, concept),
+                "as served": install_routed(pipe, path, concept, fallback=True)}
         rows: dict[str, dict[str, object]] = {}
-        for arm in ARMS:
-            patched = PatchedPipeline(pipe)
-            if arm in served:
-                patched.serve(served[arm])
+        for arm, install in arms.items():
+            remove = install() if install is not None else None
             try:
                 for kind, prompts in world_attack_prompts(concept).items():
                     batch = [p for p in prompts for _ in seeds]
@@ -86,8 +72,10 @@ def main() -> None:
                     print(f"{concept:9} {kind:12} {arm:12} read {row['read']:.2f}  clean {row['clean']:.2f}  "
                           f"shown {row['shown']:.2f}", flush=True)
             finally:
-                patched.clear()
-        results[concept] = {"strength": artifact.metadata.get("strength", 1.0), "attacks": rows}
+                if remove is not None:
+                    remove()
+        strength = load_artifact(path).metadata.get("strength", 1.0)
+        results[concept] = {"strength": strength, "attacks": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"train_seed": args.train_seed, "seeds": args.seeds, "concepts": results},
                                    indent=1))

@@ -45,6 +45,7 @@ from _quality_methods import (
     install_artifact,
     install_routed,
     method_config,
+    strengthen_as_a_job_does,
     world_stack,
 )
 from _quality_report import write_outputs
@@ -54,9 +55,8 @@ from zerase.baselines.uce import uce_erase
 from zerase.baselines.zeroing import TokenZeroing
 from zerase.evaluate.evaluation import evaluate_intervention
 from zerase.evaluate.redteam import RedTeamBudget
-from zerase.evaluate.strength import search_strength, strengthened
 from zerase.model.generate import generate
-from zerase.patch.artifact import base_fingerprint, load_artifact, write_artifact
+from zerase.patch.artifact import base_fingerprint
 from zerase.train.erasure import erase
 from zerase.world.evaluator import (
     COHERENCE_METRIC,
@@ -65,7 +65,7 @@ from zerase.world.evaluator import (
     world_attack_prompts,
     world_concepts,
 )
-from zerase.world.profile import AXIS_CATEGORY, world_axis
+from zerase.world.profile import world_axis
 
 CONCEPTS = ("red", "purple", "circle", "star", "outlined", "filled", "Mira", "Zed")
 # Trained at every --train-seeds seed (issue 24's protocol); the rest at seed 0 alone, unless named in --repeat.
@@ -273,9 +273,7 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
         path = tmp / f"{concept}-{seed}-{abs(hash(name))}.safetensors"
         result.save(path)
         if method.strength:  # as a job does before it is judged
-            trained = load_artifact(path, pipe)
-            found = search_strength(pipe, trained, evaluator, settings, category=AXIS_CATEGORY[world_axis(concept)])
-            write_artifact(strengthened(trained, found.strength), path)
+            found = strengthen_as_a_job_does(pipe, path, evaluator, settings, concept)
             info |= {"strength": found.strength, "strength_tried": found.tried}
         install = (install_routed(pipe, path, concept, fallback=method.served == "as served")
                    if method.served in ("routed", "as served") else install_artifact(pipe, path))

@@ -82,6 +82,9 @@ def character_anchor(name: str) -> str:
     return object_prompt(look.colour, look.shape)
 
 
+SIBLING_AXES = ("colour", "shape", "style")  # whose erasure draws the axis's next value (`sibling`) in its place
+
+
 def sibling(concept: str) -> str:
     """What a colour's, shape's or style's erasure draws instead, in the prompt's own context: the next value of its
     axis ("a red star" -> "a yellow star", "a red circle" -> "a red square", "an outlined star" -> "a filled star"),
@@ -160,10 +163,10 @@ class WorldProfile(ModelProfile):
         axis = world_axis(concept)
         if axis == "character":
             return character_anchor(concept)
-        return sibling(concept) if axis in ("colour", "shape", "style") else None
+        return sibling(concept) if axis in SIBLING_AXES else None
 
     def default_target(self, concept: str, category: str) -> str | None:
-        return "replace" if world_axis(concept) in ("colour", "shape", "style") else None
+        return "replace" if world_axis(concept) in SIBLING_AXES else None
 
     _evaluator: Evaluator | None = None
 
