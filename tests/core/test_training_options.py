@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from zerase.baselines.uce import uce_erase
@@ -81,3 +82,26 @@ def test_uce_edit_is_served_as_a_gated_artifact_that_changes_the_concept_most(pi
         patched.clear()
     drift = np.abs(after.astype(float) - before.astype(float)).mean(axis=(1, 2, 3)) / 255
     assert drift[0] > 0.01 and drift[0] > 2 * drift[1], drift
+
+
+def test_anchor_paths_follow_the_anchor_and_train(pipe, settings) -> None:  # noqa: ANN001
+    from zerase.model.pipeline import encode_prompts
+    from zerase.train.trajectories import build_bank
+
+    filled, outlined, empty = encode_prompts(pipe, ["a filled red circle", "an outlined red circle", ""])
+
+    def bank(embeds, anchors, follow):  # noqa: ANN001, ANN202
+        return build_bank(pipe, embeds, empty, anchors, 2, settings, torch.Generator().manual_seed(3),
+                          follow_anchor=follow)
+    on_anchor, own, anchor_itself = bank([filled], [outlined], True), bank([filled], [outlined], False), \
+        bank([outlined], None, False)
+    # Sampled along the anchor's velocity, the states are the anchor's own path; the targets stay those of the bank.
+    assert torch.allclose(on_anchor.states, anchor_itself.states, atol=1e-5)
+    assert not torch.allclose(on_anchor.states, own.states, atol=1e-3)
+    assert torch.allclose(on_anchor.anchor, anchor_itself.cond, atol=1e-5)
+    assert on_anchor.prompt.eq(0).all(), "each state is still trained on the concept's prompt"
+    config = small_config("filled", target="replace", anchor="outlined", anchor_paths=0.5,
+                          erase_prompts=["a filled red circle"])
+    assert erase(pipe, config).steps_done == config.steps
+    with pytest.raises(ValueError, match="anchor_paths"):
+        small_config(anchor_paths=1.5)

@@ -70,6 +70,11 @@ class EraseConfig:
     # > 0: ΔW acts only outside the directions holding this share of the preserved prompts' caption-row inputs'
     # energy (zerase.train.null_space); 0: anywhere (the paper).
     null_space: float = 0.0
+    # Share of the erase bank's trajectories sampled along the anchor's own path (target "anchor" or "replace"): the
+    # erased model is then taught where the anchor goes from every state it will reach, not only from the states of
+    # the concept's path, where the anchor's velocity asks for a change the sampler cannot finish ("filled" to
+    # "outlined" from an already filled disc). 0: every trajectory on the concept's path (the paper).
+    anchor_paths: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.concept.strip():
@@ -88,6 +93,8 @@ class EraseConfig:
             raise ValueError("prompt_pool and refresh_every must not be negative, pool_variants positive")
         if not 0 <= self.null_space < 1:
             raise ValueError("null_space must be in [0, 1)")
+        if not 0 <= self.anchor_paths <= 1:
+            raise ValueError("anchor_paths must be in [0, 1]")
         if any(n < 1 for n in self.trained_steps):
             raise ValueError("schedule steps must be positive")
 

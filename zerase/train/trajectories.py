@@ -78,14 +78,18 @@ def build_bank(pipe: ZImagePipeline, embeds: list[torch.Tensor], empty: torch.Te
                generator: torch.Generator, batch_size: int = 64,
                schedules: Sequence[int] | None = None,
                frozen: Callable[[], AbstractContextManager[None]] | None = None,
-               prompt_ids: torch.Tensor | None = None) -> TrajectoryBank:
+               prompt_ids: torch.Tensor | None = None, follow_anchor: bool = False) -> TrajectoryBank:
     """Run `n_trajectories` samplings (prompt j % len(embeds), or prompt_ids[j]) and keep every state.
 
     `anchors[i]` is the anchor embedding for prompt i (None: no anchor targets). `schedules`: the step
     counts to sample with, trajectory j taking schedules[j % len] (None: `settings.steps` alone), so a
     patch trains on the timesteps of every schedule that is served. `frozen`: sample with the transformer
     as it is, and compute the targets inside `frozen()` (the trained LoRA set aside); None: all frozen.
+    `follow_anchor`: the sampler steps along the anchor's velocity instead of the prompt's (the path the erased
+    model should take), the targets kept as they are.
     """
+    if follow_anchor and not anchors:
+        raise ValueError("follow_anchor needs anchor prompts")
     transformer = pipe.transformer
     h, w = latent_hw(pipe, settings)
     choices = list(schedules or [settings.steps])
@@ -114,7 +118,7 @@ def build_bank(pipe: ZImagePipeline, embeds: list[torch.Tensor], empty: torch.Te
                 if anchors:
                     parts["anchor"].append(out[2 * n:])
                 # The pipeline's guidance: pos + g (pos - neg); then it negates and takes an Euler step.
-                p_cond, p_uncond = policy[:n], policy[n:2 * n]
+                p_cond, p_uncond = (out[2 * n:] if follow_anchor else policy[:n]), policy[n:2 * n]
                 pred = (p_cond + settings.guidance_scale * (p_cond - p_uncond) if settings.guidance_scale > 0
                         else p_cond)
                 x = x + (sigmas[step + 1] - sigmas[step]) * (-pred)
