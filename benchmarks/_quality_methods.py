@@ -57,6 +57,11 @@ AC_TARGET: dict[str, dict[str, Any]] = {
 }
 
 
+# The training fit the paper uses, which a category's defaults may change (styles since 2026-12-07).
+PAPER_FIT = {f.name: f.default for f in dataclasses.fields(EraseConfig)
+             if f.name in ("steps", "rank", "lr", "attn_weight", "anchor_paths")}
+
+
 @dataclass(frozen=True)
 class Method:
     # "train" (zerase.train.erasure), "uce" (zerase.baselines.uce) or "zeroing" (zerase.baselines.zeroing, nothing
@@ -67,6 +72,9 @@ class Method:
     request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
     defaults: bool = False  # the service's defaults as they are today (category settings, the model's anchors)
     strength: bool = False  # served at the strength a job's search picks (zerase.evaluate.strength)
+    # A style trained at its category's fit since 2026-12-07 (presets.CATEGORY_SETTINGS: 400 steps, rank 8, …); False:
+    # at the paper's (EraseConfig's defaults), as the method's committed cells were measured.
+    style_fit: bool = False
     # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", one erasure
     # routed without its fallback: the prompts the router reads naming the concept get it, the rest the base model
     # (zerase.serve.routing); "as served", exactly as /generate serves it deployed alone and as its job is judged:
@@ -105,7 +113,8 @@ METHODS: dict[str, Method] = {
     # Its colour cells since 2026-12-07 erase towards the next colour (zerase.world.profile.sibling): they ran as
     # "Z-Erase, as served, colour to the next colour" (colour: target "replace", the sibling as anchor) before that
     # became the default, the same configuration; the Eq. 5 ones are in the sweep's before-colour-anchor/.
-    "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served"),
+    # Its style cells since 2026-12-07 train at the styles' fuller fit; the ones before are in before-style-paths/.
+    "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served", style_fit=True),
     # A style's fit at 1x (outlined 0.48 of its calibration shots, filled 0.45) is what the search amplifies;
     # unconstrained with 300 steps it starts at 0.17 and 0.28.
     "Z-Erase, as served, unconstrained, 300 steps": Method("train", {"null_space": 0.0, "steps": 300}, defaults=True,
@@ -160,7 +169,8 @@ def method_config(name: str, concept: str, settings, *, recipe: dict[str, Any], 
     # the world's anchors (2026-12-06: characters to "a character", the rest by Eq. 5), unless it names those settings.
     paper = {"null_space": 0.0, "refresh_every": 0} | (
         {"target": "anchor", "anchor": "a character"} if axis == "character" else {"target": "esd", "anchor": None})
-    data = (recipe if method.defaults else paper | recipe) | method.overrides | method.per_axis.get(axis, {}) \
+    fit = {} if method.style_fit else PAPER_FIT | ({"steps": steps} if steps else {})
+    data = fit | (recipe if method.defaults else paper | recipe) | method.overrides | method.per_axis.get(axis, {}) \
         | (extra or {})
     if data.get("prompt_pool"):
         data = {"category": category, "erase_contexts": world_erase_contexts(concept)} | data

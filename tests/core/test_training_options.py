@@ -11,6 +11,7 @@ import torch
 
 from zerase.baselines.uce import uce_erase
 from zerase.model.generate import generate
+from zerase.model.pipeline import encode_prompts
 from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import load_artifact
 from zerase.train.config import EraseConfig
@@ -19,6 +20,7 @@ from zerase.train.lagrangian import LevelController
 from zerase.train.presets import model_defaults
 from zerase.train.prompt_pool import prompt_pool
 from zerase.train.prompts import attack_spellings, concept_spans, concept_token_positions
+from zerase.train.trajectories import build_bank
 from zerase.world.profile import world_erase_contexts
 
 
@@ -85,9 +87,6 @@ def test_uce_edit_is_served_as_a_gated_artifact_that_changes_the_concept_most(pi
 
 
 def test_anchor_paths_follow_the_anchor_and_train(pipe, settings) -> None:  # noqa: ANN001
-    from zerase.model.pipeline import encode_prompts
-    from zerase.train.trajectories import build_bank
-
     filled, outlined, empty = encode_prompts(pipe, ["a filled red circle", "an outlined red circle", ""])
 
     def bank(embeds, anchors, follow):  # noqa: ANN001, ANN202

@@ -22,8 +22,6 @@ level of L_pr instead of its rate (zerase.train.lagrangian).
 
 from __future__ import annotations
 
-import functools
-import operator
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -167,10 +165,10 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
                     else [prompts.anchors[i] for i in prompts.bank_prompts])
     with setup_stage(on_stage, "build_trajectories"):
         on_anchor = round(config.trajectories * config.anchor_paths) if bank_anchors else 0
-        erase_bank = functools.reduce(operator.add, [
-            build_bank(pipe, bank_embeds, prompts.empty, bank_anchors, n, config.sampling, gen,
-                       schedules=config.trained_steps, follow_anchor=follow)
-            for n, follow in ((config.trajectories - on_anchor, False), (on_anchor, True)) if n])
+        banks = [build_bank(pipe, bank_embeds, prompts.empty, bank_anchors, n, config.sampling, gen,
+                            schedules=config.trained_steps, follow_anchor=follow)
+                 for n, follow in ((config.trajectories - on_anchor, False), (on_anchor, True)) if n]
+        erase_bank = banks[0] if len(banks) == 1 else banks[0] + banks[1]
         pres_bank = build_bank(pipe, pres_embeds, prompts.empty, None, pres_n, config.sampling, gen,
                                schedules=config.trained_steps)
     frozen_bank = erase_bank
