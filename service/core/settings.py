@@ -89,13 +89,15 @@ class Settings(BaseSettings):
     # Images of each kept concept (their base images are cached): enough to judge each one, not only the mean.
     evaluation_kept_images: Annotated[int, Field(ge=1, le=64)] = 8
     # Before it is judged, each round's erasure is served at the smallest of these multiples of its trained scale at
-    # which its concept's prompts and string attacks draw it in at most `strength_target` of their images, on seeds
-    # the evaluation does not use, while kept prompts naming the concept lose at most `strength_kept_limit`
+    # which its concept's prompts draw it in at most `strength_target` of their images, on seeds the evaluation does
+    # not use, while kept prompts naming the concept lose at most `strength_kept_limit`; stronger while that brings
+    # its string attacks toward the target at a loss of at most `strength_coherence_limit` coherence
     # (zerase.evaluate.strength); [1.0]: as trained. Needs an evaluator that reads the concept.
     served_strengths: list[Annotated[float, Field(ge=0.1, le=10)]] = Field(default=[1.0, 1.5, 2.0, 3.0],
                                                                           min_length=1, max_length=8)
     strength_target: Annotated[float, Field(ge=0, le=1)] = 0.05
     strength_kept_limit: Annotated[float, Field(ge=0, le=1)] = 0.1
+    strength_coherence_limit: Annotated[float, Field(ge=0, le=1)] = 0.1
     # A job whose evaluation misses the deploy gate trains again with one setting changed (zerase.train.retune: the
     # null-space share a rung looser or tighter, or longer), at most this many more times; 0: train once. Off with
     # the gate.

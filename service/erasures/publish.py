@@ -64,7 +64,7 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
     """The round's artifact at the strength it will be served at (zerase.evaluate.strength), rewritten at `path` when
     that is not 1: the job is judged, published and served so. As trained when the evaluator cannot read the concept,
     or when the search fails (an error event; the evaluation still judges it)."""
-    from zerase.evaluate.strength import search_strength, strengthened
+    from zerase.evaluate.strength import StrengthLimits, search_strength, strengthened
     from zerase.model.profiles import profile_for
     from zerase.patch.artifact import load_artifact, write_artifact
 
@@ -76,16 +76,18 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
         evaluator = _evaluator(profile, category, concept, settings)
         if evaluator is None or not evaluator.can_read(concept):
             return artifact
+        limits = StrengthLimits(settings.strength_target, settings.strength_kept_limit,
+                                settings.strength_coherence_limit)
         found = search_strength(pipe, artifact, evaluator, profile.sampling, n_seeds=settings.evaluation_seeds,
-                                strengths=settings.served_strengths, target=settings.strength_target,
-                                kept_limit=settings.strength_kept_limit, category=category)
+                                strengths=settings.served_strengths, limits=limits, category=category)
     except Exception as exc:
         log.exception("the strength search failed")
         _event(sessions, job_id, EventKind.ERROR, f"strength search failed, served as trained: "
                f"{type(exc).__name__}: {exc}", {"strength": 1.0})
         return artifact
-    tried = ", ".join(f"{t['strength']:g}x {t['acc_e']:.2f}" for t in found.tried)
-    _event(sessions, job_id, EventKind.INFO, f"served at {found.strength:g}x its trained strength (Acc_e on "
+    tried = ", ".join(f"{t['strength']:g}x {t['acc_e']:.2f}" + (f"/{t['attack']:.2f}" if t["attack"] is not None
+                                                                  else "") for t in found.tried)
+    _event(sessions, job_id, EventKind.INFO, f"served at {found.strength:g}x its trained strength (Acc_e/attacks on "
            f"calibration seeds: {tried})", {"strength": found.strength, "tried": found.tried})
     if found.strength == 1.0:
         return artifact

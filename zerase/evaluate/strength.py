@@ -1,5 +1,6 @@
 """The strength an erasure is served at: the smallest multiple of its trained LoRA scale at which the concept's own
-prompts and its string attacks stop drawing it, found on seeds the job's evaluation never uses.
+prompts stop drawing it, stronger still while that cuts its string attacks and keeps the images coherent, found on
+seeds the job's evaluation never uses.
 
 Trained to keep the rest (the null-space constraint, the unnamed prior), a shape's or a style's ΔW points the right
 way but falls short: on the world, circle's default erasure leaves the shape in 0.21 of its images at 1x, 0.04 at
@@ -7,6 +8,12 @@ way but falls short: on the world, circle's default erasure leaves the shape in 
 erasure only when it names the concept, so the stronger erasure reaches few kept prompts: those that name the concept
 too ("a blue circle" keeps blue), which the search checks against the erasure at its trained strength (what the
 job's gate judges either way). The paper's reference code serves its LoRAs at lora_scale 15 for the same reason.
+
+Attacks and coherence are judged apart from the concept's prompts. Pooled with them at one image per attack prompt,
+"OUTLINED" was drawn in 0.44 of its images at 1.5x while the pool read 0.02; over 8 seeds outlined's attacks read
+0.10 at 1.5x and 0.07 at 2x (coherence 0.92 -> 0.86), but 0.18 at 3x (coherence 0.70): past a point a stronger
+erasure draws broken shapes that read as anything. And filled, erased at 2x (0.05), reached 0.00 at 3x only by
+drawing broken rings (coherence 0.61 -> 0.38): a stronger strength must not buy its attacks with coherence.
 
 The strength is written into the artifact (alpha = strength x trained alpha, `strength` and `trained_alpha` beside
 it), so everything downstream (serving, fusion, the deployment's evaluation) serves the same patch without knowing.
@@ -34,7 +41,16 @@ SEED_OFFSET = 1000  # calibration seeds start here: the job's evaluation (seeds 
 @dataclass(frozen=True)
 class StrengthSearch:
     strength: float  # the one chosen
-    tried: list[dict[str, Any]]  # per strength tried: acc_e (the concept's and attack shots), named_kept, images
+    # per strength tried: acc_e (the concept's shots), attack (its string attacks'), named_kept, coherence (of the
+    # concept's shots; None: the evaluator cannot tell), images
+    tried: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StrengthLimits:
+    target: float = 0.05  # Acc_e, then attack success, to reach
+    kept_limit: float = 0.1  # how much more the kept prompts naming the concept may lose than at the first strength
+    coherence_limit: float = 0.1  # how much coherence a strength past the first that erases may lose to cut attacks
 
 
 def strengthened(artifact: LoraArtifact, strength: float) -> LoraArtifact:
@@ -48,58 +64,81 @@ def strengthened(artifact: LoraArtifact, strength: float) -> LoraArtifact:
 
 def calibration_shots(evaluator: Evaluator, concept: str, n_seeds: int, category: str | None = None,
                       preservation: Sequence[str] = (), anchor: str | None = None) -> list[Shot]:
-    """The concept's prompts at `n_seeds` calibration seeds, each attack prompt at one, and the kept concepts' prompts
-    that name the concept (the ones routing sends to this erasure) at `n_seeds`."""
+    """The concept's prompts, its attack prompts and the kept concepts' prompts that name the concept (the ones
+    routing sends to this erasure), each at `n_seeds` calibration seeds."""
     plan = evaluator.plan(concept, n_seeds, full=True, category=category, preservation=preservation, anchor=anchor)
-    out, attacked = [], set()
-    for s in plan.shots:
-        if s.role == KEPT and not concept_spans(s.prompt, concept):
-            continue
-        if s.role not in (ERASED, KEPT):  # an attack prompt: one image each
-            if s.prompt in attacked:
-                continue
-            attacked.add(s.prompt)
-        out.append(replace(s, seed=s.seed + SEED_OFFSET))
-    return out
+    return [replace(s, seed=s.seed + SEED_OFFSET) for s in plan.shots
+            if s.role != KEPT or concept_spans(s.prompt, concept)]
 
 
 def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Evaluator, sampling: SamplingSettings,
-                    *, n_seeds: int = 4, strengths: Sequence[float] = STRENGTHS, target: float = 0.05,
-                    kept_limit: float = 0.1, category: str | None = None) -> StrengthSearch:
-    """Try `strengths` in order (the first: the trained one, 1) and stop at the first whose Acc_e (the concept's and
-    its attack shots) is within `target` while the kept shots naming the concept lose at most `kept_limit` more than
-    at the first; when none reaches the target, the one of lowest Acc_e within `kept_limit` (ties: the weaker)."""
+                    *, n_seeds: int = 4, strengths: Sequence[float] = STRENGTHS,
+                    limits: StrengthLimits = StrengthLimits(), category: str | None = None) -> StrengthSearch:
+    """Try `strengths` in rising order (the first: the trained one, 1) and stop once `choose` would not change its
+    pick with a stronger one: it erases and its attacks are within the target, or a strength past the first that
+    erases lost the named kept prompts or coherence (a stronger one would lose more)."""
     config = artifact.metadata["config"]
     shots = calibration_shots(evaluator, str(config["concept"]), n_seeds, category, config.get("preservation", ()),
                               config.get("anchor"))
     prompts, seeds = [s.prompt for s in shots], [s.seed for s in shots]
-    erased = [i for i, s in enumerate(shots) if s.role != KEPT]
-    kept = [i for i, s in enumerate(shots) if s.role == KEPT]
+    roles = {"acc_e": [i for i, s in enumerate(shots) if s.role == ERASED],
+             "attack": [i for i, s in enumerate(shots) if s.role not in (ERASED, KEPT)],
+             "named_kept": [i for i, s in enumerate(shots) if s.role == KEPT]}
 
-    def rate(readings: list[set[str]], idx: list[int]) -> float:
-        return sum(shots[i].concept in readings[i] for i in idx) / len(idx)
+    def rate(readings: list[set[str]], idx: list[int]) -> float | None:
+        return round(sum(shots[i].concept in readings[i] for i in idx) / len(idx), 4) if idx else None
 
     patched, tried = PatchedPipeline(pipe), list[dict[str, Any]]()
     try:
-        for strength in strengths:
+        for strength in sorted(strengths):
             patched.apply([strengthened(artifact, strength)], [1.0])
-            readings = evaluator.read(generate(pipe, prompts, seeds, sampling), prompts)
-            tried.append({"strength": strength, "acc_e": round(rate(readings, erased), 4),
-                          "named_kept": round(rate(readings, kept), 4) if kept else None, "images": len(shots)})
-            if tried[-1]["acc_e"] <= target and _keeps(tried[-1], tried[0], kept_limit):
+            images = generate(pipe, prompts, seeds, sampling)
+            readings = evaluator.read(images, prompts)
+            coherent = evaluator.coherent(images[roles["acc_e"]], [prompts[i] for i in roles["acc_e"]])
+            tried.append({"strength": strength, **{k: rate(readings, idx) for k, idx in roles.items()},
+                          "coherence": round(sum(coherent) / len(coherent), 4) if coherent else None,
+                          "images": len(shots)})
+            if settled(tried, limits):
                 break
     finally:
         patched.clear()
-    return StrengthSearch(choose(tried, target, kept_limit), tried)
+    return StrengthSearch(choose(tried, limits), tried)
 
 
-def choose(tried: Sequence[dict[str, Any]], target: float, kept_limit: float) -> float:
-    """Of the strengths `tried` (the first the trained one), the weakest within `target` that keeps the named kept
-    prompts within `kept_limit` of the first; else the lowest Acc_e that keeps them (ties: the weaker)."""
-    allowed = [t for t in tried if _keeps(t, tried[0], kept_limit)]
-    best = min(allowed, key=lambda t: (t["acc_e"] > target, t["acc_e"] if t["acc_e"] > target else 0, t["strength"]))
-    return float(best["strength"])
+def choose(tried: Sequence[dict[str, Any]], limits: StrengthLimits = StrengthLimits()) -> float:
+    """Of the strengths `tried` (the weakest the trained one): among those that keep the named kept prompts within
+    `kept_limit` of the weakest and erase (Acc_e within `target`), the one whose attacks exceed the target least
+    without losing more than `coherence_limit` coherence against the weakest that erases (ties: the weaker); when
+    none erases, the lowest Acc_e that keeps them (ties: the weaker)."""
+    kept = _kept(tried, limits)
+    erasing = [t for t in kept if t["acc_e"] <= limits.target]
+    if not erasing:
+        return float(min(kept, key=lambda t: (t["acc_e"], t["strength"]))["strength"])
+    first = erasing[0]
+    coherent = [t for t in erasing if _coherent(t, first, limits.coherence_limit)]
+    return float(min(coherent, key=lambda t: (max((t["attack"] or 0.0) - limits.target, 0.0), t["strength"]))
+                 ["strength"])
 
 
-def _keeps(tried: dict[str, Any], trained: dict[str, Any], limit: float) -> bool:
-    return tried["named_kept"] is None or trained["named_kept"] - tried["named_kept"] <= limit + 1e-9
+def settled(tried: Sequence[dict[str, Any]], limits: StrengthLimits = StrengthLimits()) -> bool:
+    """Whether a stronger strength than those `tried` could no longer be chosen (see `search_strength`)."""
+    last, kept = tried[-1], _kept(tried, limits)
+    erasing = [t for t in kept if t["acc_e"] <= limits.target]
+    if not erasing:
+        return False
+    if last is not erasing[0] and (last not in kept or not _coherent(last, erasing[0], limits.coherence_limit)):
+        return True
+    pick = next(t for t in tried if t["strength"] == choose(tried, limits))
+    return (pick["attack"] or 0.0) <= limits.target
+
+
+def _kept(tried: Sequence[dict[str, Any]], limits: StrengthLimits) -> list[dict[str, Any]]:
+    ordered = sorted(tried, key=lambda t: t["strength"])
+    weakest = ordered[0]["named_kept"]
+    return [t for t in ordered
+            if t["named_kept"] is None or weakest is None or weakest - t["named_kept"] <= limits.kept_limit + 1e-9]
+
+
+def _coherent(tried: dict[str, Any], first: dict[str, Any], limit: float) -> bool:
+    a, b = tried.get("coherence"), first.get("coherence")
+    return a is None or b is None or b - a <= limit + 1e-9

@@ -159,9 +159,9 @@ def _train(pipe: ZImagePipeline, config: EraseConfig, prompts: TrainingPrompts, 
         pres_embeds, pres_n = [prompts.empty], max(4, config.trajectories // 4)
     pool = prompts.groups is not None
     # The bank samples its trajectories on the bank prompts (a pool's bases); a pool's per-prompt anchors are
-    # computed per step, for the variant drawn.
+    # computed per step, for the variant drawn, so its bank holds its bases' anchors only to follow them.
     bank_embeds = [prompts.embeds[i] for i in prompts.bank_prompts]
-    bank_anchors = (None if prompts.anchors is None or (pool and prompts.anchor_per_prompt)
+    bank_anchors = (None if prompts.anchors is None or (pool and prompts.anchor_per_prompt and not config.anchor_paths)
                     else [prompts.anchors[i] for i in prompts.bank_prompts])
     with setup_stage(on_stage, "build_trajectories"):
         on_anchor = round(config.trajectories * config.anchor_paths) if bank_anchors else 0

@@ -77,6 +77,13 @@ UNCONSTRAINED = 0.0
 # at 0.99 erased Mira at a 0.032 drop and twice the time (benchmarks/quality-24/sweeps/character-null-space/).
 NULL_SPACE_CHARACTER = 0.95
 ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many steps (zerase.train.trajectories)
+# Shapes and styles train on a resampled pool (zerase.train.prompt_pool): 32 of the model's prompts showing the
+# concept, half of each step's drawn respelt (never as the evaluation's attacks spell it). Their attacks came back
+# where colours' and characters' did not: at 8 calibration seeds "OUTLINED" drew an outline in 0.44 of its images at
+# 1.5x, 0.00 so trained; star's attacks 0.09 -> 0.03 at 1.5x, filled's 0.09 -> 0.02 (erased at 1.5x, not 2x);
+# outlined at training seed 2 fared worse (0.09 -> 0.13). As served over 3 seeds: benchmarks/RESULTS.md, "Shapes and
+# styles trained on respellings". A quarter more training time.
+RESPELT_POOL = {"prompt_pool": 32, "pool_variants": 8, "perturb": 0.5}
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
 # shape: entity, style: artistic_style, character: celebrity): among the settings that erase (Acc_e <= 0.5), the
@@ -91,7 +98,7 @@ CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
      # re-sampled on-policy, 0.00 each alone and together, consolidated kept drop 0.043 for the three
      # (benchmarks/takedowns/takedowns.md), at the same training time.
      "abstraction": {"null_space": NULL_SPACE, "refresh_every": ON_POLICY},
-     "entity": {"null_space": UNCONSTRAINED, "refresh_every": 0},
+     "entity": {"null_space": UNCONSTRAINED, "refresh_every": 0, **RESPELT_POOL},
      # A style turns into its sibling ("filled" -> "outlined"), a change of many pixels, which the paper's 200 steps at
      # rank 4 fit only in part ("filled" left in 0.36 of its calibration shots at 1x): the search then served it at 3x,
      # and 3x drew broken, many-coloured rings (coherence 0.20). Twice the steps, lr and rank, half the trajectories
@@ -100,7 +107,7 @@ CATEGORY_SETTINGS: dict[str, dict[str, Any]] = {
      # Acc_e 0.07 -> 0.03, coherence 0.51 -> 0.65 (outlined 0.80 -> 0.93), kept drop 0.01 either way; attack success
      # 0.07 -> 0.10 (benchmarks/RESULTS.md, "Styles: a fuller fit").
      "artistic_style": {"null_space": NULL_SPACE, "refresh_every": 0, "attn_weight": 0.0, "steps": 400, "lr": 2e-3,
-                        "rank": 8, "anchor_paths": 0.5}}
+                        "rank": 8, "anchor_paths": 0.5, **RESPELT_POOL}}
 # What each preset does, for people choosing one (the console shows these next to the category).
 DESCRIPTIONS = {
     "nudity": "Nudity classes. ε 1e-3 (tight: Table 6); preserves clothed people, portraits and beach scenes.",
@@ -198,6 +205,12 @@ def resolve_request(concept: str, category: str, preservation: list[str] | None 
     for key, value in (CATEGORY_SETTINGS[category] | model_defaults(profile)).items():
         if overrides.get(key) is None:
             overrides[key] = value
+    if overrides.get("prompt_pool") and overrides.get("erase_contexts") is None and (
+            contexts := profile.erase_contexts(concept)):
+        # A pool's bases: the model's own prompts showing the concept say it better than the category's templates.
+        overrides["erase_contexts"] = contexts
+        if overrides.get("pool_templates") is None:
+            overrides["pool_templates"] = 0.0
     config = EraseConfig(concept=concept, preservation=list(preservation), anchor=anchor,
                          epsilon=EPSILON[category] if epsilon is None else epsilon, **overrides)
     return Resolved(config, dropped, {k: [p for p in v if p not in dropped] for k, v in added.items() if v})
