@@ -123,3 +123,22 @@ def test_the_world_says_what_its_concepts_turn_into(concept: str, category: str,
     chosen = resolve(concept, category, anchor="a yellow star")  # a request's own anchor is the whole prompt's
     assert (chosen.anchor, chosen.target) == ("a yellow star", "anchor")
     assert resolve(concept, category, target="esd").target == "esd"
+
+
+@pytest.mark.parametrize(("concept", "category", "pooled"), [
+    ("star", "entity", True), ("outlined", "artistic_style", True),
+    ("red", "abstraction", False), ("Mira", "celebrity", False),
+])
+def test_shapes_and_styles_train_on_respellings_of_the_models_own_prompts(concept: str, category: str,
+                                                                          pooled: bool) -> None:
+    config = resolve(concept, category)
+    assert bool(config.prompt_pool) == pooled
+    if pooled:  # the world's own captions showing the concept, not the category's templates
+        assert config.pool_templates == 0.0 and config.perturb > 0
+        assert len(config.erase_contexts) > len(config.erase_prompts)
+        assert all(concept in c for c in config.erase_contexts)
+    else:
+        assert config.erase_contexts == []
+    # A request's own choice wins.
+    assert resolve(concept, category, prompt_pool=0).prompt_pool == 0
+    assert resolve(concept, category, pool_templates=0.3, prompt_pool=8).pool_templates == 0.3

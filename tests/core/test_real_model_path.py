@@ -50,6 +50,7 @@ def test_turbo_defaults_and_no_world_preset(turbo_scaffold: Callable[..., Path])
         assert (config.height, config.width) == (512, 512), "training runs at the training resolution"
         assert config.erase_prompts == [] and not set(config.preservation) & world_texts(), concept
         assert config.anchor in (None, "a person")  # the celebrity preset's, not the world's "a character"
+        assert config.erase_contexts == [] and config.pool_templates == 0.5  # a pool's bases: the category's templates
     expanded = resolve("purple", "abstraction", preservation=["red"], model=model, protect_unnamed=False)
     assert expanded.preservation == ["red"], "a preservation entry is not expanded into world prompts"
 
