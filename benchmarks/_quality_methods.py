@@ -118,7 +118,12 @@ METHODS: dict[str, Method] = {
     # "Z-Erase, as served, colour to the next colour" (colour: target "replace", the sibling as anchor) before that
     # became the default, the same configuration; the Eq. 5 ones are in the sweep's before-colour-anchor/.
     # Its style cells since 2026-12-07 train at the styles' fuller fit; the ones before are in before-style-paths/.
+    # Its shape and style cells since 2026-12-07 (tenth) train on the respelt pool and are served at the strength the
+    # attack-aware search picks (zerase.evaluate.strength); the ones before are in before-respelt-pool/.
     "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served", style_fit=True),
+    # The same on the paper's fixed erase prompts: what the respelt pool changes, at today's strength search.
+    "Z-Erase, as served, fixed prompts": Method("train", {"prompt_pool": 0}, defaults=True, strength=True,
+                                                served="as served", style_fit=True),
     # A style's fit at 1x (outlined 0.48 of its calibration shots, filled 0.45) is what the search amplifies;
     # unconstrained with 300 steps it starts at 0.17 and 0.28.
     "Z-Erase, as served, unconstrained, 300 steps": Method("train", {"null_space": 0.0, "steps": 300}, defaults=True,
