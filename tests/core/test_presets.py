@@ -126,11 +126,10 @@ def test_the_world_says_what_its_concepts_turn_into(concept: str, category: str,
 
 
 @pytest.mark.parametrize(("concept", "category", "pooled"), [
-    ("star", "entity", True), ("outlined", "artistic_style", True),
-    ("red", "abstraction", False), ("Mira", "celebrity", False),
+    ("outlined", "artistic_style", True), ("filled", "artistic_style", True),
+    ("star", "entity", False), ("red", "abstraction", False), ("Mira", "celebrity", False),
 ])
-def test_shapes_and_styles_train_on_respellings_of_the_models_own_prompts(concept: str, category: str,
-                                                                          pooled: bool) -> None:
+def test_styles_train_on_respellings_of_the_models_own_prompts(concept: str, category: str, pooled: bool) -> None:
     config = resolve(concept, category)
     assert bool(config.prompt_pool) == pooled
     if pooled:  # the world's own captions showing the concept, not the category's templates
