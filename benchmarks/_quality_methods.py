@@ -118,8 +118,10 @@ METHODS: dict[str, Method] = {
     # "Z-Erase, as served, colour to the next colour" (colour: target "replace", the sibling as anchor) before that
     # became the default, the same configuration; the Eq. 5 ones are in the sweep's before-colour-anchor/.
     # Its style cells since 2026-12-07 train at the styles' fuller fit; the ones before are in before-style-paths/.
-    # Its shape and style cells since 2026-12-07 (tenth) train on the respelt pool and are served at the strength the
-    # attack-aware search picks (zerase.evaluate.strength); the ones before are in before-respelt-pool/.
+    # Its shape and style cells since 2026-12-07 (tenth) are served at the strength the attack-aware search picks
+    # (zerase.evaluate.strength), its styles trained on the respelt pool; the ones before are in before-respelt-pool/.
+    # Its shape cells ran as "Z-Erase, as served, fixed prompts" (the same configuration once shapes kept the fixed
+    # prompts); those trained on the pool are in shapes-respelt-pool/.
     "Z-Erase, as served": Method("train", defaults=True, strength=True, served="as served", style_fit=True),
     # The same on the paper's fixed erase prompts: what the respelt pool changes, at today's strength search.
     "Z-Erase, as served, fixed prompts": Method("train", {"prompt_pool": 0}, defaults=True, strength=True,
