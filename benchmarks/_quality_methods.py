@@ -57,8 +57,8 @@ AC_TARGET: dict[str, dict[str, Any]] = {
 }
 
 
-# The training fit the paper uses, which a category's defaults may change (styles' fit since 2026-12-07, shapes' and
-# styles' respelt prompt pool since 2026-12-07).
+# The training fit the paper uses, which a category's defaults may change (styles' fit and respelt prompt pool since
+# 2026-12-07).
 PAPER_FIT = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
              for f in dataclasses.fields(EraseConfig)
              if f.name in ("steps", "rank", "lr", "attn_weight", "anchor_paths", "prompt_pool", "pool_variants",
@@ -75,9 +75,9 @@ class Method:
     request: dict[str, Any] = field(default_factory=dict)  # how the request is resolved (zerase.train.presets.resolve)
     defaults: bool = False  # the service's defaults as they are today (category settings, the model's anchors)
     strength: bool = False  # served at the strength a job's search picks (zerase.evaluate.strength)
-    # Trained at its category's fit as it is today (presets.CATEGORY_SETTINGS: a style's 400 steps at rank 8 since
-    # 2026-12-07, shapes' and styles' respelt pool since 2026-12-07); False: at the paper's fit (EraseConfig's
-    # defaults, PAPER_FIT), as the method's committed cells were measured.
+    # Trained at its category's fit as it is today (presets.CATEGORY_SETTINGS: a style's 400 steps at rank 8 and its
+    # respelt pool since 2026-12-07); False: at the paper's fit (EraseConfig's defaults, PAPER_FIT), as the method's
+    # committed cells were measured.
     style_fit: bool = False
     # How the cell serves it: "raw", every prompt gets the erasure (the table's other rows); "routed", one erasure
     # routed without its fallback: the prompts the router reads naming the concept get it, the rest the base model
