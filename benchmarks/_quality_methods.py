@@ -59,10 +59,10 @@ AC_TARGET: dict[str, dict[str, Any]] = {
 
 # The training fit the paper uses, which a category's defaults may change (styles' fit and respelt prompt pool since
 # 2026-12-07).
-PAPER_FIT = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-             for f in dataclasses.fields(EraseConfig)
+# (A pool's bases, `erase_contexts`, are not pinned: a method that asks for a pool gets the world's, below.)
+PAPER_FIT = {f.name: f.default for f in dataclasses.fields(EraseConfig)
              if f.name in ("steps", "rank", "lr", "attn_weight", "anchor_paths", "prompt_pool", "pool_variants",
-                           "perturb", "pool_templates", "erase_contexts")}
+                           "perturb", "pool_templates")}
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,8 @@ ON_POLICY = 50  # re-sample the erase bank with the current LoRA every this many
 # an outline in 0.44 of its images at 1.5x, 0.00 so trained; filled's attacks 0.09 -> 0.02 (erased at 1.5x, not 2x);
 # outlined at training seed 2 fared worse (0.09 -> 0.13). As served over 3 seeds the style axis's attacks 0.10 ->
 # 0.06 at a better Ha; shapes' attacks fell too (star 0.09 -> 0.06) but their Ha did not hold (0.97 -> 0.95, star
-# left in 0.06 of its images at one seed), so shapes keep the fixed prompts (benchmarks/RESULTS.md, "Shapes and
-# styles trained on respellings"). A quarter more training time.
+# left in 0.06 of its images at one seed), so shapes keep the fixed prompts (benchmarks/RESULTS.md, "Styles trained
+# on respellings"). A quarter more training time.
 RESPELT_POOL = {"prompt_pool": 32, "pool_variants": 8, "perturb": 0.5}
 # Each category's training settings where a request leaves them unset: the winner of issue 24's quality table
 # (benchmarks/RESULTS.md, 3 training seeds) on the world axis that stands for the category (colour: abstraction,
