@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zerase.evaluate.strength import StrengthSearch, search_strength, strengthened
+from zerase.evaluate.strength import StrengthSearch, search_strength
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline, stack_factors
@@ -192,7 +192,7 @@ def strengthen_as_a_job_does(pipe, path: Path, evaluator, settings, concept: str
     """The trained artifact at `path` rewritten at the strength a job's search picks for it (before it is judged)."""
     trained = load_artifact(path, pipe)
     found = search_strength(pipe, trained, evaluator, settings, category=AXIS_CATEGORY[world_axis(concept) or "colour"])
-    write_artifact(strengthened(trained, found.strength), path)
+    write_artifact(trained.at_strength(found.strength), path)
     return found
 
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from zerase.evaluate.evaluation import evaluate_intervention
-from zerase.evaluate.strength import strengthened
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline
@@ -51,7 +50,7 @@ def main() -> None:
         trained = load_artifact(path, pipe)
         rows = []
         for strength in args.strengths:
-            patched, served = PatchedPipeline(pipe), strengthened(trained, strength)
+            patched, served = PatchedPipeline(pipe), trained.at_strength(strength)
 
             def install(patched: PatchedPipeline = patched, served=served):  # noqa: ANN001, ANN202
                 patched.apply([served])

@@ -13,9 +13,11 @@ entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (bet
 to the frozen output on the kept concepts', rank 32); `consolidated`, zerase.serve.consolidation (that patch trained
 further, end to end, toward each erasure's own outputs on its prompts and the frozen model's on the kept ones);
 `routed`, zerase.serve.routing (per prompt, the erasures the text encoder reads it naming, each at weight 1, else the
-consolidated patch); `routed_only`, the same without the consolidated fallback (a prompt naming none of the erasures
-gets the base model). Each erasure is trained once per training seed with the service's defaults, served at the
-strength a job would serve it at (zerase.evaluate.strength), and cached under var/takedowns/. Each cell
+consolidated patch, made from each erasure at its trained strength); `routed_served_fallback`, the same with the
+fallback made from each erasure at its served strength (as the service made it until 2026-12-07); `routed_only`, the
+same without the consolidated fallback (a prompt naming none of the erasures gets the base model). Each erasure is
+trained once per training seed with the service's defaults, served at the strength a job would serve it at
+(zerase.evaluate.strength), and cached under var/takedowns/ (keyed by those defaults and the search's limits). Each cell
 (set × method × training seed) is written to --out/cells/ as soon as it is done and skipped
 when it exists (measured on this build of the world at today's category defaults: cells record the model's weights
 hash and the training settings), so a long run resumes; the table (takedowns.md) is rebuilt from whatever cells exist,
@@ -29,6 +31,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +39,15 @@ import numpy as np
 import torch
 
 from zerase.evaluate.served_evaluation import Served, evaluate_served
-from zerase.evaluate.strength import STRENGTHS, search_strength, strengthened
+from zerase.evaluate.strength import STRENGTHS, StrengthLimits, search_strength
 from zerase.model.generate import generate
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.patch.artifact import FORMAT, FORMAT_VERSION, LoraArtifact, base_fingerprint, load_artifact, write_artifact
-from zerase.serve.consolidation import consolidate
-from zerase.serve.fusion import FUSED_RANK, fuse_closed_form, fusion_prompts
+from zerase.serve.fusion import FUSED_RANK
 from zerase.serve.routing import routed_for
+from zerase.serve.served_patch import served_patch
 from zerase.train.erasure import erase
 from zerase.train.presets import CATEGORY_SETTINGS, resolve
 from zerase.world.profile import world_category
@@ -55,19 +58,24 @@ ERASED_CHARACTERS = ("Mira", "Toko", "Zed", "Dala", "Aro", "Hana", "Pim", "Kai",
 CHARACTER_SETS = tuple(",".join(ERASED_CHARACTERS[:n]) for n in (1, 2, 4, 8, 12))
 # Then the mixed set of four (a colour, a shape, a style, a character) and all five colours.
 DEFAULT_SETS = (*CHARACTER_SETS, "red,circle,outlined,Mira", "red,yellow,green,blue,purple")
-METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated", "routed", "routed_only")
+METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated", "routed", "routed_served_fallback",
+           "routed_only")
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "routed_served_fallback")  # that one is run on demand, to compare
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
 # How a made patch is made, for the methods that make one: cells made otherwise are not mixed in. Since 2026-12-06
 # the fused patch keeps each preserved concept in its prompts (zerase.serve.fusion.fusion_prompts), and the router
 # reads each erasure as its request's category (zerase.serve.routing.router_for).
 MADE = {"keep": "expanded", "router": "request category"}
-MADE_BY = ("closed_form", "consolidated", "routed", "routed_only")
+MADE_BY = ("closed_form", "consolidated", "routed", "routed_served_fallback", "routed_only")
+# Since 2026-12-07 the routed fallback is made from each erasure at its trained strength (zerase.serve.served_patch).
+# A routed cell without this mark was made at the served strength: the table still shows it, marked †.
+FALLBACK = {"routed": "trained strength", "routed_served_fallback": "served strength"}
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), help="comma-separated concepts each")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--train-seeds", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path("var/takedowns"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/takedowns"))
@@ -93,7 +101,9 @@ def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _defaults_id(concept: str) -> str:
-    return hashlib.sha256(json.dumps(defaults([concept]), sort_keys=True).encode()).hexdigest()[:8]
+    """The cached erasure's key: its training defaults and the rule that chose its served strength."""
+    key = defaults([concept]) | {"strength_limits": asdict(StrengthLimits())}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
@@ -111,7 +121,7 @@ def trained(pipe: Any, concept: str, seed: int, cache: Path) -> LoraArtifact:
         profile = profile_for()
         found = search_strength(pipe, artifact, profile.evaluator(), profile.sampling, category=category)
         print(f"  {concept} s{seed}: served at {found.strength:g}x ({found.tried})", flush=True)
-        write_artifact(strengthened(artifact, found.strength), path)
+        write_artifact(artifact.at_strength(found.strength), path)
     return load_artifact(path, pipe)
 
 
@@ -149,7 +159,7 @@ def ties(artifacts: list[LoraArtifact], density: float = 0.2) -> dict[str, torch
     return out
 
 
-def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: list[str], sampling: Any
+def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: list[str]
               ) -> tuple[list[LoraArtifact], list[float], float]:
     """(artifacts, weights) to serve, and the seconds it took to make them."""
     started, n = time.monotonic(), len(artifacts)
@@ -164,11 +174,10 @@ def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: l
         return [low_rank(ties(artifacts), artifacts[0], name, "ties")], [1.0], time.monotonic() - started
     if method == "routed_only":
         return [], [], 0.0
-    own, keep = fusion_prompts(profile_for(None), artifacts)  # what the service fits on
-    fused = fuse_closed_form(pipe, artifacts, own, keep, sampling)
-    if method in ("consolidated", "routed"):  # trained from the closed form, as the service makes it
-        fused = consolidate(pipe, artifacts, own, keep, sampling, init=fused)
-    return [fused], [1.0], time.monotonic() - started
+    # As the service makes it: routed_served_fallback's fallback is the set's consolidated patch as served alone.
+    made = served_patch(pipe, artifacts, profile_for(None), "consolidated" if method == "routed_served_fallback"
+                        else method)
+    return [made], [1.0], time.monotonic() - started
 
 
 def serving_p50(pipe: Any, patch: list[LoraArtifact], weights: list[float], sampling: Any, runs: int = 9,
@@ -194,9 +203,9 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     evaluator, sampling = profile.evaluator(), profile.sampling
     assert evaluator is not None
     artifacts = [trained(pipe, c, seed, cache) for c in concepts]
-    patch, weights, build_s = patch_for(method, pipe, artifacts, concepts, sampling)
+    patch, weights, build_s = patch_for(method, pipe, artifacts, concepts)
     routed, routing = None, None
-    if method in ("routed", "routed_only"):  # the router calibrated as the service calibrates it
+    if method in ("routed", "routed_served_fallback", "routed_only"):  # the router calibrated as the service does
         started = time.monotonic()
         routed, routing = routed_for(pipe, profile, artifacts, patch[0] if patch else None,
                                      categories=[world_category(c) for c in concepts])
@@ -209,7 +218,7 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     p50_base = serving_p50(pipe, [], [], sampling)
     p50 = serving_p50(pipe, patch, weights, sampling, routed=routed)
     return {"set": concepts, "method": method, "train_seed": seed, "model": model_id(pipe),
-            "defaults": defaults(concepts), **({"made": MADE} if method in MADE_BY else {}),
+            "defaults": defaults(concepts), **({"made": made(method)} if method in MADE_BY else {}),
             "build_s": round(build_s, 2),
             "evaluate_s": round(time.monotonic() - started, 2), "served_rank": sum(
                 int(a.metadata["rank"]) for a in patch), "p50_ratio": p50 / p50_base, **result,
@@ -244,13 +253,21 @@ def _row(concepts: list[str], method: str, cells: list[dict[str, Any]]) -> str:
             f"{mean([c['p50_ratio'] for c in cells]):.2f}× | {cells[0]['served_rank']} |")
 
 
-def load_cell(out: Path, concepts: list[str], method: str, seed: int, model: str) -> dict[str, Any] | None:
-    """The cell, if it was measured on this build of the world with today's category defaults."""
+def made(method: str) -> dict[str, str]:
+    return MADE | ({"fallback": FALLBACK[method]} if method in FALLBACK else {})
+
+
+def load_cell(out: Path, concepts: list[str], method: str, seed: int, model: str,
+              earlier_fallback: bool = False) -> dict[str, Any] | None:
+    """The cell, if it was measured on this build of the world with today's category defaults, made as `made` says;
+    `earlier_fallback`: also a routed cell whose fallback was made at the served strength (before FALLBACK)."""
     path = cell_path(out, concepts, method, seed)
     cell = json.loads(path.read_text()) if path.exists() else None
     if cell is None or cell.get("model") != model or cell.get("defaults") != defaults(concepts):
         return None
-    return cell if method not in MADE_BY or cell.get("made") == MADE else None
+    if method not in MADE_BY or cell.get("made") == made(method):
+        return cell
+    return cell if earlier_fallback and method == "routed" and cell.get("made") == MADE else None
 
 
 def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int, model: str) -> str:
@@ -260,11 +277,16 @@ def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int, mode
     missing = []
     for concepts in sets:
         for method in methods:
-            cells = [c for s in range(seeds) if (c := load_cell(out, concepts, method, s, model)) is not None]
+            cells = [c for s in range(seeds)
+                     if (c := load_cell(out, concepts, method, s, model, earlier_fallback=True)) is not None]
+            earlier = any(c.get("made") != made(method) for c in cells if method in MADE_BY)
             if cells:
-                lines.append(_row(concepts, method, cells))
-            else:
+                lines.append(_row(concepts, method + (" †" if earlier else ""), cells))
+            elif method in DEFAULT_METHODS:
                 missing.append(f"{'+'.join(concepts)} × {method}")
+    if any(" † |" in line for line in lines):
+        lines.append("\n† Its fallback made from each erasure at its served strength, as before 2026-12-07; it is the "
+                     "same patch where every erasure of the set is served at 1×.")
     if missing:
         lines.append(f"\nNot run yet: {'; '.join(missing)}.")
     return "\n".join(lines) + "\n"
@@ -289,7 +311,7 @@ def main() -> None:
                     print(f"{'+'.join(concepts)} {method} s{seed}: max Acc_e "
                           f"{max(c['acc_e'] for c in cell['concepts']):.2f}, Acc_ir {cell['kept']['acc_ir_before']:.2f}"
                           f" → {cell['kept']['acc_ir']:.2f}", flush=True)
-    text = table(args.out, sets, args.methods, args.train_seeds, model)
+    text = table(args.out, sets, list(METHODS), args.train_seeds, model)  # every method with cells
     (args.out / "takedowns.md").parent.mkdir(parents=True, exist_ok=True)
     (args.out / "takedowns.md").write_text(text)
     print(text)

@@ -64,7 +64,7 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
     """The round's artifact at the strength it will be served at (zerase.evaluate.strength), rewritten at `path` when
     that is not 1: the job is judged, published and served so. As trained when the evaluator cannot read the concept,
     or when the search fails (an error event; the evaluation still judges it)."""
-    from zerase.evaluate.strength import StrengthLimits, search_strength, strengthened
+    from zerase.evaluate.strength import StrengthLimits, search_strength
     from zerase.model.profiles import profile_for
     from zerase.patch.artifact import load_artifact, write_artifact
 
@@ -91,7 +91,7 @@ def strengthen(pipe: Any, artifact: LoraArtifact, path: Path, sessions: sessionm
            f"calibration seeds: {tried})", {"strength": found.strength, "tried": found.tried})
     if found.strength == 1.0:
         return artifact
-    write_artifact(strengthened(artifact, found.strength), path)
+    write_artifact(artifact.at_strength(found.strength), path)
     return load_artifact(path, pipe)
 
 

@@ -6,11 +6,14 @@ import torch
 from diffusers import ZImagePipeline
 
 from zerase.model.pipeline import encode_prompts
+from zerase.model.profiles import profile_for
 from zerase.model.sampling import SamplingSettings
 from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import LoraArtifact
 from zerase.serve.consolidation import ConsolidationSettings, consolidate
 from zerase.serve.fusion import FUSED_RANK, fuse_closed_form
+from zerase.serve.served_patch import served_patch
+from zerase.train.presets import resolve
 from zerase.train.trajectories import build_bank, raw_outputs
 
 from .test_real_model_path import random_artifact
@@ -72,3 +75,16 @@ def test_consolidation_starts_from_the_patch_it_is_given(pipe: ZImagePipeline) -
     assert unchanged.metadata["fusion"]["init"] == "closed_form"
     for path, delta in closed.delta_weights().items():
         torch.testing.assert_close(unchanged.delta_weights()[path], delta, rtol=1e-5, atol=1e-7)
+
+
+def test_the_routed_fallback_is_made_at_each_erasures_trained_strength(pipe: ZImagePipeline) -> None:
+    # Routing serves an erasure at its served strength to the prompts naming it; the fallback, which serves every
+    # other prompt, distils it as trained (at 2× it took an outlined character nobody named from 1.00 to 0.62).
+    served = []
+    for artifact, (concept, category) in zip(_artifacts(pipe), [("Mira", "celebrity"), ("red", "abstraction")],
+                                             strict=True):
+        artifact.metadata["config"] = resolve(concept, category).to_dict()
+        served.append(artifact.at_strength(2.0))
+    fallback = served_patch(pipe, served, profile_for(None), "routed")
+    assert fallback.metadata["fusion"]["source_strengths"] == [1.0, 1.0]
+    assert fallback.metadata["fusion"]["sources"] == list(CONCEPTS)

@@ -15,7 +15,6 @@ from zerase.evaluate.strength import (
     choose,
     search_strength,
     settled,
-    strengthened,
 )
 from zerase.patch.artifact import load_artifact, write_artifact
 from zerase.train.erasure import erase
@@ -42,9 +41,10 @@ def test_a_weak_erasure_is_served_stronger_and_carries_its_strength(pipe, profil
     assert found.tried[1]["acc_e"] < first["acc_e"], found  # served stronger, it erases more
     assert found.strength == 2.0 and found.tried[1]["named_kept"] is not None
 
-    served = strengthened(trained, found.strength)
+    served = trained.at_strength(found.strength)
     assert served.scale == pytest.approx(2.0 * trained.scale)
-    assert strengthened(served, 1.5).scale == pytest.approx(1.5 * trained.scale)  # always from the trained alpha
+    assert served.at_strength(1.5).scale == pytest.approx(1.5 * trained.scale)  # always from the trained alpha
+    assert served.at_strength(1.0).scale == pytest.approx(trained.scale)  # back to as trained
     reread = load_artifact(write_artifact(served, tmp_path / "served.safetensors"), pipe)
     assert reread.metadata["strength"] == 2.0 and reread.scale == pytest.approx(served.scale)
 

@@ -53,15 +53,6 @@ class StrengthLimits:
     coherence_limit: float = 0.1  # how much coherence a strength past the first that erases may lose to cut attacks
 
 
-def strengthened(artifact: LoraArtifact, strength: float) -> LoraArtifact:
-    """`artifact` served at `strength` times its trained scale (a no-op at 1)."""
-    if strength == 1.0:
-        return artifact
-    trained = float(artifact.metadata.get("trained_alpha", artifact.metadata["alpha"]))
-    return replace(artifact, metadata=artifact.metadata | {"alpha": trained * strength, "strength": strength,
-                                                           "trained_alpha": trained})
-
-
 def calibration_shots(evaluator: Evaluator, concept: str, n_seeds: int, category: str | None = None,
                       preservation: Sequence[str] = (), anchor: str | None = None) -> list[Shot]:
     """The concept's prompts, its attack prompts and the kept concepts' prompts that name the concept (the ones
@@ -91,7 +82,7 @@ def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Eva
     patched, tried = PatchedPipeline(pipe), list[dict[str, Any]]()
     try:
         for strength in sorted(strengths):
-            patched.apply([strengthened(artifact, strength)], [1.0])
+            patched.apply([artifact.at_strength(strength)], [1.0])
             images = generate(pipe, prompts, seeds, sampling)
             readings = evaluator.read(images, prompts)
             coherent = evaluator.coherent(images[roles["acc_e"]], [prompts[i] for i in roles["acc_e"]])

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +114,15 @@ class LoraArtifact:
     @property
     def module_paths(self) -> list[str]:
         return sorted({k.rsplit(".lora_", 1)[0] for k in self.tensors})
+
+    def at_strength(self, strength: float) -> LoraArtifact:
+        """Served at `strength` times its trained scale (zerase.evaluate.strength); 1 is as trained, also for an
+        artifact already served stronger."""
+        if strength == float(self.metadata.get("strength", 1.0)):
+            return self
+        trained = float(self.metadata.get("trained_alpha", self.metadata["alpha"]))
+        return replace(self, metadata=self.metadata | {"alpha": trained * strength, "strength": strength,
+                                                       "trained_alpha": trained})
 
     def delta_weights(self) -> dict[str, torch.Tensor]:
         """ΔW = scale · B·A per module path, (out, in), float32."""

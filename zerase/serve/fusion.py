@@ -111,7 +111,8 @@ def fused_metadata(artifacts: Sequence[LoraArtifact], paths: Sequence[str], rank
             "target_modules": sorted({p.rsplit(".", 1)[1] for p in paths}),
             "layers": sorted({int(p.split(".")[1]) for p in paths}), "rank": rank, "alpha": float(rank),
             "gating": "text-only", "concept": " + ".join(str(a.metadata.get("concept")) for a in artifacts),
-            "fusion": {"sources": [a.metadata.get("concept") for a in artifacts], **fusion}}
+            "fusion": {"sources": [a.metadata.get("concept") for a in artifacts],
+                       "source_strengths": [float(a.metadata.get("strength", 1.0)) for a in artifacts], **fusion}}
 
 
 def caption_grams(pipe: ZImagePipeline, patch: Sequence[LoraArtifact], prompts: Sequence[str], seeds: Sequence[int],
