@@ -47,6 +47,7 @@ def test_a_weak_erasure_is_served_stronger_and_carries_its_strength(pipe, profil
     assert served.at_strength(1.0).scale == pytest.approx(trained.scale)  # back to as trained
     reread = load_artifact(write_artifact(served, tmp_path / "served.safetensors"), pipe)
     assert reread.metadata["strength"] == 2.0 and reread.scale == pytest.approx(served.scale)
+    assert reread.at_strength(1.0).scale == pytest.approx(trained.scale)  # as the routed fallback distils it
 
     assert search_strength(pipe, trained, evaluator, settings, n_seeds=2, strengths=(1.0,)).strength == 1.0
 
