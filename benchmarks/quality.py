@@ -57,6 +57,7 @@ from zerase.evaluate.evaluation import evaluate_intervention
 from zerase.evaluate.redteam import RedTeamBudget
 from zerase.model.generate import generate
 from zerase.patch.artifact import base_fingerprint
+from zerase.serve.served_patch import FALLBACK_KEEP_WEIGHT
 from zerase.train.erasure import erase
 from zerase.world.evaluator import (
     COHERENCE_METRIC,
@@ -155,13 +156,17 @@ def main() -> None:
         missing = [w for w in wanted if w not in cells]
         stale = [w for w in wanted if w in cells and _stale(cells[w])]
         composed = [w for w in wanted if w in cells and _composed_only(cells[w])]
+        fallback = [w for w in wanted if w in cells and _earlier_fallback(cells[w])]
         return ([f"Cells still missing ({len(missing)} of {len(wanted)}): "
                  + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []) + (
                 [f"Cells whose coherence was read by the probe alone, left out of that column until rerun "
                  f"({len(stale)}): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in stale)] if stale else []) + (
                 [f"Cells measured on the composed prompts alone, before the evaluation asked for the short form "
                  f"(\"a square\", \"a blue shape\"): their figures leave that prompt out until rerun "
-                 f"({len(composed)} of {len(cells)})."] if composed else [])
+                 f"({len(composed)} of {len(cells)})."] if composed else []) + (
+                [f"Cells judged with an earlier routed fallback, before its kept term was weighted "
+                 f"{FALLBACK_KEEP_WEIGHT:g} (rerun by the next run): "
+                 + ", ".join(f"{c}/{m}/s{s}" for c, m, s in fallback)] if fallback else [])
     if args.table:  # every cell there, whichever run wrote it; nothing is run
         write_outputs(args.out, table_rows(), [], REFERENCE,
                       _baselines(methods), [f"Built from {args.out / 'cells'} (--table): each cell at the settings "
@@ -212,8 +217,14 @@ def _composed_only(row: dict) -> bool:
     return row.get("evaluation_prompts") != EVALUATION_PROMPTS
 
 
+def _earlier_fallback(row: dict) -> bool:
+    """Judged as served with a routed fallback made otherwise than today's (zerase.serve.served_patch)."""
+    served = METHODS[_base(row["method"])].served
+    return served == "as served" and row.get("fallback_keep_weight") != FALLBACK_KEEP_WEIGHT
+
+
 def _redo(row: dict) -> bool:
-    return _stale(row) or _composed_only(row)
+    return _stale(row) or _composed_only(row) or _earlier_fallback(row)
 
 
 def _current(row: dict) -> dict:
@@ -277,6 +288,8 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
             info |= {"strength": found.strength, "strength_tried": found.tried}
         install = (install_routed(pipe, path, concept, fallback=method.served == "as served")
                    if method.served in ("routed", "as served") else install_artifact(pipe, path))
+        if method.served == "as served":
+            info["fallback_keep_weight"] = FALLBACK_KEEP_WEIGHT
     train_s = time.monotonic() - t
     if grid_rows is not None:
         remove = install()

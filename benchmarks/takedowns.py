@@ -13,9 +13,10 @@ entries), served at rank 32; `calibrated`, per-erasure weights w_i = 1/√N (bet
 to the frozen output on the kept concepts', rank 32); `consolidated`, zerase.serve.consolidation (that patch trained
 further, end to end, toward each erasure's own outputs on its prompts and the frozen model's on the kept ones);
 `routed`, zerase.serve.routing (per prompt, the erasures the text encoder reads it naming, each at weight 1, else the
-consolidated patch, made from each erasure at its trained strength); `routed_served_fallback`, the same with the
-fallback made from each erasure at its served strength (as the service made it until 2026-12-07); `routed_only`, the
-same without the consolidated fallback (a prompt naming none of the erasures gets the base model). Each erasure is
+consolidated patch, its kept term weighted 4: zerase.serve.served_patch); `routed_served_fallback`, the same with the
+fallback's kept term at weight 1 (as the service made it until 2026-12-07); `routed_trained_fallback`, that fallback
+made from each erasure at its trained strength instead of its served one; `routed_only`, the same without the
+consolidated fallback (a prompt naming none of the erasures gets the base model). Each erasure is
 trained once per training seed with the service's defaults, served at the strength a job would serve it at
 (zerase.evaluate.strength), and cached under var/takedowns/ (keyed by those defaults and the search's limits). Each cell
 (set × method × training seed) is written to --out/cells/ as soon as it is done and skipped
@@ -58,18 +59,21 @@ ERASED_CHARACTERS = ("Mira", "Toko", "Zed", "Dala", "Aro", "Hana", "Pim", "Kai",
 CHARACTER_SETS = tuple(",".join(ERASED_CHARACTERS[:n]) for n in (1, 2, 4, 8, 12))
 # Then the mixed set of four (a colour, a shape, a style, a character) and all five colours.
 DEFAULT_SETS = (*CHARACTER_SETS, "red,circle,outlined,Mira", "red,yellow,green,blue,purple")
-METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated", "routed", "routed_served_fallback",
+# The routed fallback's arms: how the service made it before (kept weight 1), and at the trained strength.
+FALLBACK_ARMS = ("routed_served_fallback", "routed_trained_fallback")
+METHODS = ("average", "sum", "ties", "calibrated", "closed_form", "consolidated", "routed", *FALLBACK_ARMS,
            "routed_only")
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "routed_served_fallback")  # that one is run on demand, to compare
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in FALLBACK_ARMS)  # the arms are run on demand, to compare
 TIMED_PROMPTS = ["a red circle", "Mira", "a blue star", "a picture of Toko"]
 # How a made patch is made, for the methods that make one: cells made otherwise are not mixed in. Since 2026-12-06
 # the fused patch keeps each preserved concept in its prompts (zerase.serve.fusion.fusion_prompts), and the router
 # reads each erasure as its request's category (zerase.serve.routing.router_for).
 MADE = {"keep": "expanded", "router": "request category"}
-MADE_BY = ("closed_form", "consolidated", "routed", "routed_served_fallback", "routed_only")
-# Since 2026-12-07 the routed fallback is made from each erasure at its trained strength (zerase.serve.served_patch).
-# A routed cell without this mark was made at the served strength: the table still shows it, marked †.
-FALLBACK = {"routed": "trained strength", "routed_served_fallback": "served strength"}
+MADE_BY = ("closed_form", "consolidated", "routed", *FALLBACK_ARMS, "routed_only")
+# Since 2026-12-07 the routed fallback's kept term is weighted 4 (zerase.serve.served_patch). A routed cell without
+# this mark was made at weight 1 (routed_served_fallback's fallback): the table still shows it, marked †.
+FALLBACK = {"routed": "served strength, kept weight 4", "routed_served_fallback": "served strength",
+            "routed_trained_fallback": "trained strength"}
 
 
 def parse() -> argparse.Namespace:
@@ -174,9 +178,10 @@ def patch_for(method: str, pipe: Any, artifacts: list[LoraArtifact], concepts: l
         return [low_rank(ties(artifacts), artifacts[0], name, "ties")], [1.0], time.monotonic() - started
     if method == "routed_only":
         return [], [], 0.0
-    # As the service makes it: routed_served_fallback's fallback is the set's consolidated patch as served alone.
-    made = served_patch(pipe, artifacts, profile_for(None), "consolidated" if method == "routed_served_fallback"
-                        else method)
+    # As the service makes it; the arms' fallback is the set's consolidated patch (kept weight 1), of the served or the
+    # trained erasures.
+    sources = [a.at_strength(1.0) for a in artifacts] if method == "routed_trained_fallback" else artifacts
+    made = served_patch(pipe, sources, profile_for(None), "consolidated" if method in FALLBACK_ARMS else method)
     return [made], [1.0], time.monotonic() - started
 
 
@@ -205,7 +210,7 @@ def run_cell(pipe: Any, concepts: list[str], method: str, seed: int, cache: Path
     artifacts = [trained(pipe, c, seed, cache) for c in concepts]
     patch, weights, build_s = patch_for(method, pipe, artifacts, concepts)
     routed, routing = None, None
-    if method in ("routed", "routed_served_fallback", "routed_only"):  # the router calibrated as the service does
+    if method in ("routed", *FALLBACK_ARMS, "routed_only"):  # the router calibrated as the service calibrates it
         started = time.monotonic()
         routed, routing = routed_for(pipe, profile, artifacts, patch[0] if patch else None,
                                      categories=[world_category(c) for c in concepts])
@@ -260,7 +265,7 @@ def made(method: str) -> dict[str, str]:
 def load_cell(out: Path, concepts: list[str], method: str, seed: int, model: str,
               earlier_fallback: bool = False) -> dict[str, Any] | None:
     """The cell, if it was measured on this build of the world with today's category defaults, made as `made` says;
-    `earlier_fallback`: also a routed cell whose fallback was made at the served strength (before FALLBACK)."""
+    `earlier_fallback`: also a routed cell whose fallback was made before FALLBACK (its kept term at weight 1)."""
     path = cell_path(out, concepts, method, seed)
     cell = json.loads(path.read_text()) if path.exists() else None
     if cell is None or cell.get("model") != model or cell.get("defaults") != defaults(concepts):
@@ -285,8 +290,7 @@ def table(out: Path, sets: list[list[str]], methods: list[str], seeds: int, mode
             elif method in DEFAULT_METHODS:
                 missing.append(f"{'+'.join(concepts)} × {method}")
     if any(" † |" in line for line in lines):
-        lines.append("\n† Its fallback made from each erasure at its served strength, as before 2026-12-07; it is the "
-                     "same patch where every erasure of the set is served at 1×.")
+        lines.append("\n† Its fallback's kept term at weight 1, as before 2026-12-07 (routed_served_fallback's).")
     if missing:
         lines.append(f"\nNot run yet: {'; '.join(missing)}.")
     return "\n".join(lines) + "\n"

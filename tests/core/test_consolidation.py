@@ -12,7 +12,7 @@ from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import LoraArtifact
 from zerase.serve.consolidation import ConsolidationSettings, consolidate
 from zerase.serve.fusion import FUSED_RANK, fuse_closed_form
-from zerase.serve.served_patch import served_patch
+from zerase.serve.served_patch import FALLBACK_KEEP_WEIGHT, served_patch
 from zerase.train.presets import resolve
 from zerase.train.trajectories import build_bank, raw_outputs
 
@@ -77,14 +77,16 @@ def test_consolidation_starts_from_the_patch_it_is_given(pipe: ZImagePipeline) -
         torch.testing.assert_close(unchanged.delta_weights()[path], delta, rtol=1e-5, atol=1e-7)
 
 
-def test_the_routed_fallback_is_made_at_each_erasures_trained_strength(pipe: ZImagePipeline) -> None:
-    # Routing serves an erasure at its served strength to the prompts naming it; the fallback, which serves every
-    # other prompt, distils it as trained (at 2× it took an outlined character nobody named from 1.00 to 0.62).
+def test_the_routed_fallback_weighs_the_kept_prompts_more(pipe: ZImagePipeline) -> None:
+    # The fallback serves only prompts naming none of the set, the kept concepts among them: distilled from each
+    # erasure as served (their strengths), with its kept term weighted FALLBACK_KEEP_WEIGHT (at 1 it took an outlined
+    # character nobody named from 1.00 to 0.75 of her images).
     served = []
     for artifact, (concept, category) in zip(_artifacts(pipe), [("Mira", "celebrity"), ("red", "abstraction")],
                                              strict=True):
         artifact.metadata["config"] = resolve(concept, category).to_dict()
         served.append(artifact.at_strength(2.0))
     fallback = served_patch(pipe, served, profile_for(None), "routed")
-    assert fallback.metadata["fusion"]["source_strengths"] == [1.0, 1.0]
-    assert fallback.metadata["fusion"]["sources"] == list(CONCEPTS)
+    fusion = fallback.metadata["fusion"]
+    assert fusion["method"] == "consolidated" and fusion["keep_weight"] == FALLBACK_KEEP_WEIGHT > 1
+    assert fusion["sources"] == list(CONCEPTS) and fusion["source_strengths"] == [2.0, 2.0]
