@@ -17,7 +17,8 @@ METHODS = ("closed_form", "consolidated", "routed")
 # misses. Distilled from each erasure at its served strength with the kept term at weight 1, it took Uma, an outlined
 # square nobody named, to 0.75 of her images (outlined served at 2×); at weight 4 she kept 1.00 and outlined's attacks
 # through the set stayed as they were (synonyms 0.50). Distilled at the trained strength instead she kept 1.00 too,
-# but outlined's synonyms came back (0.50 → 0.62 in the set, alone 0.10 → 0.19) (benchmarks/RESULTS.md, "The fallback").
+# but outlined's synonyms came back (0.50 → 0.62 in the set, alone 0.10 → 0.19) (benchmarks/fallback_probe.py;
+# benchmarks/RESULTS.md, "The fallback's kept weight").
 FALLBACK_KEEP_WEIGHT = 4.0
 
 
