@@ -6,7 +6,7 @@ of a concept's string attacks, as the set serves them.
 
 The erasures are `benchmarks/takedowns.py`'s, cached under var/takedowns/ (run it on the set first: each is trained
 and strength-searched as a job does). Per variant (the erasures at their served or trained strength; the
-consolidation's kept term at each weight) it makes the set's fallback as zerase.serve.served_patch does, routes the
+consolidation's kept term at each weight) it makes the set's fallback with zerase.serve.served_patch, routes the
 set, judges it (zerase.evaluate.served_evaluation: each concept's Acc_e, the kept concepts 8 images each) and draws
 every string attack on `--attacked` at `--seeds` seeds. One JSON line per variant.
 """
@@ -27,9 +27,8 @@ from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
 from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import load_artifact
-from zerase.serve.consolidation import ConsolidationSettings, consolidate
-from zerase.serve.fusion import fuse_closed_form, fusion_prompts
 from zerase.serve.routing import routed_for
+from zerase.serve.served_patch import served_patch
 from zerase.world.evaluator import world_attack_prompts
 from zerase.world.profile import world_category
 
@@ -66,9 +65,7 @@ def main() -> None:
         sources = [a.at_strength(1.0) for a in artifacts] if strength == "trained" else artifacts
         for weight in args.keep_weights:
             started = time.monotonic()
-            erase, keep = fusion_prompts(profile, sources)
-            fallback = consolidate(pipe, sources, erase, keep, sampling, ConsolidationSettings(keep_weight=weight),
-                                   init=fuse_closed_form(pipe, sources, erase, keep, sampling))
+            fallback = served_patch(pipe, sources, profile, "routed", keep_weight=weight)
             routed, _ = routed_for(pipe, profile, artifacts, fallback, categories=categories)
             served = [Served(c, a, 1.0, k) for c, a, k in zip(args.concepts, artifacts, categories, strict=True)]
             result = evaluate_served(pipe, served, evaluator, sampling, routed=routed)

@@ -23,16 +23,17 @@ FALLBACK_KEEP_WEIGHT = 4.0
 
 
 def served_patch(pipe: ZImagePipeline, artifacts: Sequence[LoraArtifact], profile: ModelProfile,
-                 method: str) -> LoraArtifact:
+                 method: str, *, keep_weight: float | None = None) -> LoraArtifact:
     """The closed-form fused patch of `artifacts` on `fusion_prompts`; "consolidated": then trained further toward
     each erasure's own outputs and the frozen model's on the kept prompts (zerase.serve.consolidation); "routed": that
     consolidated patch, the fallback of routed serving (zerase.serve.routing.routed_for), trained with its kept term
-    weighted FALLBACK_KEEP_WEIGHT."""
+    weighted FALLBACK_KEEP_WEIGHT. `keep_weight` overrides the consolidation's kept weight (to compare fallbacks)."""
     if method not in METHODS:
         raise ValueError(f"unknown fusion {method!r}; one of {', '.join(METHODS)}")
     erase, keep = fusion_prompts(profile, artifacts)
     fused = fuse_closed_form(pipe, artifacts, erase, keep, profile.sampling)
     if method in ("consolidated", "routed"):
-        settings = ConsolidationSettings(keep_weight=FALLBACK_KEEP_WEIGHT if method == "routed" else 1.0)
+        weight = keep_weight if keep_weight is not None else FALLBACK_KEEP_WEIGHT if method == "routed" else 1.0
+        settings = ConsolidationSettings(keep_weight=weight)
         fused = consolidate(pipe, artifacts, erase, keep, profile.sampling, settings, init=fused)
     return fused
