@@ -55,6 +55,7 @@ from zerase.baselines.uce import uce_erase
 from zerase.baselines.zeroing import TokenZeroing
 from zerase.evaluate.evaluation import evaluate_intervention
 from zerase.evaluate.redteam import RedTeamBudget
+from zerase.evaluate.strength import SEARCH as STRENGTH_SEARCH
 from zerase.model.generate import generate
 from zerase.patch.artifact import base_fingerprint
 from zerase.serve.served_patch import FALLBACK_KEEP_WEIGHT
@@ -157,6 +158,7 @@ def main() -> None:
         stale = [w for w in wanted if w in cells and _stale(cells[w])]
         composed = [w for w in wanted if w in cells and _composed_only(cells[w])]
         fallback = [w for w in wanted if w in cells and _earlier_fallback(cells[w])]
+        search = [w for w in wanted if w in cells and _earlier_search(cells[w])]
         return ([f"Cells still missing ({len(missing)} of {len(wanted)}): "
                  + ", ".join(f"{c}/{m}/s{s}" for c, m, s in missing)] if missing else []) + (
                 [f"Cells whose coherence was read by the probe alone, left out of that column until rerun "
@@ -166,7 +168,10 @@ def main() -> None:
                  f"({len(composed)} of {len(cells)})."] if composed else []) + (
                 [f"Cells judged with an earlier routed fallback, before its kept term was weighted "
                  f"{FALLBACK_KEEP_WEIGHT:g} (rerun by the next run): "
-                 + ", ".join(f"{c}/{m}/s{s}" for c, m, s in fallback)] if fallback else [])
+                 + ", ".join(f"{c}/{m}/s{s}" for c, m, s in fallback)] if fallback else []) + (
+                ["Cells served at a strength searched before the search halved its last step and read the concept at "
+                 "twice the seeds (rerun by the next run): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in search)]
+                 if search else [])
     if args.table:  # every cell there, whichever run wrote it; nothing is run
         write_outputs(args.out, table_rows(), [], REFERENCE,
                       _baselines(methods), [f"Built from {args.out / 'cells'} (--table): each cell at the settings "
@@ -223,8 +228,13 @@ def _earlier_fallback(row: dict) -> bool:
     return served == "as served" and row.get("fallback_keep_weight") != FALLBACK_KEEP_WEIGHT
 
 
+def _earlier_search(row: dict) -> bool:
+    """Served at a strength found by an earlier strength search than today's (zerase.evaluate.strength)."""
+    return METHODS[_base(row["method"])].strength and row.get("strength_search") != STRENGTH_SEARCH
+
+
 def _redo(row: dict) -> bool:
-    return _stale(row) or _composed_only(row) or _earlier_fallback(row)
+    return _stale(row) or _composed_only(row) or _earlier_fallback(row) or _earlier_search(row)
 
 
 def _current(row: dict) -> dict:
@@ -285,7 +295,7 @@ def run(pipe, evaluator, settings, name: str, concept: str, seed: int, steps: in
         result.save(path)
         if method.strength:  # as a job does before it is judged
             found = strengthen_as_a_job_does(pipe, path, evaluator, settings, concept)
-            info |= {"strength": found.strength, "strength_tried": found.tried}
+            info |= {"strength": found.strength, "strength_tried": found.tried, "strength_search": STRENGTH_SEARCH}
         install = (install_routed(pipe, path, concept, fallback=method.served == "as served")
                    if method.served in ("routed", "as served") else install_artifact(pipe, path))
         if method.served == "as served":

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from zerase.evaluate.served_evaluation import Served, evaluate_served
-from zerase.evaluate.strength import STRENGTHS, StrengthLimits, search_strength
+from zerase.evaluate.strength import SEARCH, STRENGTHS, StrengthLimits, search_strength
 from zerase.model.generate import generate
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import profile_for
@@ -106,7 +106,7 @@ def defaults(concepts: list[str]) -> dict[str, dict[str, Any]]:
 
 def _defaults_id(concept: str) -> str:
     """The cached erasure's key: its training defaults and the rule that chose its served strength."""
-    key = defaults([concept]) | {"strength_limits": asdict(StrengthLimits())}
+    key = defaults([concept]) | {"strength_limits": asdict(StrengthLimits()), "strength_search": SEARCH}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 

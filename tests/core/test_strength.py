@@ -13,6 +13,7 @@ from zerase.evaluate.strength import (
     StrengthLimits,
     calibration_shots,
     choose,
+    midpoint,
     search_strength,
     settled,
 )
@@ -31,22 +32,27 @@ def test_a_weak_erasure_is_served_stronger_and_carries_its_strength(pipe, profil
 
     shots = calibration_shots(evaluator, "circle", 2, "entity")
     assert min(s.seed for s in shots) >= SEED_OFFSET  # never the evaluation's seeds
+    seeds = {role: {s.seed for s in shots if (s.role == "erased") == (role == "erased")} for role in ("erased", "rest")}
+    assert len(seeds["erased"]) == 2 * len(seeds["rest"]) == 4  # Acc_e picks the strength: on twice the seeds
     kept = {s.prompt for s in shots if s.role == "kept"}
     assert kept and all("circle" in p for p in kept)  # only kept prompts routing sends to this erasure
 
     found = search_strength(pipe, trained, evaluator, settings, n_seeds=2, strengths=(1.0, 2.0), category="entity")
     first = found.tried[0]
     assert first["strength"] == 1.0 and first["acc_e"] > 0.05, found  # 100 steps leave circles at the trained scale
-    assert [t["strength"] for t in found.tried] == [1.0, 2.0]
-    assert found.tried[1]["acc_e"] < first["acc_e"], found  # served stronger, it erases more
-    assert found.strength == 2.0 and found.tried[1]["named_kept"] is not None
+    strongest = found.tried[-1]
+    assert strongest["strength"] == 2.0 and strongest["acc_e"] < first["acc_e"], found  # stronger, it erases more
+    # halfway below the weakest strength that erases is tried too (when 2x reaches the target)
+    erased = strongest["acc_e"] <= StrengthLimits().target
+    assert [t["strength"] for t in found.tried] == ([1.0, 1.5, 2.0] if erased else [1.0, 2.0]), found
+    assert found.strength == choose(found.tried) > 1.0 and strongest["named_kept"] is not None
 
     served = trained.at_strength(found.strength)
-    assert served.scale == pytest.approx(2.0 * trained.scale)
+    assert served.scale == pytest.approx(found.strength * trained.scale)
     assert served.at_strength(1.5).scale == pytest.approx(1.5 * trained.scale)  # always from the trained alpha
     assert served.at_strength(1.0).scale == pytest.approx(trained.scale)  # back to as trained
     reread = load_artifact(write_artifact(served, tmp_path / "served.safetensors"), pipe)
-    assert reread.metadata["strength"] == 2.0 and reread.scale == pytest.approx(served.scale)
+    assert reread.metadata["strength"] == found.strength and reread.scale == pytest.approx(served.scale)
     assert reread.at_strength(1.0).scale == pytest.approx(trained.scale)  # as the routed fallback distils it
 
     assert search_strength(pipe, trained, evaluator, settings, n_seeds=2, strengths=(1.0,)).strength == 1.0
@@ -100,3 +106,15 @@ def test_the_search_stops_once_a_stronger_strength_could_not_be_chosen():
     assert settled(OUTLINED)  # 3x lost coherence
     assert settled(tried((1.0, 0.2, None, 0.3, 0.9), (1.5, 0.0, None, 0.04, 0.9)))  # attacks within the target
     assert settled(tried((1.0, 0.2, 1.0, 0.3, 0.9), (1.5, 0.0, 1.0, 0.2, 0.9), (2.0, 0.0, 0.8, 0.0, 0.9)))  # unkept
+
+
+def test_the_search_tries_halfway_below_the_weakest_strength_that_erases():
+    assert midpoint(FILLED) == 1.75  # 2x reads 0.047, within the target; 1.5x 0.062 does not
+    assert midpoint(tried((1.0, 0.17, None), (1.5, 0.03, None))) == 1.25
+    # a halving that did not erase: the next would be 1.375 (the search halves once)
+    assert midpoint(tried((1.0, 0.17, None), (1.5, 0.03, None), (1.25, 0.2, None))) == 1.375
+    assert midpoint(tried((1.0, 0.0, None))) is None  # erased as trained: nothing weaker to try
+    assert midpoint(tried((1.0, 0.3, None), (1.5, 0.2, None))) is None  # nothing erases yet
+    # the midpoint erases too: it is the weakest that erases, so it is served
+    assert choose(tried((1.0, 0.17, None, 0.0, 0.85), (1.5, 0.03, None, 0.0, 0.75), (1.25, 0.04, None, 0.0, 0.8))) \
+        == 1.25

@@ -36,6 +36,14 @@ from zerase.train.prompts import concept_spans
 
 STRENGTHS = (1.0, 1.5, 2.0, 3.0)
 SEED_OFFSET = 1000  # calibration seeds start here: the job's evaluation (seeds 0..n-1) judges on images it never saw
+# The concept's own prompts are drawn at this many times the attacks' seeds: Acc_e alone picks the strength, and at 4
+# seeds (32 images for a style) its 0.05 target allowed one image. Filled at training seed 2 read 2 of 32 at 1.5x and
+# 2x, so the search served it at 3x (coherence 0.19); at 8 seeds 1.25x read 3 of 64, coherence 0.80, where 2x reads
+# 0.61 (benchmarks/RESULTS.md, "A finer strength"). The attacks' prompts outnumber the concept's by three to one, so
+# this costs a quarter more images, not twice as many.
+CONCEPT_SEED_FACTOR = 2
+# Recorded with each search, so a benchmark cell searched otherwise can be told apart.
+SEARCH = "ladder+midpoint, concept at 2x seeds"
 
 
 @dataclass(frozen=True)
@@ -54,12 +62,14 @@ class StrengthLimits:
 
 
 def calibration_shots(evaluator: Evaluator, concept: str, n_seeds: int, category: str | None = None,
-                      preservation: Sequence[str] = (), anchor: str | None = None) -> list[Shot]:
-    """The concept's prompts, its attack prompts and the kept concepts' prompts that name the concept (the ones
-    routing sends to this erasure), each at `n_seeds` calibration seeds."""
-    plan = evaluator.plan(concept, n_seeds, full=True, category=category, preservation=preservation, anchor=anchor)
+                      preservation: Sequence[str] = (), anchor: str | None = None,
+                      concept_seed_factor: int = CONCEPT_SEED_FACTOR) -> list[Shot]:
+    """The concept's prompts at `concept_seed_factor` x `n_seeds` calibration seeds; its attack prompts and the kept
+    concepts' prompts that name the concept (the ones routing sends to this erasure) at `n_seeds`."""
+    wide = max(concept_seed_factor, 1) * n_seeds
+    plan = evaluator.plan(concept, wide, full=True, category=category, preservation=preservation, anchor=anchor)
     return [replace(s, seed=s.seed + SEED_OFFSET) for s in plan.shots
-            if s.role != KEPT or concept_spans(s.prompt, concept)]
+            if (s.role == ERASED or s.seed < n_seeds) and (s.role != KEPT or concept_spans(s.prompt, concept))]
 
 
 def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Evaluator, sampling: SamplingSettings,
@@ -67,7 +77,10 @@ def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Eva
                     limits: StrengthLimits = StrengthLimits(), category: str | None = None) -> StrengthSearch:
     """Try `strengths` in rising order (the first: the trained one, 1) and stop once `choose` would not change its
     pick with a stronger one: it erases and its attacks are within the target, or a strength past the first that
-    erases lost the named kept prompts or coherence (a stronger one would lose more)."""
+    erases lost the named kept prompts or coherence (a stronger one would lose more). Then try once the midpoint
+    between the weakest strength that erases and the one below it (`midpoint`): on the world every step of the
+    ladder past what erases cost coherence (filled at training seed 2, over 64 images: 0.80 at 1.25x, 0.75 at 1.5x,
+    0.61 at 2x)."""
     config = artifact.metadata["config"]
     shots = calibration_shots(evaluator, str(config["concept"]), n_seeds, category, config.get("preservation", ()),
                               config.get("anchor"))
@@ -80,20 +93,26 @@ def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Eva
         return round(sum(shots[i].concept in readings[i] for i in idx) / len(idx), 4) if idx else None
 
     patched, tried = PatchedPipeline(pipe), list[dict[str, Any]]()
+
+    def attempt(strength: float) -> None:
+        patched.apply([artifact.at_strength(strength)], [1.0])
+        images = generate(pipe, prompts, seeds, sampling)
+        readings = evaluator.read(images, prompts)
+        coherent = evaluator.coherent(images[roles["acc_e"]], [prompts[i] for i in roles["acc_e"]])
+        tried.append({"strength": strength, **{k: rate(readings, idx) for k, idx in roles.items()},
+                      "coherence": round(sum(coherent) / len(coherent), 4) if coherent else None,
+                      "images": len(shots)})
+
     try:
         for strength in sorted(strengths):
-            patched.apply([artifact.at_strength(strength)], [1.0])
-            images = generate(pipe, prompts, seeds, sampling)
-            readings = evaluator.read(images, prompts)
-            coherent = evaluator.coherent(images[roles["acc_e"]], [prompts[i] for i in roles["acc_e"]])
-            tried.append({"strength": strength, **{k: rate(readings, idx) for k, idx in roles.items()},
-                          "coherence": round(sum(coherent) / len(coherent), 4) if coherent else None,
-                          "images": len(shots)})
+            attempt(strength)
             if settled(tried, limits):
                 break
+        if (between := midpoint(tried, limits)) is not None:
+            attempt(between)
     finally:
         patched.clear()
-    return StrengthSearch(choose(tried, limits), tried)
+    return StrengthSearch(choose(tried, limits), sorted(tried, key=lambda t: t["strength"]))
 
 
 def choose(tried: Sequence[dict[str, Any]], limits: StrengthLimits = StrengthLimits()) -> float:
@@ -121,6 +140,16 @@ def settled(tried: Sequence[dict[str, Any]], limits: StrengthLimits = StrengthLi
         return True
     pick = next(t for t in tried if t["strength"] == choose(tried, limits))
     return (pick["attack"] or 0.0) <= limits.target
+
+
+def midpoint(tried: Sequence[dict[str, Any]], limits: StrengthLimits = StrengthLimits()) -> float | None:
+    """Halfway between the weakest strength `tried` that erases (keeping the named kept prompts) and the next weaker
+    one tried, when that one does not erase; else None (the search halves once)."""
+    ordered = sorted(tried, key=lambda t: t["strength"])
+    erasing = [t for t in _kept(tried, limits) if t["acc_e"] <= limits.target]
+    if not erasing or (i := ordered.index(erasing[0])) == 0:
+        return None
+    return round((ordered[i - 1]["strength"] + erasing[0]["strength"]) / 2, 4)
 
 
 def _kept(tried: Sequence[dict[str, Any]], limits: StrengthLimits) -> list[dict[str, Any]]:
