@@ -31,7 +31,7 @@ lint: install
 # thread: the tiny model's kernels gain little from a second thread, and two processes use both cores all along.
 # Every session makes its own database, Redis prefix, S3 server and temporary files (tests/service/conftest.py).
 test: lint  ## ruff, mypy, then the whole suite on real Postgres, Redis and an S3 API
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile; rc=$$?; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 world: install  ## rebuild the bundled tiny model: a build, then two more cycles of its transformer (~80 min on 2 cores)

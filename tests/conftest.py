@@ -13,6 +13,18 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules marked `minutes` first, longest first, the rest as collected (a stable sort keeps each module's
+    tests together and in order). `make test` hands whole modules to two workers in this order
+    (`--dist loadfile --no-loadscope-reorder`): left to xdist's default, modules go by test count, and the
+    nine-minute module with three tests started last, running alone while the other worker had nothing left."""
+    def minutes(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("minutes")
+        return float(mark.args[0]) if mark else 0.0
+
+    items.sort(key=minutes, reverse=True)
+
+
 @pytest.fixture(scope="session")
 def turbo_scaffold(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """`turbo_scaffold(dtype="float32") -> Path`: the small scaffold's directory (seed 0), float32 or bfloat16."""

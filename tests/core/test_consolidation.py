@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import ZImagePipeline
 
@@ -17,6 +18,8 @@ from zerase.train.presets import resolve
 from zerase.train.trajectories import build_bank, raw_outputs
 
 from .test_real_model_path import random_artifact
+
+pytestmark = pytest.mark.minutes(2.3)  # scheduled first (tests/conftest.py)
 
 CONCEPTS = {"Mira": ["Mira", "a picture of Mira"], "red": ["a red circle", "a red star"]}
 KEEP = ["", "a blue square", "a green triangle"]

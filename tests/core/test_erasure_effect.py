@@ -11,6 +11,8 @@ from zerase.patch.artifact import load_artifact
 from zerase.train.erasure import erase
 from zerase.train.presets import resolve
 
+pytestmark = pytest.mark.minutes(1.1)  # scheduled first (tests/conftest.py)
+
 SEEDS = list(range(16))
 ERASED = ["a red circle", "a red square", "a filled red star"]
 KEPT = {"colour": ["a blue circle", "a yellow square", "a green triangle"], "shape": ["a purple circle"]}

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.minutes(2.2)  # scheduled first (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = {"Z-Erase", "Z-Erase, null-space", "Z-Erase, null-space, on-policy", "Z-Erase, preset alone",
            "Z-Erase, concept-differential", "Z-Erase, level λ", "Z-Erase, fixed λ=1", "Z-Erase, on-policy",

@@ -32,6 +32,8 @@ from standardwebhooks.webhooks import Webhook
 from service.core.db import migrate
 from service.core.settings import Settings
 
+pytestmark = pytest.mark.minutes(1.3)  # scheduled first (tests/conftest.py)
+
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs Playwright")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # What the machine's closed network needs (no background fetches, no QUIC), plus root in CI (no sandbox).

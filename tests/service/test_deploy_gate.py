@@ -15,6 +15,8 @@ from jobclient import all_events, api_key, bearer, live_api, submit, wait_for
 from service.core.db import migrate
 from service.core.settings import Settings
 
+pytestmark = pytest.mark.minutes(3)  # scheduled first (tests/conftest.py)
+
 PROBLEM = "application/problem+json"
 
 

@@ -23,6 +23,8 @@ from service.core.settings import Settings
 from service.core.store import s3_client
 from service.erasures.runner import base_pipeline
 
+pytestmark = pytest.mark.minutes(4.5)  # scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def client(distributed_settings: Settings, celery_worker: subprocess.Popen[bytes]) -> Iterator[httpx.Client]:

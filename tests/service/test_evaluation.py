@@ -26,6 +26,8 @@ from service.erasures.runner import base_pipeline
 from zerase.evaluate.evaluation import PREVIEW_SEEDS
 from zerase.evaluate.preview import HEADER_H, LABEL_W, READING_H, TILE
 
+pytestmark = pytest.mark.minutes(1.4)  # scheduled first (tests/conftest.py)
+
 PROBLEM = "application/problem+json"
 # Enough for the probe to stop seeing red on most seeds, in seconds of training (the API takes only
 # steps/eta/rank/seed: these jobs are submitted through the job service).

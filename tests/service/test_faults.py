@@ -11,12 +11,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from faults import RedisServer, TcpProxy
 from jobclient import FINISHED, WorkerFactory, all_events, api_key, bearer, live_api, start_serve, submit, wait_for
 from sqlalchemy.engine import make_url
 
 from cli.demo import free_port
 from service.core.settings import Settings
+
+pytestmark = pytest.mark.minutes(2.6)  # scheduled first (tests/conftest.py)
 
 PROBLEM = "application/problem+json"
 

@@ -20,6 +20,8 @@ from service.core.db import migrate, session_factory
 from service.core.settings import Settings
 from service.deployments import service as deployments
 
+pytestmark = pytest.mark.minutes(7.5)  # scheduled first (tests/conftest.py)
+
 COLOURS = ("colour:yellow", "colour:green", "colour:purple")  # red's neighbours nobody listed
 
 

@@ -16,6 +16,8 @@ from service.core.settings import Settings
 from service.erasures.retune import next_round
 from zerase.train.presets import CATEGORY_SETTINGS
 
+pytestmark = pytest.mark.minutes(1.8)  # scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def admin(tmp_path_factory: pytest.TempPathFactory, model_dir: Path | None) -> Iterator[httpx.Client]:

@@ -32,6 +32,8 @@ from service.erasures.contract import JobStatus
 from service.erasures.models import ErasureJob, new_job_id
 from service.keys.service import issue_key
 
+pytestmark = pytest.mark.minutes(9)  # scheduled first (tests/conftest.py)
+
 # Three colours: at 1/3 each, yellow and blue come back in 0.69 and 0.38 of their images (measured); fused, none.
 ERASURES = (("red", "abstraction"), ("yellow", "abstraction"), ("blue", "abstraction"))
 
