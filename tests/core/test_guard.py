@@ -13,9 +13,9 @@ from diffusers import ZImagePipeline
 
 from zerase.model.pipeline import load_pipeline
 from zerase.model.profiles import BUNDLED_MODEL_DIR, profile_for
-from zerase.serve.caption_reading import respelt
 from zerase.serve.guard import PromptGuard
 from zerase.serve.guard_calibration import calibrate_concept, fit_prototypes
+from zerase.train.prompts import respelt
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import LoraArtifact
 from zerase.serve.guard import PromptGuard
 from zerase.serve.routing import Calibrated, routed_for
+from zerase.train.prompts import as_trained
 
 from .test_real_model_path import random_artifact
 
@@ -69,7 +70,7 @@ def test_each_prompt_gets_what_it_names(pipe: ZImagePipeline, profile: ModelProf
     mira, toko = erasures
     expected = [_images(pipe, [mira], prompts[:1]), _images(pipe, [toko], prompts[1:2]),
                 _images(pipe, [mira, toko], prompts[2:3]), _images(pipe, [fallback], prompts[3:4]),
-                _images(pipe, [mira], prompts[4:])]
+                _images(pipe, [mira], ["Mira on a white background"])]  # encoded spelt as Mira's erasure learnt it
     for got, want in zip(mixed, expected, strict=True):
         assert np.abs(got.astype(int) - want[0].astype(int)).max() <= 1
     assert not np.array_equal(mixed[3], _images(pipe, [], prompts[3:4])[0])  # the fallback does act
@@ -126,3 +127,32 @@ def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
                        cache=reading[1])[0]
     assert together == [alone.route([p])[0] for p in shown]
     assert {(1,), (2,), (0,)} <= set(together)
+
+
+def test_a_routed_concept_is_encoded_as_its_erasure_learnt_it(
+        pipe: ZImagePipeline, profile: ModelProfile, erasures: list[LoraArtifact],
+        reading: tuple[PromptGuard, dict[str, Calibrated]]) -> None:
+    # The reader sees through case, near-spellings and letters around a name; the erasure acts on the tokens it was
+    # trained on, so the prompt is encoded with the name spelt so. Nothing else in it changes.
+    assert as_trained("an OUTLINED circle, Outlined", ["outlined"]) == "an outlined circle, outlined"
+    assert as_trained("an superoutlined otulined circle", ["outlined"]) == "an outlined outlined circle"
+    assert as_trained("Mi\u200bra in a red circle", ["Mira", "red"]) == "Mira in a red circle"
+    assert as_trained("an outline of a circle", []) == "an outline of a circle"
+    fallback = _artifact(pipe, 7, None)
+    routed, _ = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
+                           cache=reading[1])
+    prompts = ["a picture of TOKO", "superMira", "a blue star", "MIRA"]
+    assert routed.route(prompts) == [(2,), (1,), (0,), (1,)]
+    assert routed.spell is not None
+    assert routed.spell(prompts) == ["a picture of Toko", "Mira", "a blue star", "Mira"]
+    patched = PatchedPipeline(pipe)
+    patched.apply_routed(routed)
+    try:
+        got = generate(pipe, prompts, [0] * len(prompts), SAMPLING)
+    finally:
+        patched.clear()
+    mira, toko = erasures
+    want = [_images(pipe, [toko], ["a picture of Toko"]), _images(pipe, [mira], ["Mira"]),
+            _images(pipe, [fallback], ["a blue star"]), _images(pipe, [mira], ["Mira"])]
+    for image, expected in zip(got, want, strict=True):
+        assert np.abs(image.astype(int) - expected[0].astype(int)).max() <= 1

@@ -32,7 +32,7 @@ from zerase.model.generate import generate
 from zerase.model.sampling import SamplingSettings
 from zerase.patch.apply import PatchedPipeline
 from zerase.patch.artifact import LoraArtifact
-from zerase.train.prompts import concept_spans
+from zerase.train.prompts import as_trained, concept_spans
 
 STRENGTHS = (1.0, 1.5, 2.0, 3.0)
 SEED_OFFSET = 1000  # calibration seeds start here: the job's evaluation (seeds 0..n-1) judges on images it never saw
@@ -43,7 +43,7 @@ SEED_OFFSET = 1000  # calibration seeds start here: the job's evaluation (seeds 
 # this costs a quarter more images, not twice as many.
 CONCEPT_SEED_FACTOR = 2
 # Recorded with each search, so a benchmark cell searched otherwise can be told apart.
-SEARCH = "ladder+midpoint, concept at 2x seeds"
+SEARCH = "ladder+midpoint, concept at 2x seeds, attacks spelt as served"
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,13 @@ def search_strength(pipe: ZImagePipeline, artifact: LoraArtifact, evaluator: Eva
     ladder past what erases cost coherence (filled at training seed 2, over 64 images: 0.80 at 1.25x, 0.75 at 1.5x,
     0.61 at 2x)."""
     config = artifact.metadata["config"]
-    shots = calibration_shots(evaluator, str(config["concept"]), n_seeds, category, config.get("preservation", ()),
+    concept = str(config["concept"])
+    shots = calibration_shots(evaluator, concept, n_seeds, category, config.get("preservation", ()),
                               config.get("anchor"))
-    prompts, seeds = [s.prompt for s in shots], [s.seed for s in shots]
+    # An attack that spells the concept in another case, a letter off or with letters around it is served spelt as
+    # the erasure learnt it (zerase.serve.routing): it is judged so here too.
+    prompts = [s.prompt if s.role in (ERASED, KEPT) else as_trained(s.prompt, [concept]) for s in shots]
+    seeds = [s.seed for s in shots]
     roles = {"acc_e": [i for i, s in enumerate(shots) if s.role == ERASED],
              "attack": [i for i, s in enumerate(shots) if s.role not in (ERASED, KEPT)],
              "named_kept": [i for i, s in enumerate(shots) if s.role == KEPT]}

@@ -13,9 +13,10 @@ from zerase.model.pipeline import encode_prompts_compact
 from zerase.model.sampling import SamplingSettings
 
 # A patch that depends on the prompt (zerase.patch.apply.PatchedPipeline.apply_routed) is told each pipeline call's
-# prompts before it runs, and None after: every image made through `generate`, by the service, its evaluation or
-# its red team, is patched the same way.
-PromptHook = Callable[[Sequence[str] | None], None]
+# prompts before they are encoded, and None after: every image made through `generate`, by the service, its
+# evaluation or its red team, is patched the same way. It may return the texts to encode in their place (routed
+# serving spells an erased concept as its erasure was trained); None: the prompts as written.
+PromptHook = Callable[[Sequence[str] | None], Sequence[str] | None]
 _PROMPT_HOOKS: weakref.WeakKeyDictionary[ZImagePipeline, PromptHook] = weakref.WeakKeyDictionary()
 
 
@@ -42,11 +43,10 @@ def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
         # Encoded here rather than by the pipeline: each distinct text once (the pipeline encodes the shared
         # negative prompt once per image), at the pipeline's fixed padding so a batch changes no feature.
         negatives = [negative_prompt or ""] * len(chunk) if settings.guidance_scale > 0 else []
-        features = encode_prompts_compact(pipe, chunk + negatives, pad_to_longest=False)
         hook = _PROMPT_HOOKS.get(pipe)
-        if hook is not None:
-            hook(chunk)
+        texts = list((hook(chunk) if hook is not None else None) or chunk)
         try:
+            features = encode_prompts_compact(pipe, texts + negatives, pad_to_longest=False)
             out.append(sample(pipe, features[:len(chunk)], features[len(chunk):], seeds[i:i + batch_size], settings))
         finally:
             if hook is not None:

@@ -53,6 +53,8 @@ class Routed:
     slots: tuple[LoraArtifact, ...]
     route: Callable[[Sequence[str]], list[tuple[int, ...]]]
     default: tuple[int, ...] = (0,)
+    # Per prompt, the text its image is encoded from (zerase.serve.routing.as_trained); None: as written.
+    spell: Callable[[Sequence[str]], list[str]] | None = None
 
 
 def merged_delta(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -99,8 +101,9 @@ class PatchedPipeline:
             on[list(of)] = True
             return on
 
-        def hook(prompts: Sequence[str] | None) -> None:
+        def hook(prompts: Sequence[str] | None) -> Sequence[str] | None:
             model.route(None if prompts is None else torch.stack([mask(r) for r in routed.route(prompts)]))
+            return None if prompts is None or routed.spell is None else routed.spell(prompts)
 
         model.route(None, mask(routed.default))
         set_prompt_hook(self.pipe, hook)

@@ -1,11 +1,10 @@
 """How the prompt guard reads a prompt: the pipeline's own text encoder (chat template and all, hidden layer -2
 as ZImagePipeline uses it), its content tokens' features with their character offsets, pooled over every span of
 up to MAX_SPAN tokens; read as written and lower-cased, and, for a one-word concept, with near-spellings of it
-written as the concept (`respelt`)."""
+written as the concept (`zerase.train.prompts.respelt`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -109,39 +108,3 @@ class CaptionReader:
         # A byte-level BPE token carries its leading space (" red"): the span named starts at the word.
         keep = [(i, s + len(prompt[s:e]) - len(prompt[s:e].lstrip()), e) for i, s, e in keep]
         return Reading(prompt, hidden[[i for i, _, _ in keep]], [(s, e) for _, s, e in keep])
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """Whether `a` becomes `b` by one deletion, insertion, substitution or swap of neighbours."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
-                                  and a[diff[1]] == b[diff[0]])
-    short, long = sorted((a, b), key=len)
-    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
-
-
-def respelt(prompt: str, concept: str) -> tuple[str, list[tuple[int, int, int, int]]] | None:
-    """`prompt` with each word that spells a one-word `concept` a letter off (concepts of 5+ letters) or with
-    letters around it (4+ letters: "superMira", "purpleish") written as the concept itself, case aside; and
-    where each moved ((start, end) in `prompt`, (start, end) in the new text). None: no such word.
-
-    Not a blacklist: the rewritten prompt is read by the text encoder like any other, and its calibration and
-    false-positive check include this view. Short concepts are left to the encoder ("re" is not "red")."""
-    c = concept.casefold()
-    if " " in c.strip() or len(c) < 4:
-        return None
-    out, moved, at, shift = [], [], 0, 0
-    for m in re.finditer(r"\w+", prompt):
-        w = m.group().casefold()
-        if w == c or not (_one_edit(w, c) or c in w):
-            continue
-        out.append(prompt[at:m.start()] + concept)
-        moved.append((m.start(), m.end(), m.start() + shift, m.start() + shift + len(concept)))
-        shift += len(concept) - (m.end() - m.start())
-        at = m.end()
-    if not moved:
-        return None
-    return "".join(out) + prompt[at:], moved

@@ -24,8 +24,8 @@ import torch
 from diffusers import ZImagePipeline
 
 from zerase.model.corpora import coco_captions
-from zerase.serve.caption_reading import BATCH, CaptionReader, Reading, respelt
-from zerase.train.prompts import concept_spans
+from zerase.serve.caption_reading import BATCH, CaptionReader, Reading
+from zerase.train.prompts import concept_spans, respelt
 
 SPAN_SLACK = 0.05  # cosine a narrower span may lose and still be the one named
 REFUSE, ANCHOR = "refuse", "anchor"  # what a tripped prompt gets: a 422, or the span replaced by the anchor

@@ -9,7 +9,12 @@ near-spellings read as the concept), and
 - a prompt that names erased concepts gets exactly those erasures, each at weight 1, as each was trained and judged
   alone (at most MAX_ROUTED: the furthest past their thresholds);
 - any other prompt (one naming none of them, or hiding one from the reader, as Ring-A-Bell's prompts do) gets the
-  fallback, the set's consolidated patch (zerase.serve.consolidation), which still erases what it can.
+  fallback, the set's consolidated patch (zerase.serve.consolidation), which still erases what it can;
+- a routed concept the prompt spells otherwise than its erasure was trained on, in another case ("OUTLINED"), a letter
+  off or with letters around it ("otulined", "superoutlined"), is encoded spelt as the concept
+  (zerase.train.prompts.as_trained): the reader saw through the spelling, and the erasure acts on the tokens it
+  learnt. Left as written, "an OUTLINED circle", routed to outlined's erasure, still drew an outline in 0.31 of its
+  images (outlined at training seed 2, as served).
 
 A false trip costs an unrelated prompt one erasure trained to keep the rest; a miss costs the fused patch's weaker
 erasure. A prompt's cost is its own slots' rank (zerase.patch.lora routes per sample), whatever N.
@@ -29,6 +34,7 @@ from zerase.patch.artifact import LoraArtifact
 from zerase.serve.caption_reading import Reading
 from zerase.serve.guard import PromptGuard
 from zerase.serve.guard_calibration import Calibration, calibrate_concept
+from zerase.train.prompts import as_trained
 
 MAX_ROUTED = 4  # erasures one prompt may get at once: bounds a prompt's served rank
 ROUTES_KEPT = 4096  # prompts whose routes are remembered (a prompt seen again is not read again)
@@ -74,15 +80,15 @@ def routed(router: PromptGuard, artifacts: Sequence[LoraArtifact], fallback: Lor
     default = (0,) if fallback is not None else ()
     thresholds = {c.key: c.threshold for c in router.concepts}
 
-    known: dict[str, tuple[int, ...]] = {}
+    known: dict[str, tuple[tuple[int, ...], str]] = {}  # prompt -> (its slots, the text encoded for it)
     lock = threading.Lock()
 
-    def one(prompt: str, readings: Sequence[Reading]) -> tuple[int, ...]:
+    def one(prompt: str, readings: Sequence[Reading]) -> tuple[tuple[int, ...], str]:
         trips = sorted(router.trips(prompt, readings), key=lambda t: t.score - thresholds[t.key], reverse=True)
         named = sorted({first + int(t.key) for t in trips[:MAX_ROUTED]})
-        return tuple(named) or default
+        return tuple(named) or default, as_trained(prompt, [t.concept for t in trips[:MAX_ROUTED]])
 
-    def route(prompts: Sequence[str]) -> list[tuple[int, ...]]:
+    def read(prompts: Sequence[str]) -> list[tuple[tuple[int, ...], str]]:
         with lock:
             new = [p for p in dict.fromkeys(prompts) if p not in known]
             if new:  # a call's new prompts, every view, in one text-encoder pass (READ_BATCH)
@@ -93,7 +99,8 @@ def routed(router: PromptGuard, artifacts: Sequence[LoraArtifact], fallback: Lor
             return [known[p] for p in prompts]
 
     slots = ((fallback,) if fallback is not None else ()) + tuple(artifacts)
-    return Routed(slots, route, default)
+    return Routed(slots, lambda prompts: [r for r, _ in read(prompts)], default,
+                  spell=lambda prompts: [text for _, text in read(prompts)])
 
 
 def routed_for(pipe: Any, profile: Any, artifacts: Sequence[LoraArtifact], fallback: LoraArtifact | None, *,

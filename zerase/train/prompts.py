@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the control plane uses erase_prompts without the model stack
@@ -113,3 +114,51 @@ def concept_token_positions(tokenizer: PreTrainedTokenizerBase, prompt: str, con
         return []
     offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
     return [i for i, (s, e) in enumerate(offsets) if e > s and any(e > a and s < b for a, b in spans)]
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether `a` becomes `b` by one deletion, insertion, substitution or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+
+
+def respelt(prompt: str, concept: str) -> tuple[str, list[tuple[int, int, int, int]]] | None:
+    """`prompt` with each word that spells a one-word `concept` a letter off (concepts of 5+ letters) or with
+    letters around it (4+ letters: "superMira", "purpleish") written as the concept itself, case aside; and
+    where each moved ((start, end) in `prompt`, (start, end) in the new text). None: no such word.
+
+    Not a blacklist: the rewritten prompt is read by the text encoder like any other, and its calibration and
+    false-positive check include this view. Short concepts are left to the encoder ("re" is not "red")."""
+    c = concept.casefold()
+    if " " in c.strip() or len(c) < 4:
+        return None
+    out, moved, at, shift = [], [], 0, 0
+    for m in re.finditer(r"\w+", prompt):
+        w = m.group().casefold()
+        if w == c or not (_one_edit(w, c) or c in w):
+            continue
+        out.append(prompt[at:m.start()] + concept)
+        moved.append((m.start(), m.end(), m.start() + shift, m.start() + shift + len(concept)))
+        shift += len(concept) - (m.end() - m.start())
+        at = m.end()
+    if not moved:
+        return None
+    return "".join(out) + prompt[at:], moved
+
+
+def as_trained(prompt: str, concepts: Sequence[str]) -> str:
+    """`prompt` with each of `concepts` written as the concept wherever it is spelt otherwise: in another case or
+    with invisible characters (`concept_spans`), a letter off or with letters around it (`respelt`). What a routed
+    erasure is served on (zerase.serve.routing): it acts on the tokens it was trained on."""
+    for concept in concepts:
+        if (found := respelt(prompt, concept)) is not None:
+            prompt = found[0]
+        for start, end in reversed(concept_spans(prompt, concept)):
+            prompt = prompt[:start] + concept + prompt[end:]
+    return prompt
