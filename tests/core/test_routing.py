@@ -10,7 +10,7 @@ from diffusers import ZImagePipeline
 from zerase.model.generate import generate
 from zerase.model.profiles import ModelProfile
 from zerase.model.sampling import SamplingSettings
-from zerase.patch.apply import PatchedPipeline
+from zerase.patch.apply import PatchedPipeline, Routed
 from zerase.patch.artifact import LoraArtifact
 from zerase.serve.guard import PromptGuard
 from zerase.serve.routing import Calibrated, routed_for
@@ -40,6 +40,17 @@ def _images(pipe: ZImagePipeline, patch: list[LoraArtifact], prompts: list[str])
         patched.clear()
 
 
+def _served(pipe: ZImagePipeline, routed: Routed, prompts: list[str],
+            sampling: SamplingSettings = SAMPLING) -> np.ndarray:
+    """`prompts` at seed 0 as /generate serves them with `routed` installed."""
+    patched = PatchedPipeline(pipe)
+    patched.apply_routed(routed)
+    try:
+        return generate(pipe, prompts, [0] * len(prompts), sampling)
+    finally:
+        patched.clear()
+
+
 @pytest.fixture(scope="module")
 def reading(pipe: ZImagePipeline) -> tuple[PromptGuard, dict[str, Calibrated]]:
     """One reader and calibration cache for the module, as a serving process keeps them."""
@@ -61,12 +72,7 @@ def test_each_prompt_gets_what_it_names(pipe: ZImagePipeline, profile: ModelProf
     assert unknown[0]["category"] == "entity"  # a version that did not record its requests' categories
     prompts = ["Mira", "a picture of Toko", "Mira and Toko", "a blue star", "Mria on a white background"]
     assert routed.route(prompts) == [(1,), (2,), (1, 2), (0,), (1,)]  # a near-spelling is read as the concept
-    patched = PatchedPipeline(pipe)
-    patched.apply_routed(routed)
-    try:
-        mixed = generate(pipe, prompts, [0] * len(prompts), SAMPLING)  # one batch, every route in it
-    finally:
-        patched.clear()
+    mixed = _served(pipe, routed, prompts)  # one batch, every route in it
     mira, toko = erasures
     expected = [_images(pipe, [mira], prompts[:1]), _images(pipe, [toko], prompts[1:2]),
                 _images(pipe, [mira, toko], prompts[2:3]), _images(pipe, [fallback], prompts[3:4]),
@@ -83,12 +89,7 @@ def test_without_a_fallback_unnamed_prompts_get_the_base_model(
                            cache=reading[1])
     prompts = ["a blue star", "Toko"]
     assert routed.route(prompts) == [(), (1,)]
-    patched = PatchedPipeline(pipe)
-    patched.apply_routed(routed)
-    try:
-        got = generate(pipe, prompts, [0, 0], SAMPLING)
-    finally:
-        patched.clear()
+    got = _served(pipe, routed, prompts)
     np.testing.assert_array_equal(got[0], _images(pipe, [], prompts[:1])[0])
     assert np.abs(got[1].astype(int) - _images(pipe, [erasures[1]], prompts[1:])[0].astype(int)).max() <= 1
     np.testing.assert_array_equal(generate(pipe, prompts[:1], [0], SAMPLING), _images(pipe, [], prompts[:1]))
@@ -104,12 +105,8 @@ def test_a_guided_batch_routes_each_prompt_and_reads_it_as_alone(
     routed, _ = routed_for(pipe, profile, erasures, fallback, categories=CATEGORIES, guard=reading[0],
                            cache=reading[1])
     prompts = ["Toko", "a red circle", "Mira"]
+    mixed = _served(pipe, routed, prompts, guided)
     patched = PatchedPipeline(pipe)
-    patched.apply_routed(routed)
-    try:
-        mixed = generate(pipe, prompts, [0] * len(prompts), guided)
-    finally:
-        patched.clear()
     for got, patch, prompt in zip(mixed, ([erasures[1]], [fallback], [erasures[0]]), prompts, strict=True):
         patched.apply(patch, [1.0])
         try:
@@ -145,12 +142,7 @@ def test_a_routed_concept_is_encoded_as_its_erasure_learnt_it(
     assert routed.route(prompts) == [(2,), (1,), (0,), (1,)]
     assert routed.spell is not None
     assert routed.spell(prompts) == ["a picture of Toko", "Mira", "a blue star", "Mira"]
-    patched = PatchedPipeline(pipe)
-    patched.apply_routed(routed)
-    try:
-        got = generate(pipe, prompts, [0] * len(prompts), SAMPLING)
-    finally:
-        patched.clear()
+    got = _served(pipe, routed, prompts)
     mira, toko = erasures
     want = [_images(pipe, [toko], ["a picture of Toko"]), _images(pipe, [mira], ["Mira"]),
             _images(pipe, [fallback], ["a blue star"]), _images(pipe, [mira], ["Mira"])]
