@@ -169,8 +169,8 @@ def main() -> None:
                 [f"Cells judged with an earlier routed fallback, before its kept term was weighted "
                  f"{FALLBACK_KEEP_WEIGHT:g} (rerun by the next run): "
                  + ", ".join(f"{c}/{m}/s{s}" for c, m, s in fallback)] if fallback else []) + (
-                ["Cells served at a strength searched before the search halved its last step and read the concept at "
-                 "twice the seeds (rerun by the next run): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in search)]
+                ["Cells served at a strength found by an earlier search than today's (zerase.evaluate.strength.SEARCH: "
+                 f"{STRENGTH_SEARCH}; rerun by the next run): " + ", ".join(f"{c}/{m}/s{s}" for c, m, s in search)]
                  if search else [])
     if args.table:  # every cell there, whichever run wrote it; nothing is run
         write_outputs(args.out, table_rows(), [], REFERENCE,
