@@ -44,7 +44,7 @@ def generate(pipe: ZImagePipeline, prompts: Sequence[str], seeds: Sequence[int],
         # negative prompt once per image), at the pipeline's fixed padding so a batch changes no feature.
         negatives = [negative_prompt or ""] * len(chunk) if settings.guidance_scale > 0 else []
         hook = _PROMPT_HOOKS.get(pipe)
-        texts = list((hook(chunk) if hook is not None else None) or chunk)
+        texts = list(hook(chunk) or chunk) if hook is not None else chunk
         try:
             features = encode_prompts_compact(pipe, texts + negatives, pad_to_longest=False)
             out.append(sample(pipe, features[:len(chunk)], features[len(chunk):], seeds[i:i + batch_size], settings))

@@ -84,9 +84,10 @@ def routed(router: PromptGuard, artifacts: Sequence[LoraArtifact], fallback: Lor
     lock = threading.Lock()
 
     def one(prompt: str, readings: Sequence[Reading]) -> tuple[tuple[int, ...], str]:
-        trips = sorted(router.trips(prompt, readings), key=lambda t: t.score - thresholds[t.key], reverse=True)
-        named = sorted({first + int(t.key) for t in trips[:MAX_ROUTED]})
-        return tuple(named) or default, as_trained(prompt, [t.concept for t in trips[:MAX_ROUTED]])
+        trips = sorted(router.trips(prompt, readings), key=lambda t: t.score - thresholds[t.key],
+                       reverse=True)[:MAX_ROUTED]
+        named = sorted({first + int(t.key) for t in trips})
+        return tuple(named) or default, as_trained(prompt, [t.concept for t in trips])
 
     def read(prompts: Sequence[str]) -> list[tuple[tuple[int, ...], str]]:
         with lock:
