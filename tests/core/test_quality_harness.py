@@ -99,3 +99,22 @@ def test_the_table_names_each_axis_default_by_the_rule(tmp_path: Path) -> None:
     lines = (tmp_path / "quality.md").read_text().splitlines()
     assert "- colour: Z-Erase, null-space, on-policy (best Ha within the drop target" in "\n".join(lines)
     assert "- shape: Z-Erase, null-space (none within the drop target: the smallest drop" in "\n".join(lines)
+
+
+def test_the_table_shows_which_attacks_succeed(tmp_path: Path) -> None:
+    """--table breaks each setting's attack success (trained at several seeds) down by kind, the mean over its
+    training seeds, so a reader sees which attacks the column's figure comes from."""
+    (tmp_path / "cells").mkdir()
+    for seed, synonym in enumerate((0.2, 0.3)):
+        (tmp_path / "cells" / f"circle__Z-Erase__s{seed}.json").write_text(json.dumps(
+            _cell("circle", "shape", "Z-Erase", seed, 0.0, 0.0)
+            | {"attacks": {"misspelling": 0.0, "synonym": synonym}, "attack_success": synonym / 2}))
+    (tmp_path / "cells" / "circle__UCE__s0.json").write_text(json.dumps(  # one seed: no breakdown
+        _cell("circle", "shape", "UCE", 0, 0.5, 0.0) | {"attacks": {"misspelling": 0.5, "synonym": 0.5}}))
+    proc = subprocess.run([sys.executable, "benchmarks/quality.py", "--table", "--concepts", "circle",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    table = (tmp_path / "quality.md").read_text()
+    assert "| concept | method | misspelling | synonym | attack |" in table
+    assert "| circle | Z-Erase | 0.00 | 0.25 | 0.12 |" in table
+    assert "| circle | UCE | 0.50" not in table
