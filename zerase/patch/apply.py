@@ -53,7 +53,8 @@ class Routed:
     slots: tuple[LoraArtifact, ...]
     route: Callable[[Sequence[str]], list[tuple[int, ...]]]
     default: tuple[int, ...] = (0,)
-    # Per prompt, the text its image is encoded from (zerase.serve.routing.as_trained); None: as written.
+    # Per prompt, the text its image is encoded from (zerase.serve.routing spells with zerase.train.prompts.as_trained);
+    # None: as written.
     spell: Callable[[Sequence[str]], list[str]] | None = None
 
 
